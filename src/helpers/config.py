@@ -1,0 +1,245 @@
+"""Run profiles: every tunable number of the pipeline, once, with the paper section it comes from.
+
+Three frozen profiles share one code path:
+
+* ``smoke``  generated phantoms, tiny images, few folds and epochs; CPU, minutes (notebook defaults);
+* ``cpu``    the real chest X-rays at reduced size; at most 90 minutes on 2 CPU cores;
+* ``paper``  the paper's full protocol (512 px masks, 10 folds, the paper's epochs); for a GPU.
+
+``resolve()`` is the only entry point notebooks use. Overrides are checked against the field names
+so that a typo fails loudly instead of silently running the default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import paths
+
+PAPER_MASK_SIZE = 512          # section 3.2: images and masks resized to 512 x 512
+PAPER_AREA_THRESHOLD = 50_000  # section 3.2: minimum lung area in pixels, defined at 512 x 512
+
+
+@dataclass(frozen=True)
+class Profile:
+    """All settings of one run. Sizes are pixels, epochs are full passes over a training part."""
+
+    name: str
+    # --- data -------------------------------------------------------------------------------------
+    data: str                      # "synthetic" (generated phantoms) or "real" (a manifest folder)
+    n_patients: int = 0            # synthetic only: patients per class
+    images_per_patient: tuple[int, int] = (1, 3)  # synthetic only: inclusive range
+    n_seg_pairs: int = 0           # synthetic only: image/mask pairs for the UNet
+    shortcut_strength: float = 0.0  # synthetic only: P(site marker) = 0.5 +- strength/2 by class
+    phantom_size: int = 128        # synthetic only: generated image side
+    max_images_per_class: int = 0  # real only: 0 = all curated images
+    # --- segmentation (section 3.2, 4.2, Table 4, Algorithm 1) ------------------------------------
+    seg_size: int = PAPER_MASK_SIZE
+    seg_folds: int = 10            # section 4.2: "KFold (10 Fold) cross-validation"
+    seg_val_fraction: float = 0.1  # Algorithm 1 line 5: split(train_data, split_size=0.1)
+    unet_arch: str = "paper"       # "paper" (Table 4) or "smp" (segmentation_models_pytorch.Unet)
+    unet_epochs: int = 25          # section 4.2: "25 epochs for each fold"
+    unet_lr: float = 0.005         # section 4.2: "learning rate of 0.005"
+    unet_batch: int = 8            # not stated for the UNet; Table 5's batch size
+    unet_base_channels: int = 32   # Table 4: 32-64-128-256-512
+    # --- mask refinement (section 3.2) --------------------------------------------------------------
+    dilate_iters: int = 8          # "dilation operation for 8 iterations"
+    close_iters: int = 2           # "2 iterations of closing operation"
+    area_threshold_512: int = PAPER_AREA_THRESHOLD
+    # --- augmentation (Table 3) ---------------------------------------------------------------------
+    augment: bool = True
+    # --- classification (section 4.3, Table 5, Algorithm 2) -----------------------------------------
+    cls_size: int = 512            # Table 3: pad / centre crop 512 for the classification set too
+    n_folds: int = 10              # section 4.3: "10 fold cross-validation"
+    cls_val_fraction: float = 0.1  # inner validation split (Algorithm 2 lines 11-13)
+    hrnet: str = "hrnet_w18"       # HRNet width is not stated in the paper
+    head_hidden: int = 512         # Fig. 11 head: FC-ReLU-Dropout-FC (widths not legible in the text)
+    head_dropout: float = 0.5
+    cls_epochs: int = 100          # Table 5's steps 30/60/90 only act with >= 90 epochs
+    cls_batch: int = 8             # Table 5: 8
+    cls_lr: float = 0.01           # section 4.3: learning rate 0.01
+    momentum: float = 0.8          # section 4.3: momentum 0.8
+    weight_decay: float = 1e-4     # section 4.3: weight decay 0.0001
+    lr_factor: float = 0.1         # section 4.3: learning rate factor 0.1
+    lr_steps: tuple[int, ...] = (30, 60, 90)  # section 4.3: learning rate steps 30, 60, 90
+    lr_steps_ref_epochs: int = 100  # epochs the steps refer to; scaled in proportion otherwise
+    baselines: tuple[str, ...] = ("resnet152", "densenet121", "efficientnet_b4")  # Table 7
+    # --- explanation (Figs. 9, 12) ------------------------------------------------------------------
+    gradcam_per_class: int = 4     # images per class shown in the heat-map figures
+    # --- compute ------------------------------------------------------------------------------------
+    bf16: bool = False             # bf16 autocast on CPU (about 2x faster for HRNet on this CPU)
+    channels_last: bool = False
+    num_workers: int = 0
+    torch_threads: int = 0         # 0 = leave torch's default
+
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def area_threshold(self) -> int:
+        """The 50,000 px threshold of section 3.2 scaled by area from 512 x 512 to ``seg_size``."""
+        return int(round(self.area_threshold_512 * (self.seg_size / PAPER_MASK_SIZE) ** 2))
+
+    def lr_milestones(self, epochs: int | None = None) -> list[int]:
+        """Epochs at which the learning rate is multiplied by ``lr_factor``, scaled to ``epochs``."""
+        epochs = self.cls_epochs if epochs is None else epochs
+        scale = epochs / self.lr_steps_ref_epochs
+        steps = sorted({max(1, int(round(s * scale))) for s in self.lr_steps})
+        return [s for s in steps if s < epochs] if epochs > 1 else []
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["area_threshold"] = self.area_threshold
+        d["lr_milestones"] = self.lr_milestones()
+        return d
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke", data="synthetic", n_patients=24, images_per_patient=(1, 3), n_seg_pairs=60,
+        shortcut_strength=0.9, phantom_size=96,
+        seg_size=64, seg_folds=3, unet_epochs=12, unet_lr=0.005, unet_batch=8, unet_base_channels=8,
+        cls_size=64, n_folds=3, hrnet="hrnet_w18_small", head_hidden=64,
+        cls_epochs=6, cls_batch=16, gradcam_per_class=3, bf16=True, channels_last=False,
+    ),
+    "cpu": Profile(
+        name="cpu", data="real", seg_size=256, seg_folds=5, unet_epochs=15, unet_batch=8,
+        unet_base_channels=16, cls_size=160, n_folds=5, hrnet="hrnet_w18_small", head_hidden=256,
+        cls_epochs=10, cls_batch=16, bf16=True, channels_last=True,
+    ),
+    "paper": Profile(name="paper", data="real"),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A resolved profile plus where the run reads and writes."""
+
+    profile: Profile
+    data_dir: Path | None          # manifest folder (real data) or None (phantoms under out_dir)
+    out_dir: Path                  # outputs/<profile> by default
+    seed: int
+    external_data_dir: Path | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def stage_dir(self, stage: str) -> Path:
+        d = self.out_dir / stage
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile.to_dict(),
+            "data_dir": str(self.data_dir) if self.data_dir else None,
+            "out_dir": str(self.out_dir),
+            "seed": self.seed,
+            "external_data_dir": str(self.external_data_dir) if self.external_data_dir else None,
+            "overrides": dict(self.overrides),
+        }
+
+    def summary(self) -> str:
+        p = self.profile
+        lines = [
+            f"profile      {p.name} ({p.data} data)",
+            f"data_dir     {self.data_dir or '(generated phantoms)'}",
+            f"out_dir      {self.out_dir}",
+            f"seed         {self.seed}",
+            f"segmentation {p.unet_arch} UNet @ {p.seg_size}px, {p.seg_folds} folds x {p.unet_epochs} epochs",
+            f"refinement   dilate {p.dilate_iters}, close {p.close_iters}, area >= {p.area_threshold} px",
+            f"classifier   {p.hrnet} @ {p.cls_size}px, {p.n_folds} folds x {p.cls_epochs} epochs, "
+            f"lr steps {p.lr_milestones()}",
+            f"baselines    {', '.join(p.baselines)}",
+        ]
+        if self.external_data_dir:
+            lines.append(f"external     {self.external_data_dir}")
+        if self.overrides:
+            lines.append(f"overrides    {json.dumps(dict(self.overrides), default=str)}")
+        return "\n".join(lines)
+
+
+def _coerce(name: str, value: Any, current: Any) -> Any:
+    if isinstance(current, tuple) and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise TypeError(f"override {name!r} must be true/false, got {value!r}")
+    if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, float):
+        if not value.is_integer():
+            raise TypeError(f"override {name!r} must be an integer, got {value!r}")
+        return int(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def make_profile(name: str, overrides: Mapping[str, Any] | None = None) -> Profile:
+    """Return profile ``name`` with ``overrides`` applied; unknown names or keys raise."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    base = PROFILES[name]
+    overrides = dict(overrides or {})
+    known = {f.name for f in fields(Profile)} - {"name"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise KeyError(
+            f"unknown override(s) {unknown} for profile {name!r}; valid keys: {sorted(known)}"
+        )
+    coerced = {k: _coerce(k, v, getattr(base, k)) for k, v in overrides.items()}
+    prof = replace(base, **coerced)
+    validate(prof)
+    return prof
+
+
+def validate(p: Profile) -> None:
+    """Reject settings the pipeline cannot run with, naming the field."""
+    if p.data not in ("synthetic", "real"):
+        raise ValueError(f"data must be 'synthetic' or 'real', got {p.data!r}")
+    if p.unet_arch not in ("paper", "smp"):
+        raise ValueError(f"unet_arch must be 'paper' or 'smp', got {p.unet_arch!r}")
+    for k in ("seg_size", "cls_size"):
+        v = getattr(p, k)
+        if v < 32 or v % 16:
+            raise ValueError(f"{k} must be a multiple of 16 and >= 32 (UNet pools 4 times), got {v}")
+    if p.n_folds < 2 or p.seg_folds < 2:
+        raise ValueError("n_folds and seg_folds must be >= 2")
+    if not 0.0 <= p.shortcut_strength <= 1.0:
+        raise ValueError(f"shortcut_strength must lie in [0, 1], got {p.shortcut_strength}")
+    if p.data == "synthetic" and (p.n_patients < p.n_folds or p.n_seg_pairs < p.seg_folds * 3):
+        raise ValueError("synthetic profile needs n_patients >= n_folds and n_seg_pairs >= 3 * seg_folds")
+    lo, hi = p.images_per_patient
+    if not 1 <= lo <= hi:
+        raise ValueError(f"images_per_patient must be (lo, hi) with 1 <= lo <= hi, got {p.images_per_patient}")
+
+
+def resolve(
+    profile: str = "smoke",
+    data_dir: str | Path = "",
+    out_dir: str | Path = "",
+    seed: int = 0,
+    external_data_dir: str | Path = "",
+    overrides: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Turn notebook parameters into a :class:`RunConfig`.
+
+    ``data_dir`` empty means: phantoms for a synthetic profile; ``$CXR_DATA_DIR`` or the shared data
+    folder for a real one (an error with instructions if neither exists). ``out_dir`` empty means
+    ``<repo>/outputs/<profile>``.
+    """
+    prof = make_profile(profile, overrides)
+    if prof.data == "real":
+        ddir = paths.resolve_data_dir(data_dir)
+    else:
+        ddir = Path(data_dir).expanduser().resolve() if str(data_dir) else None
+        if ddir is not None:
+            raise ValueError(
+                f"profile {profile!r} generates its own phantoms; DATA_DIR={str(data_dir)!r} would be "
+                "ignored. Use PROFILE='cpu' or 'paper' for real data, or pass "
+                "OVERRIDES={'data': 'real'} to run this profile's sizes on real data."
+            )
+    odir = Path(out_dir).expanduser().resolve() if str(out_dir) else paths.default_out_dir(prof.name)
+    odir.mkdir(parents=True, exist_ok=True)
+    ext = Path(external_data_dir).expanduser().resolve() if str(external_data_dir) else None
+    if ext is not None and not ext.is_dir():
+        raise FileNotFoundError(f"EXTERNAL_DATA_DIR {ext} does not exist or is not a folder")
+    return RunConfig(profile=prof, data_dir=ddir, out_dir=odir, seed=int(seed),
+                     external_data_dir=ext, overrides=dict(overrides or {}))

@@ -1,0 +1,1 @@
+"""Data: the manifest schema, source adapters, generated phantoms, folds and duplicate checks."""

@@ -1,0 +1,79 @@
+"""Where things live: the repository, the outputs folder and the data root.
+
+No absolute path is hard-coded. The data root comes from a parameter, else ``$CXR_DATA_DIR``,
+else the shared folder next to the repository (``../shared/data/cxr``) when it exists.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_DATA = "CXR_DATA_DIR"
+ENV_OUT = "HRNET_CXR_OUT_ROOT"
+
+
+def repo_root() -> Path:
+    """The repository root: the first parent of this file that holds ``pyproject.toml``."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").is_file() and (parent / "notebooks").is_dir():
+            return parent
+    # installed non-editable: fall back to the working directory
+    return Path.cwd()
+
+
+def default_out_dir(profile: str) -> Path:
+    """``$HRNET_CXR_OUT_ROOT/<profile>`` if set, else ``<repo>/outputs/<profile>``."""
+    root = os.environ.get(ENV_OUT)
+    base = Path(root).expanduser() if root else repo_root() / "outputs"
+    return (base / profile).resolve()
+
+
+def shared_data_candidates() -> list[Path]:
+    """Folders searched for the shared real data, in order."""
+    out = []
+    env = os.environ.get(ENV_DATA)
+    if env:
+        p = Path(env).expanduser()
+        out += [p, p / "cxr"]
+    root = repo_root()
+    out += [root.parent / "shared" / "data" / "cxr", root / ".." / "shared" / "data" / "cxr"]
+    return out
+
+
+def find_shared_data() -> Path | None:
+    """The first candidate folder that holds a ``manifest.csv``, or None."""
+    for p in shared_data_candidates():
+        if (p / "manifest.csv").is_file():
+            return p.resolve()
+    return None
+
+
+def shared_metadata_dir() -> Path | None:
+    """``../shared/data/metadata`` (original ieee8023 / Figure 1 metadata.csv files), if present."""
+    d = find_shared_data()
+    if d is not None and (d.parent / "metadata").is_dir():
+        return (d.parent / "metadata").resolve()
+    return None
+
+
+def resolve_data_dir(data_dir: str | Path = "") -> Path:
+    """The real-data root: the argument, else ``$CXR_DATA_DIR``, else ``../shared/data/cxr``."""
+    if str(data_dir):
+        p = Path(data_dir).expanduser().resolve()
+        if not p.exists():
+            raise FileNotFoundError(
+                f"DATA_DIR {p} does not exist. Point DATA_DIR (or ${ENV_DATA}) at a folder with a "
+                "manifest.csv (see README, 'Data layout'), or at one of the public sources in its "
+                "original layout."
+            )
+        return p
+    found = find_shared_data()
+    if found is None:
+        tried = ", ".join(str(p) for p in shared_data_candidates())
+        raise FileNotFoundError(
+            "No real chest X-ray data found. Set DATA_DIR (notebook parameter) or the environment "
+            f"variable {ENV_DATA} to a folder holding manifest.csv (README, 'Data layout'). "
+            f"Looked in: {tried}. For a run without real data use PROFILE='smoke'."
+        )
+    return found

@@ -1,0 +1,131 @@
+"""Reproducibility: seeding and the run manifest (git revision, versions, device, timings)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from . import io, paths
+
+PACKAGES = ["torch", "torchvision", "timm", "segmentation-models-pytorch", "albumentations",
+            "numpy", "scikit-learn", "scipy", "scikit-image", "pandas", "opencv-python-headless",
+            "grad-cam", "papermill", "matplotlib", "seaborn", "torchxrayvision", "imagehash"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA); ask torch for deterministic kernels."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def setup_torch(profile) -> str:
+    """Set thread count from the profile; return the device name ('cuda' or 'cpu')."""
+    import torch
+
+    if getattr(profile, "torch_threads", 0):
+        torch.set_num_threads(int(profile.torch_threads))
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def git_revision(root: Path | None = None) -> str:
+    root = root or paths.repo_root()
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (rev or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = "not installed"
+    return out
+
+
+def device_info() -> dict[str, Any]:
+    import torch
+
+    info = {"platform": platform.platform(), "python": sys.version.split()[0],
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def fingerprint_files(files: Iterable[str | Path], limit: int | None = None) -> str:
+    """SHA-256 over (name, size, first 64 KiB) of each file: cheap, changes when data changes."""
+    h = hashlib.sha256()
+    for i, f in enumerate(sorted(str(x) for x in files)):
+        if limit is not None and i >= limit:
+            break
+        p = Path(f)
+        h.update(p.name.encode())
+        try:
+            h.update(str(p.stat().st_size).encode())
+            with open(p, "rb") as fh:
+                h.update(fh.read(65536))
+        except OSError:
+            h.update(b"missing")
+    return h.hexdigest()[:16]
+
+
+class RunLog:
+    """Collects timings for a stage and writes ``run_manifest.json`` into the stage folder."""
+
+    def __init__(self, cfg, stage: str, parameters: dict[str, Any] | None = None):
+        self.cfg, self.stage = cfg, stage
+        self.parameters = parameters or {}
+        self.t0 = time.time()
+        self.timings: dict[str, float] = {}
+        self.extra: dict[str, Any] = {}
+
+    @contextmanager
+    def timed(self, name: str):
+        t = time.time()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.time() - t, 2)
+
+    def write(self, **extra: Any) -> Path:
+        self.extra.update(extra)
+        manifest = {
+            "stage": self.stage,
+            "git_revision": git_revision(),
+            "profile": self.cfg.profile.name,
+            "parameters": self.parameters,
+            "config": self.cfg.to_dict(),
+            "seed": self.cfg.seed,
+            "packages": package_versions(),
+            "device": device_info(),
+            "timings_s": {**self.timings, "total": round(time.time() - self.t0, 2)},
+            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **self.extra,
+        }
+        return io.save_json(manifest, self.cfg.stage_dir(self.stage) / "run_manifest.json")
