@@ -1,0 +1,43 @@
+# Sourced by run_all.sh and run_tests.sh: use a suitable active environment, else make or reuse
+# .venv in the repository and install the project into it (versions come from pyproject.toml only).
+# shellcheck shell=bash
+
+_hrnet_ok() {
+  "$1" - <<'PY' >/dev/null 2>&1
+import importlib, sys
+for m in ("helpers", "torch", "timm", "segmentation_models_pytorch", "albumentations", "papermill", "nbval", "pytorch_grad_cam"):
+    importlib.import_module(m)
+import torch
+assert torch.__version__.split("+")[0] == "2.14.1", torch.__version__
+PY
+}
+
+hrnet_env() {
+  local root stamp want py
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  # 1. an activated virtualenv / conda env that already has everything
+  if [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && command -v python >/dev/null && _hrnet_ok python; then
+    PY="$(command -v python)"
+    echo "[env] using the active environment: $PY"
+    return 0
+  fi
+  # 2. the repository's .venv, created or updated when pyproject.toml changed
+  stamp="$root/.venv/.hrnet-cxr-installed"
+  want="$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
+  if [ ! -x "$root/.venv/bin/python" ]; then
+    py="$(command -v python3.11 || command -v python3)"
+    echo "[env] creating $root/.venv with $py"
+    "$py" -m venv "$root/.venv"
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! _hrnet_ok "$root/.venv/bin/python"; then
+    echo "[env] installing the project into .venv (first time: a few minutes)"
+    "$root/.venv/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+    "$root/.venv/bin/python" -m pip install --quiet -e "$root[dev]" 2>&1 | grep -v "is ignored" || true
+    _hrnet_ok "$root/.venv/bin/python" || { echo "[env] installation failed; see the pip output above" >&2; return 1; }
+    echo "$want" > "$stamp"
+  fi
+  # shellcheck disable=SC1091
+  source "$root/.venv/bin/activate"
+  PY="$root/.venv/bin/python"
+  echo "[env] using $PY"
+}

@@ -1,0 +1,212 @@
+"""Every figure and table of the paper, rebuilt from the artefacts the earlier notebooks saved.
+
+Each builder reads files only (no model is trained here) and returns a :class:`Figure` record:
+the matplotlib figure, its file name, the paper panel it corresponds to and a caption that states
+the profile and data, so a smoke figure cannot be mistaken for a result on real radiographs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import explain, io, metrics, plots, repro
+
+
+@dataclass
+class Figure:
+    fig: object
+    file: str
+    panel: str
+    notebook: str
+    caption: str
+
+
+def data_note(cfg) -> str:
+    if cfg.profile.data == "synthetic":
+        return (f"profile {cfg.profile.name}: generated phantoms, not radiographs - shows the pipeline "
+                "works, not how well it detects COVID-19")
+    return f"profile {cfg.profile.name}: real chest X-rays from {Path(cfg.data_dir).name}"
+
+
+def _kept(cfg) -> tuple[pd.DataFrame, np.ndarray]:
+    ri = io.read_stage_csv(cfg.out_dir / "refine/refine_index.csv", "03_mask_refinement.ipynb")
+    keep = np.flatnonzero(ri["passed"].astype(str).str.lower() == "true")
+    cls = io.read_stage_csv(cfg.out_dir / "curation/cls_index.csv", "01_data_curation.ipynb")
+    return cls.iloc[keep].reset_index(drop=True), keep
+
+
+def fig7(cfg) -> Figure:
+    z = np.load(cfg.out_dir / "unet/aug_samples.npz")
+    f = plots.augmentation_samples(z["originals"], z["images"], z["masks"], caption=data_note(cfg))
+    return Figure(f, "fig07_augmentation.png", "Fig. 7", "02_unet_training", "Table 3 augmentation samples")
+
+
+def fig10(cfg) -> Figure:
+    h = io.read_stage_csv(cfg.out_dir / "unet/history.csv", "02_unet_training.ipynb")
+    d = io.read_stage_csv(cfg.out_dir / "unet/dice.csv", "02_unet_training.ipynb")
+    cap = f"{data_note(cfg)}; held-out Dice {d.dice.mean():.3f} (n={len(d)}), folds={h.fold.nunique()}"
+    f = plots.training_curves(h, [("train_loss", "val_loss"), ("train_acc", "val_acc"),
+                                  ("train_dice", "val_dice")],
+                              "Fig. 10 - UNet training / validation curves (mean +- sd over folds)", cap)
+    return Figure(f, "fig10_unet_curves.png", "Fig. 10", "02_unet_training", cap)
+
+
+def fig6(cfg, n: int = 6) -> Figure:
+    cls = io.read_stage_csv(cfg.out_dir / "curation/cls_index.csv", "01_data_curation.ipynb")
+    ri = io.read_stage_csv(cfg.out_dir / "refine/refine_index.csv", "03_mask_refinement.ipynb")
+    images = io.load_npy(cfg.out_dir / "curation/cls_images.npy")
+    raw = io.load_npy(cfg.out_dir / "refine/masks_raw_cls.npy")
+    ref = io.load_npy(cfg.out_dir / "refine/masks_refined_cls.npy")
+    passed = ri["passed"].astype(str).str.lower() == "true"
+    rng = np.random.default_rng(cfg.seed)
+    pick = []
+    for lab in ("covid", "normal"):
+        pool = np.flatnonzero((cls["label"] == lab).to_numpy() & passed.to_numpy())
+        pick += list(rng.choice(pool, size=min(len(pool), n // 2 - (1 if (~passed).any() else 0)), replace=False))
+    failed = np.flatnonzero(~passed.to_numpy())
+    pick += list(failed[:2])
+    titles = [f"{cls.label[i]} {'kept' if passed[i] else 'below threshold'}" for i in pick]
+    cap = f"{data_note(cfg)}; {int(passed.sum())}/{len(passed)} images pass the area threshold"
+    f = plots.refinement_examples(np.asarray(images)[pick], np.asarray(raw)[pick], np.asarray(ref)[pick],
+                                  titles, cap)
+    return Figure(f, "fig06_refinement.png", "Fig. 6", "03_mask_refinement", cap)
+
+
+def table6_frame(cfg) -> pd.DataFrame:
+    ft = io.read_stage_csv(cfg.out_dir / "hrnet/fold_table.csv", "04_hrnet_cv_training.ipynb")
+    rows = []
+    for r in ft.itertuples(index=False):
+        fold = r.fold if str(r.fold) in ("pooled", "mean") else int(r.fold) + 1
+        row = {"fold": fold, "n": r.n}
+        for m in ("accuracy", "sensitivity", "specificity"):
+            v = getattr(r, m)
+            lo, hi = getattr(r, f"{m}_lo", np.nan), getattr(r, f"{m}_hi", np.nan)
+            row[f"{m} %"] = (f"{100 * v:.2f}" + (f" [{100 * lo:.1f}, {100 * hi:.1f}]" if np.isfinite(lo) else "")
+                             if np.isfinite(v) else "n/a")
+        row["AUC"] = f"{r.auc:.3f}" if np.isfinite(getattr(r, "auc", np.nan)) else "n/a"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table6(cfg) -> Figure:
+    t = table6_frame(cfg)
+    cap = f"{data_note(cfg)}; Wilson 95% intervals; 'mean' averages the fold rows as the paper does"
+    f = plots.table_figure(t, "Table 6 - HRNet on segmented images, per test fold", cap, col_width=1.6)
+    return Figure(f, "table6_hrnet_folds.png", "Table 6", "04_hrnet_cv_training", cap)
+
+
+def table7_frame(cfg) -> pd.DataFrame:
+    t = io.read_stage_csv(cfg.out_dir / "baselines/table7.csv", "05_baseline_comparison.ipynb")
+    out = pd.DataFrame({"model": t["model"]})
+    for m in ("accuracy", "sensitivity", "specificity"):
+        out[f"{m} %"] = [f"{100 * v:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]" for v, lo, hi in
+                         zip(t[m], t[f"{m}_lo"], t[f"{m}_hi"])]
+    out["ROC-AUC"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(t["auc"], t["auc_lo"], t["auc_hi"])]
+    return out
+
+
+def table7(cfg) -> Figure:
+    t = table7_frame(cfg)
+    cap = (f"{data_note(cfg)}; pooled out-of-fold predictions on identical folds; Wilson 95% "
+           "intervals (rates), patient-level bootstrap 95% intervals (AUC)")
+    f = plots.table_figure(t, "Table 7 - models compared on the same folds", cap, col_width=2.0)
+    return Figure(f, "table7_models.png", "Table 7", "05_baseline_comparison", cap)
+
+
+def _fold_mats(preds: pd.DataFrame) -> list[tuple[int, dict, float]]:
+    out = []
+    for k, part in preds.groupby("fold"):
+        m = metrics.confusion(part["y"].to_numpy(), part["pred"].to_numpy())
+        acc = (m["tp"] + m["tn"]) / max(1, len(part))
+        out.append((int(k), m, acc))
+    return out
+
+
+def fig13(cfg) -> Figure:
+    p = io.read_stage_csv(cfg.out_dir / "hrnet/hrnet/preds.csv", "04_hrnet_cv_training.ipynb")
+    mats = sorted(_fold_mats(p[p["set"] == "oof"]), key=lambda t: (t[2], -t[0]))
+    worst, best = mats[0], mats[-1]
+    cap = data_note(cfg)
+    f = plots.confusion_matrices([worst[1], best[1]],
+                                 [f"(a) worst: fold {worst[0] + 1}, acc {100 * worst[2]:.1f}%",
+                                  f"(b) best: fold {best[0] + 1}, acc {100 * best[2]:.1f}%"],
+                                 "Fig. 13 - HRNet confusion matrices", cap)
+    return Figure(f, "fig13_hrnet_confusion.png", "Fig. 13", "04_hrnet_cv_training", cap)
+
+
+def fig14(cfg) -> Figure:
+    allp = io.read_stage_csv(cfg.out_dir / "baselines/all_preds.csv", "05_baseline_comparison.ipynb")
+    mats, titles = [], []
+    for model in [m for m in cfg.profile.baselines if m in set(allp["model"])]:
+        best = sorted(_fold_mats(allp[allp["model"] == model]), key=lambda t: (t[2], -t[0]))[-1]
+        mats.append(best[1])
+        titles.append(f"{model}: best fold {best[0] + 1}, acc {100 * best[2]:.1f}%")
+    cap = f"{data_note(cfg)}; the paper shows each baseline's best ('optimal') matrix"
+    f = plots.confusion_matrices(mats, titles, "Fig. 14 - baseline confusion matrices (best fold)", cap)
+    return Figure(f, "fig14_baseline_confusion.png", "Fig. 14", "05_baseline_comparison", cap)
+
+
+def heat_frames(cfg) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    cls, _ = _kept(cfg)
+    seg = explain.collect(cfg.out_dir / "hrnet", "hrnet", len(cls))
+    unseg = explain.collect(cfg.out_dir / "baselines", "hrnet_unsegmented", len(cls))
+    return cls, seg, unseg
+
+
+def fig9_12(cfg) -> Figure:
+    cls, keep = _kept(cfg)
+    _, seg_heat, unseg_heat = heat_frames(cfg)
+    segmented = np.asarray(io.load_npy(cfg.out_dir / "refine/segmented.npy"))[keep]
+    images = np.asarray(io.load_npy(cfg.out_dir / "curation/cls_images.npy"))[keep]
+    lungs = np.asarray(io.load_npy(cfg.out_dir / "refine/masks_raw_cls.npy"))[keep]
+    rng = np.random.default_rng(cfg.seed)
+    pick = []
+    for lab in ("covid", "normal"):
+        pool = np.flatnonzero((cls["label"] == lab).to_numpy())
+        pick += list(rng.choice(pool, size=min(len(pool), cfg.profile.gradcam_per_class), replace=False))
+    s_un = explain.heat_share(unseg_heat[pick], lungs[pick])
+    s_se = explain.heat_share(seg_heat[pick], lungs[pick])
+    titles = [f"{cls.label[i]} | in lungs: {a:.0%} -> {b:.0%}" for i, a, b in zip(pick, s_un, s_se)]
+    cap = f"{data_note(cfg)}; each map from the fold model that did not train on the image"
+    f = plots.heatmap_pairs(images[pick], unseg_heat[pick], segmented[pick], seg_heat[pick], lungs[pick],
+                            titles, cap)
+    return Figure(f, "fig09_12_gradcam.png", "Figs. 9 and 12", "04/05", cap)
+
+
+def heat_share_frame(cfg) -> pd.DataFrame:
+    a = io.read_stage_csv(cfg.out_dir / "hrnet/heat_share.csv", "04_hrnet_cv_training.ipynb")
+    b = io.read_stage_csv(cfg.out_dir / "baselines/heat_share.csv", "05_baseline_comparison.ipynb")
+    return pd.concat([b, a], ignore_index=True)
+
+
+def fig_heat_share(cfg) -> Figure:
+    df = heat_share_frame(cfg)
+    chance = float(df["area_lung"].mean())
+    summ = df.groupby("model")["share_lung"].mean()
+    cap = (f"{data_note(cfg)}; means: " + ", ".join(f"{k} {v:.2f}" for k, v in summ.items())
+           + f"; dashed = lung area fraction {chance:.2f}")
+    f = plots.share_plot(df, "model", "share_lung", "label",
+                         "Share of Grad-CAM heat inside the lung mask, every test image", chance, cap)
+    return Figure(f, "fig09_12_heat_share.png", "Figs. 9 and 12 (quantified)", "04/05", cap)
+
+
+BUILDERS = [fig7, fig10, fig6, table6, table7, fig13, fig14, fig9_12, fig_heat_share]
+
+
+def write_all(cfg, dest: Path, builders=None) -> pd.DataFrame:
+    """Build and save every figure into ``dest``; returns the figure index (one row per file)."""
+    dest = Path(dest)
+    rows = []
+    rev = repro.git_revision()
+    for b in builders or BUILDERS:
+        fig = b(cfg)
+        plots.save(fig.fig, dest / fig.file)
+        rows.append({"file": fig.file, "paper": fig.panel, "notebook": fig.notebook,
+                     "profile": cfg.profile.name, "data": data_note(cfg), "git_revision": rev,
+                     "caption": fig.caption})
+    index = pd.DataFrame(rows)
+    io.save_csv(index, dest / "index.csv")
+    return index

@@ -1,0 +1,198 @@
+"""Lung segmentation (section 3.2, section 4.2, Algorithm 1, Table 4, eq. 1, Fig. 10).
+
+k-fold cross-validation of a UNet trained from scratch with the Dice loss of eq. (1): in each
+fold, 10 % of the training patients form a validation split; the weights with the lowest
+validation loss are kept (``save(model.best_weights())``). As in Algorithm 1 (lines 10-12), the
+validation images are augmented too, with a fixed seed so that epochs are comparable; Dice on the
+held-out fold is measured without augmentation on the thresholded prediction.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import augment, io, models
+from .data.splits import inner_split
+
+
+def _autocast(device: str, enabled: bool):
+    if not enabled:
+        return torch.autocast(device_type=device, enabled=False)
+    dtype = torch.bfloat16
+    return torch.autocast(device_type=device, dtype=dtype)
+
+
+def _to_tensor(imgs: np.ndarray, device: str) -> torch.Tensor:
+    """uint8 (B, H, W) -> float32 (B, 1, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32) / 255.0).unsqueeze(1).to(device)
+
+
+def _augment_batch(pipe, imgs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out_i, out_m = [], []
+    for im, m in zip(imgs, masks):
+        a, b = augment.apply(pipe, np.asarray(im), np.asarray(m))
+        out_i.append(a)
+        out_m.append(b)
+    return np.stack(out_i), np.stack(out_m)
+
+
+def _epoch(model, opt, imgs, masks, idx, batch, pipe, device, bf16, train: bool, rng=None):
+    """One pass; returns mean loss, pixel accuracy and soft Dice over ``idx``."""
+    model.train(train)
+    order = rng.permutation(idx) if (train and rng is not None) else np.asarray(idx)
+    tot = {"loss": 0.0, "acc": 0.0, "dice": 0.0}
+    n = 0
+    for s in range(0, len(order), batch):
+        b = np.sort(order[s:s + batch]) if not train else order[s:s + batch]
+        im, m = np.asarray(imgs[b]), np.asarray(masks[b])
+        if pipe is not None:
+            im, m = _augment_batch(pipe, im, m)
+        x, y = _to_tensor(im, device), torch.from_numpy(m.astype(np.float32)).unsqueeze(1).to(device)
+        with torch.set_grad_enabled(train):
+            with _autocast(device, bf16):
+                logits = model(x)
+            logits = logits.float()
+            loss = models.dice_loss(logits, y)
+            if train:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            prob = torch.sigmoid(logits)
+            acc = ((prob >= 0.5).float() == y).float().mean().item()
+            d = models.dice_coefficient(prob, y).mean().item()
+        k = len(b)
+        tot["loss"] += loss.item() * k
+        tot["acc"] += acc * k
+        tot["dice"] += d * k
+        n += k
+    return {key: v / max(n, 1) for key, v in tot.items()}
+
+
+def train_fold(profile, images: np.ndarray, masks: np.ndarray, train_idx: np.ndarray,
+               val_idx: np.ndarray, seed: int, device: str = "cpu", desc: str = "unet"
+               ) -> tuple[dict, pd.DataFrame]:
+    """Train one UNet. images: uint8 (N,S,S); masks: uint8 (N,S,S) {0,1}.
+
+    Returns (best state dict by validation loss, per-epoch history with train/val loss, pixel
+    accuracy and Dice).
+    """
+    torch.manual_seed(seed)
+    size = images.shape[-1]
+    model = models.make_unet(profile.unet_arch, profile.unet_base_channels).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=profile.unet_lr)
+    rng = np.random.default_rng(seed)
+    val_pipe_seed = seed + 999_983
+    best, best_loss, rows = None, float("inf"), []
+    bf16 = bool(profile.bf16)
+    for epoch in tqdm(range(profile.unet_epochs), desc=desc, leave=False):
+        pipe = augment.seeded_pipeline(size, seed, epoch) if profile.augment else None
+        tr = _epoch(model, opt, images, masks, train_idx, profile.unet_batch, pipe, device, bf16,
+                    True, rng)
+        vpipe = augment.seeded_pipeline(size, val_pipe_seed, 0) if profile.augment else None
+        va = _epoch(model, None, images, masks, val_idx, profile.unet_batch, vpipe, device, bf16, False)
+        rows.append({"epoch": epoch + 1, **{f"train_{k}": v for k, v in tr.items()},
+                     **{f"val_{k}": v for k, v in va.items()}})
+        if va["loss"] < best_loss:
+            best_loss = va["loss"]
+            best = copy.deepcopy(model.state_dict())
+            rows[-1]["best"] = True
+    hist = pd.DataFrame(rows)
+    hist["best"] = hist.get("best", False)
+    hist["best"] = hist["best"].fillna(False).astype(bool)
+    return best, hist
+
+
+@torch.no_grad()
+def predict(profile, states: list[dict], images: np.ndarray, device: str = "cpu",
+            batch: int = 16, desc: str = "predict masks") -> np.ndarray:
+    """Mean lung probability of the given fold models: float32 (N, S, S) in [0, 1]."""
+    nets = []
+    for st in states:
+        m = models.make_unet(profile.unet_arch, profile.unet_base_channels).to(device)
+        m.load_state_dict(st)
+        m.eval()
+        nets.append(m)
+    out = np.zeros(images.shape, dtype=np.float32)
+    for s in tqdm(range(0, len(images), batch), desc=desc, leave=False, mininterval=2):
+        x = _to_tensor(np.asarray(images[s:s + batch]), device)
+        acc = torch.zeros_like(x)
+        for m in nets:
+            with _autocast(device, bool(profile.bf16)):
+                logits = m(x)
+            acc += torch.sigmoid(logits.float())
+        out[s:s + batch] = (acc / len(nets)).squeeze(1).cpu().numpy()
+    return out
+
+
+def hard_dice_per_image(prob: np.ndarray, masks: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Dice of thresholded predictions vs masks per image: float64 (N,)."""
+    return np.array([models.hard_dice(p >= threshold, m > 0) for p, m in zip(prob, masks)])
+
+
+def cross_validate(profile, images: np.ndarray, masks: np.ndarray, index: pd.DataFrame,
+                   out_dir: Path, seed: int, device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """Algorithm 1 over the folds in ``index['fold']`` (patient-grouped, from curation).
+
+    index: one row per image with ``patient_id``, ``source``, ``fold``. Writes, per fold,
+    ``fold{k}.pt`` (best weights), ``history_fold{k}.csv`` and ``dice_fold{k}.csv``; a finished
+    fold is reused when the stage resumes. Returns the concatenated history and per-image Dice.
+    """
+    out_dir = Path(out_dir)
+    hists, dices = [], []
+    folds = sorted(index["fold"].unique())
+    for k in tqdm(folds, desc="UNet folds"):
+        wfile, hfile, dfile = (out_dir / f"fold{k}.pt", out_dir / f"history_fold{k}.csv",
+                               out_dir / f"dice_fold{k}.csv")
+        if wfile.is_file() and hfile.is_file() and dfile.is_file():
+            print(f"fold {k}: reusing {wfile.name}")
+            hists.append(pd.read_csv(hfile))
+            dices.append(pd.read_csv(dfile, keep_default_na=False))
+            continue
+        test = np.flatnonzero(index["fold"].to_numpy() == k)
+        train_all = np.flatnonzero(index["fold"].to_numpy() != k)
+        tr, va = inner_split(train_all, index["patient_id"], index["source"],
+                             profile.seg_val_fraction, seed + k)
+        state, hist = train_fold(profile, images, masks, tr, va, seed + 1000 * k, device,
+                                 desc=f"UNet fold {k}")
+        hist.insert(0, "fold", k)
+        prob = predict(profile, [state], images[test], device, desc=f"fold {k} test")
+        d = index.iloc[test][["image_id", "patient_id", "source"]].copy()
+        d["fold"] = k
+        d["dice"] = hard_dice_per_image(prob, np.asarray(masks[test]))
+        torch.save(state, wfile)
+        io.save_csv(hist, hfile)
+        io.save_csv(d, dfile)
+        hists.append(hist)
+        dices.append(d)
+    return {"history": pd.concat(hists, ignore_index=True),
+            "dice": pd.concat(dices, ignore_index=True)}
+
+
+def load_fold_states(out_dir: Path) -> list[dict]:
+    """The best weights of every fold in ``out_dir`` (files ``fold*.pt``)."""
+    files = sorted(Path(out_dir).glob("fold*.pt"))
+    if not files:
+        raise FileNotFoundError(f"no fold*.pt in {out_dir}: run notebooks/02_unet_training.ipynb first")
+    return [torch.load(f, map_location="cpu", weights_only=True) for f in files]
+
+
+def dice_table(dice: pd.DataFrame) -> pd.DataFrame:
+    """Held-out Dice per fold and per source: mean, sd, min, n."""
+    by_fold = dice.groupby("fold")["dice"].agg(["count", "mean", "std", "min"]).reset_index()
+    by_fold.insert(0, "group", "fold")
+    by_fold = by_fold.rename(columns={"fold": "name"})
+    by_src = dice.groupby("source")["dice"].agg(["count", "mean", "std", "min"]).reset_index()
+    by_src.insert(0, "group", "source")
+    by_src = by_src.rename(columns={"source": "name"})
+    allrow = pd.DataFrame([{"group": "all", "name": "all", "count": len(dice),
+                            "mean": dice["dice"].mean(), "std": dice["dice"].std(),
+                            "min": dice["dice"].min()}])
+    t = pd.concat([by_fold, by_src, allrow], ignore_index=True)
+    t["name"] = t["name"].astype(str)
+    return t.rename(columns={"count": "n", "mean": "dice_mean", "std": "dice_sd", "min": "dice_min"})

@@ -1,0 +1,200 @@
+"""Cross-validated classification (section 3.4, section 4.3, Algorithm 2, Table 5; Table 7).
+
+One function trains any timm classifier over the saved folds: HRNet on segmented images (the
+proposed model), the same on unsegmented images, the Table 7 baselines and the shortcut audits.
+Per fold: a patient-grouped 10 % validation split of the training part, SGD with momentum and
+weight decay, the learning rate multiplied by 0.1 at the (scaled) steps 30/60/90, binary
+cross-entropy on one logit; the weights with the lowest validation loss are kept; the decision
+threshold is chosen on the validation split (never on the test fold); the test fold is predicted
+once. Every fold's predictions are written as soon as the fold ends, so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import augment, io, models
+from .data.splits import inner_split
+from .metrics import choose_threshold
+
+MEAN, STD = 0.5, 0.25  # images are scaled to [0, 1] then standardised with these constants
+
+
+def to_input(imgs: np.ndarray, device: str, channels_last: bool = False) -> torch.Tensor:
+    """uint8 (B, H, W) -> float32 (B, 3, H, W), grayscale replicated, standardised."""
+    x = torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32) / 255.0)
+    x = ((x - MEAN) / STD).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.to(device)
+
+
+def _autocast(device: str, bf16: bool):
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bool(bf16))
+
+
+def build(profile, name: str, device: str) -> torch.nn.Module:
+    m = models.make_classifier(name, hidden=profile.head_hidden, dropout=profile.head_dropout)
+    m = m.to(device)
+    if profile.channels_last:
+        m = m.to(memory_format=torch.channels_last)
+    return m
+
+
+@torch.no_grad()
+def predict_proba(model, images: np.ndarray, device: str, bf16: bool = False,
+                  channels_last: bool = False, batch: int = 64) -> np.ndarray:
+    """P(class 1) for every image: float64 (N,)."""
+    model.eval()
+    out = []
+    for s in range(0, len(images), batch):
+        x = to_input(np.asarray(images[s:s + batch]), device, channels_last)
+        with _autocast(device, bf16):
+            logit = model(x)
+        out.append(torch.sigmoid(logit.float()).squeeze(1).cpu().numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def _run_epoch(model, opt, images, y, idx, profile, device, pipe, rng):
+    model.train()
+    order = rng.permutation(idx)
+    loss_sum, correct, n = 0.0, 0, 0
+    for s in range(0, len(order), profile.cls_batch):
+        b = order[s:s + profile.cls_batch]
+        if len(b) < 2:  # BatchNorm needs more than one sample
+            continue
+        im = np.asarray(images[b])
+        if pipe is not None:
+            im = np.stack([augment.apply(pipe, a)[0] for a in im])
+        x = to_input(im, device, profile.channels_last)
+        t = torch.from_numpy(y[b].astype(np.float32)).unsqueeze(1).to(device)
+        with _autocast(device, profile.bf16):
+            logit = model(x)
+        loss = F.binary_cross_entropy_with_logits(logit.float(), t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(b)
+        correct += int(((logit.float() > 0).float() == t).sum().item())
+        n += len(b)
+    return loss_sum / max(n, 1), correct / max(n, 1)
+
+
+def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx: np.ndarray,
+               val_idx: np.ndarray, seed: int, device: str = "cpu", desc: str = ""
+               ) -> tuple[torch.nn.Module, pd.DataFrame]:
+    """Train one classifier; returns (model with the best validation-loss weights, history)."""
+    torch.manual_seed(seed)
+    model = build(profile, name, device)
+    opt = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.momentum,
+                          weight_decay=profile.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=profile.lr_milestones(),
+                                                 gamma=profile.lr_factor)
+    rng = np.random.default_rng(seed)
+    best, best_loss, rows = None, float("inf"), []
+    yv = y[val_idx].astype(np.float64)
+    for epoch in tqdm(range(profile.cls_epochs), desc=desc or name, leave=False):
+        pipe = augment.seeded_pipeline(images.shape[-1], seed, epoch) if profile.augment else None
+        lr = opt.param_groups[0]["lr"]
+        tl, ta = _run_epoch(model, opt, images, y, train_idx, profile, device, pipe, rng)
+        sched.step()
+        pv = predict_proba(model, images[val_idx], device, profile.bf16, profile.channels_last)
+        pv_c = np.clip(pv, 1e-7, 1 - 1e-7)
+        vl = float(-np.mean(yv * np.log(pv_c) + (1 - yv) * np.log(1 - pv_c)))
+        va = float(np.mean((pv >= 0.5) == (yv == 1)))
+        rows.append({"epoch": epoch + 1, "lr": lr, "train_loss": tl, "train_acc": ta,
+                     "val_loss": vl, "val_acc": va, "best": False})
+        if vl < best_loss:
+            best_loss, best = vl, copy.deepcopy(model.state_dict())
+            rows[-1]["best"] = True
+    model.load_state_dict(best)
+    return model, pd.DataFrame(rows)
+
+
+def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarray,
+                   index: pd.DataFrame, out_dir: Path, seed: int, device: str = "cpu",
+                   extra: dict[str, dict] | None = None,
+                   after_fold: Callable[[int, torch.nn.Module, np.ndarray], dict] | None = None,
+                   save_weights: bool = True) -> pd.DataFrame:
+    """Algorithm 2 over ``index['fold']``; returns out-of-fold predictions of every image.
+
+    images: uint8 (N, S, S); y: int (N,) in {0, 1}; index: the N rows (``image_id``,
+    ``patient_id``, ``fold``, optional ``source``/``view``). ``extra``: named sets ``{"images", "y", "index"}`` (e.g. an
+    external test set) every fold model also predicts (rows with ``set`` = the name).
+    ``after_fold(k, model, test_idx)`` may compute more per-fold artefacts (Grad-CAM) and return a
+    dict of arrays saved to ``<tag>/fold{k}_extra.npz``.
+
+    Files under ``out_dir/<tag>/``: ``fold{k}_preds.csv``, ``fold{k}_history.csv``,
+    ``fold{k}.pt`` (weights), and ``preds.csv`` / ``history.csv`` for all folds.
+    Prediction columns: image_id, patient_id, fold, set ('oof' or an extra name), y, prob,
+    threshold, pred, model, plus source/view/label when present in ``index``.
+    """
+    d = Path(out_dir) / tag
+    d.mkdir(parents=True, exist_ok=True)
+    y = np.asarray(y).astype(np.int64)
+    folds = index["fold"].to_numpy()
+    keep_cols = [c for c in ("image_id", "patient_id", "source", "view", "label") if c in index]
+    all_preds, all_hist = [], []
+    for k in tqdm(sorted(np.unique(folds)), desc=f"{tag} folds"):
+        pf, hf = d / f"fold{k}_preds.csv", d / f"fold{k}_history.csv"
+        if pf.is_file() and hf.is_file():
+            print(f"{tag} fold {k}: reusing {pf.name}")
+            all_preds.append(pd.read_csv(pf, keep_default_na=False))
+            all_hist.append(pd.read_csv(hf))
+            continue
+        test = np.flatnonzero(folds == k)
+        tr, va = inner_split(np.flatnonzero(folds != k), index["patient_id"], y,
+                             profile.cls_val_fraction, seed + k)
+        model, hist = train_fold(profile, name, images, y, tr, va, seed + 1000 * k, device,
+                                 desc=f"{tag} fold {k}")
+        hist.insert(0, "fold", k)
+        pv = predict_proba(model, images[va], device, profile.bf16, profile.channels_last)
+        thr = choose_threshold(y[va], pv)
+        rows = []
+        pt = predict_proba(model, images[test], device, profile.bf16, profile.channels_last)
+        t = index.iloc[test][keep_cols].copy()
+        t["fold"], t["set"], t["y"], t["prob"] = k, "oof", y[test], pt
+        rows.append(t)
+        for set_name, ext in (extra or {}).items():
+            pe = predict_proba(model, ext["images"], device, profile.bf16, profile.channels_last)
+            e = ext["index"][[c for c in keep_cols if c in ext["index"]]].copy()
+            e["fold"], e["set"], e["y"], e["prob"] = k, set_name, ext["y"], pe
+            rows.append(e)
+        p = pd.concat(rows, ignore_index=True)
+        p["threshold"] = thr
+        p["pred"] = (p["prob"] >= thr).astype(int)
+        p["model"] = tag
+        if after_fold is not None:
+            arrays = after_fold(k, model, test)
+            if arrays:
+                np.savez_compressed(d / f"fold{k}_extra.npz", **arrays)
+        if save_weights:
+            torch.save(model.state_dict(), d / f"fold{k}.pt")
+        io.save_csv(hist, hf)
+        io.save_csv(p, pf)  # written last: its presence marks the fold finished
+        all_preds.append(p)
+        all_hist.append(hist)
+    preds = pd.concat(all_preds, ignore_index=True)
+    hist = pd.concat(all_hist, ignore_index=True)
+    hist.insert(0, "model", tag)
+    io.save_csv(preds, d / "preds.csv")
+    io.save_csv(hist, d / "history.csv")
+    return preds
+
+
+def load_fold_model(profile, name: str, out_dir: Path, tag: str, fold: int, device: str = "cpu"):
+    """Rebuild the fold model saved by :func:`cross_validate`."""
+    f = Path(out_dir) / tag / f"fold{fold}.pt"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found: the stage that trains {tag!r} has not been run")
+    m = build(profile, name, device)
+    m.load_state_dict(torch.load(f, map_location=device, weights_only=True))
+    m.eval()
+    return m
