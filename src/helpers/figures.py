@@ -104,7 +104,7 @@ def table7_frame(cfg) -> pd.DataFrame:
     for m in ("accuracy", "sensitivity", "specificity"):
         out[f"{m} %"] = [f"{100 * v:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]" for v, lo, hi in
                          zip(t[m], t[f"{m}_lo"], t[f"{m}_hi"])]
-    out["ROC-AUC"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(t["auc"], t["auc_lo"], t["auc_hi"])]
+    out["ROC-AUC"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(t["roc_auc"], t["roc_auc_lo"], t["roc_auc_hi"])]
     return out
 
 

@@ -1,0 +1,34 @@
+from helpers import config, pipeline
+
+
+def test_stage_archives_other_configuration(tmp_path):
+    cfg = config.resolve("smoke", out_dir=tmp_path)
+    d = pipeline.open_stage(cfg, "curation")
+    (d / "result.csv").write_text("x\n1\n")
+    pipeline.mark_done(cfg, "curation")
+    assert pipeline.is_done(cfg, "curation")
+    # same configuration: kept for resuming
+    pipeline.open_stage(cfg, "curation")
+    assert (d / "result.csv").is_file()
+    # another configuration: moved aside, not deleted
+    cfg2 = config.resolve("smoke", out_dir=tmp_path, seed=1)
+    assert not pipeline.is_done(cfg2, "curation")
+    pipeline.open_stage(cfg2, "curation")
+    old = list(tmp_path.glob("curation.old-*"))
+    assert len(old) == 1 and (old[0] / "result.csv").read_text() == "x\n1\n"
+    assert not (d / "result.csv").exists()
+
+
+def test_notebook_parameters_round_trip(tmp_path):
+    cfg = config.resolve("smoke", out_dir=tmp_path, seed=3, overrides={"cls_epochs": 2})
+    p = pipeline.notebook_parameters(cfg)
+    again = config.resolve(p["PROFILE"], p["DATA_DIR"], p["OUT_DIR"], p["SEED"], p["EXTERNAL_DATA_DIR"],
+                           p["OVERRIDES"])
+    assert pipeline.config_key(again) == pipeline.config_key(cfg)
+
+
+def test_every_stage_has_a_notebook():
+    from helpers import paths
+    for stage, nb in pipeline.STAGES.items():
+        assert (paths.repo_root() / "notebooks" / nb).is_file(), nb
+        assert set(pipeline.UPSTREAM[stage]) < set(pipeline.STAGES)
