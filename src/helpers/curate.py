@@ -35,7 +35,7 @@ def limit_per_class(cls: pd.DataFrame, max_per_class: int, seed: int) -> pd.Data
     rng = np.random.default_rng(seed)
     keep = []
     for _, part in cls.groupby("label"):
-        pats = part["patient_id"].unique()
+        pats = np.array(sorted(part["patient_id"].unique()), dtype=object)
         rng.shuffle(pats)
         counts = part.groupby("patient_id").size()
         total = 0
@@ -127,7 +127,8 @@ def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         root = phantoms.generate(cfg.out_dir / "data" / "phantoms", n_patients=p.n_patients,
                                  images_per_patient=tuple(p.images_per_patient),
                                  n_seg_pairs=p.n_seg_pairs, size=p.phantom_size,
-                                 shortcut_strength=p.shortcut_strength, seed=cfg.seed)
+                                 shortcut_strength=p.shortcut_strength, seed=cfg.seed,
+                                 finding_contrast=p.finding_contrast)
         df = mf.read_manifest(root)
         flow = pd.DataFrame([{"source": "phantoms", "step": "generated", "n_in": len(df),
                               "n_kept": len(df), "n_removed": 0, "reason": ""}])

@@ -77,6 +77,8 @@ def fig6(cfg, n: int = 6) -> Figure:
 
 def table6_frame(cfg) -> pd.DataFrame:
     ft = io.read_stage_csv(cfg.out_dir / "hrnet/fold_table.csv", "04_hrnet_cv_training.ipynb")
+    num = [c for c in ft.columns if c not in ("fold", "kind", "note")]
+    ft[num] = ft[num].apply(pd.to_numeric, errors="coerce")
     rows = []
     for r in ft.itertuples(index=False):
         fold = r.fold if str(r.fold) in ("pooled", "mean") else int(r.fold) + 1
@@ -100,6 +102,8 @@ def table6(cfg) -> Figure:
 
 def table7_frame(cfg) -> pd.DataFrame:
     t = io.read_stage_csv(cfg.out_dir / "baselines/table7.csv", "05_baseline_comparison.ipynb")
+    num = [c for c in t.columns if c not in ("model", "note")]
+    t[num] = t[num].apply(pd.to_numeric, errors="coerce")
     out = pd.DataFrame({"model": t["model"]})
     for m in ("accuracy", "sensitivity", "specificity"):
         out[f"{m} %"] = [f"{100 * v:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]" for v, lo, hi in
@@ -179,7 +183,10 @@ def fig9_12(cfg) -> Figure:
 def heat_share_frame(cfg) -> pd.DataFrame:
     a = io.read_stage_csv(cfg.out_dir / "hrnet/heat_share.csv", "04_hrnet_cv_training.ipynb")
     b = io.read_stage_csv(cfg.out_dir / "baselines/heat_share.csv", "05_baseline_comparison.ipynb")
-    return pd.concat([b, a], ignore_index=True)
+    df = pd.concat([b, a], ignore_index=True)
+    num = [c for c in df.columns if c.startswith(("share_", "area_"))]
+    df[num] = df[num].apply(pd.to_numeric, errors="coerce")
+    return df
 
 
 def fig_heat_share(cfg) -> Figure:

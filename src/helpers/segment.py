@@ -27,9 +27,21 @@ def _autocast(device: str, enabled: bool):
     return torch.autocast(device_type=device, dtype=dtype)
 
 
-def _to_tensor(imgs: np.ndarray, device: str) -> torch.Tensor:
+def _to_tensor(imgs: np.ndarray, device: str, channels_last: bool = False) -> torch.Tensor:
     """uint8 (B, H, W) -> float32 (B, 1, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32) / 255.0).unsqueeze(1).to(device)
+    x = torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32) / 255.0).unsqueeze(1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.to(device)
+
+
+def _net(profile, device: str, state: dict | None = None) -> torch.nn.Module:
+    m = models.make_unet(profile.unet_arch, profile.unet_base_channels).to(device)
+    if state is not None:
+        m.load_state_dict(state)
+    if profile.channels_last:
+        m = m.to(memory_format=torch.channels_last)
+    return m
 
 
 def _augment_batch(pipe, imgs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +53,8 @@ def _augment_batch(pipe, imgs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarra
     return np.stack(out_i), np.stack(out_m)
 
 
-def _epoch(model, opt, imgs, masks, idx, batch, pipe, device, bf16, train: bool, rng=None):
+def _epoch(model, opt, imgs, masks, idx, batch, pipe, device, bf16, train: bool, rng=None,
+           cl: bool = False):
     """One pass; returns mean loss, pixel accuracy and soft Dice over ``idx``."""
     model.train(train)
     order = rng.permutation(idx) if (train and rng is not None) else np.asarray(idx)
@@ -52,7 +65,7 @@ def _epoch(model, opt, imgs, masks, idx, batch, pipe, device, bf16, train: bool,
         im, m = np.asarray(imgs[b]), np.asarray(masks[b])
         if pipe is not None:
             im, m = _augment_batch(pipe, im, m)
-        x, y = _to_tensor(im, device), torch.from_numpy(m.astype(np.float32)).unsqueeze(1).to(device)
+        x, y = _to_tensor(im, device, cl), torch.from_numpy(m.astype(np.float32)).unsqueeze(1).to(device)
         with torch.set_grad_enabled(train):
             with _autocast(device, bf16):
                 logits = model(x)
@@ -84,7 +97,7 @@ def train_fold(profile, images: np.ndarray, masks: np.ndarray, train_idx: np.nda
     """
     torch.manual_seed(seed)
     size = images.shape[-1]
-    model = models.make_unet(profile.unet_arch, profile.unet_base_channels).to(device)
+    model = _net(profile, device)
     opt = torch.optim.Adam(model.parameters(), lr=profile.unet_lr)
     rng = np.random.default_rng(seed)
     val_pipe_seed = seed + 999_983
@@ -93,9 +106,10 @@ def train_fold(profile, images: np.ndarray, masks: np.ndarray, train_idx: np.nda
     for epoch in tqdm(range(profile.unet_epochs), desc=desc, leave=False):
         pipe = augment.seeded_pipeline(size, seed, epoch) if profile.augment else None
         tr = _epoch(model, opt, images, masks, train_idx, profile.unet_batch, pipe, device, bf16,
-                    True, rng)
+                    True, rng, profile.channels_last)
         vpipe = augment.seeded_pipeline(size, val_pipe_seed, 0) if profile.augment else None
-        va = _epoch(model, None, images, masks, val_idx, profile.unet_batch, vpipe, device, bf16, False)
+        va = _epoch(model, None, images, masks, val_idx, profile.unet_batch, vpipe, device, bf16, False,
+                    cl=profile.channels_last)
         rows.append({"epoch": epoch + 1, **{f"train_{k}": v for k, v in tr.items()},
                      **{f"val_{k}": v for k, v in va.items()}})
         if va["loss"] < best_loss:
@@ -112,16 +126,11 @@ def train_fold(profile, images: np.ndarray, masks: np.ndarray, train_idx: np.nda
 def predict(profile, states: list[dict], images: np.ndarray, device: str = "cpu",
             batch: int = 16, desc: str = "predict masks") -> np.ndarray:
     """Mean lung probability of the given fold models: float32 (N, S, S) in [0, 1]."""
-    nets = []
-    for st in states:
-        m = models.make_unet(profile.unet_arch, profile.unet_base_channels).to(device)
-        m.load_state_dict(st)
-        m.eval()
-        nets.append(m)
+    nets = [_net(profile, device, st).eval() for st in states]
     out = np.zeros(images.shape, dtype=np.float32)
     for s in tqdm(range(0, len(images), batch), desc=desc, leave=False, mininterval=2):
-        x = _to_tensor(np.asarray(images[s:s + batch]), device)
-        acc = torch.zeros_like(x)
+        x = _to_tensor(np.asarray(images[s:s + batch]), device, profile.channels_last)
+        acc = torch.zeros(x.shape, device=device)
         for m in nets:
             with _autocast(device, bool(profile.bf16)):
                 logits = m(x)

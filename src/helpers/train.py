@@ -4,7 +4,7 @@ One function trains any timm classifier over the saved folds: HRNet on segmented
 proposed model), the same on unsegmented images, the Table 7 baselines and the shortcut audits.
 Per fold: a patient-grouped 10 % validation split of the training part, SGD with momentum and
 weight decay, the learning rate multiplied by 0.1 at the (scaled) steps 30/60/90, binary
-cross-entropy on one logit; the weights with the lowest validation loss are kept; the decision
+cross-entropy on one logit; the last-epoch weights are tested (Algorithm 2, line 14); the decision
 threshold is chosen on the validation split (never on the test fold); the test fold is predicted
 once. Every fold's predictions are written as soon as the fold ends, so an interrupted run resumes.
 """
@@ -90,7 +90,12 @@ def _run_epoch(model, opt, images, y, idx, profile, device, pipe, rng):
 def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx: np.ndarray,
                val_idx: np.ndarray, seed: int, device: str = "cpu", desc: str = ""
                ) -> tuple[torch.nn.Module, pd.DataFrame]:
-    """Train one classifier; returns (model with the best validation-loss weights, history)."""
+    """Train one classifier; returns (model, per-epoch history).
+
+    The model keeps its last-epoch weights (Algorithm 2 tests the model after the epoch loop), or
+    the weights with the lowest validation loss when ``profile.cls_select == "best_val_loss"``;
+    the ``best`` column of the history marks that epoch either way.
+    """
     torch.manual_seed(seed)
     model = build(profile, name, device)
     opt = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.momentum,
@@ -101,7 +106,7 @@ def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx:
     best, best_loss, rows = None, float("inf"), []
     yv = y[val_idx].astype(np.float64)
     for epoch in tqdm(range(profile.cls_epochs), desc=desc or name, leave=False):
-        pipe = augment.seeded_pipeline(images.shape[-1], seed, epoch) if profile.augment else None
+        pipe = augment.seeded_pipeline(images.shape[-1], seed, epoch) if profile.cls_augment else None
         lr = opt.param_groups[0]["lr"]
         tl, ta = _run_epoch(model, opt, images, y, train_idx, profile, device, pipe, rng)
         sched.step()
@@ -114,7 +119,8 @@ def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx:
         if vl < best_loss:
             best_loss, best = vl, copy.deepcopy(model.state_dict())
             rows[-1]["best"] = True
-    model.load_state_dict(best)
+    if profile.cls_select == "best_val_loss":
+        model.load_state_dict(best)
     return model, pd.DataFrame(rows)
 
 

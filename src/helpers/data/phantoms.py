@@ -204,7 +204,7 @@ def _anatomy_image(a: dict, lungs: np.ndarray, heart: np.ndarray,
 
 
 def _findings(rng: np.random.Generator, lungs: np.ndarray, air: np.ndarray, a: dict,
-              severity: float) -> np.ndarray:
+              severity: float, contrast: float = 1.0) -> np.ndarray:
     """COVID-like opacity as a brightening: float32 (size, size) >= 0, zero outside ``lungs``.
 
     Ground-glass (broad, smooth, partial loss of air) plus, from moderate severity on,
@@ -234,7 +234,7 @@ def _findings(rng: np.random.Generator, lungs: np.ndarray, air: np.ndarray, a: d
                 cons |= blob * (1 + 0.7 * _smooth_noise(rng, size, 10)) > 0.8
     ggo = np.minimum(ggo, 1.2) * np.clip(1 + 0.5 * _smooth_noise(rng, size, 18), 0.2, 2)
     opacity = (0.22 + 0.4 * sev) * ggo + (0.25 + 0.25 * sev) * _blur(cons, 1.0 * size / 128)
-    return (air * np.clip(opacity, 0, 0.9) * lungs).astype(np.float32)
+    return (air * np.clip(contrast * opacity, 0, 0.9) * lungs).astype(np.float32)
 
 
 def _site_layer(rng: np.random.Generator, size: int, site: str) -> np.ndarray:
@@ -290,14 +290,14 @@ def _clutter(rng: np.random.Generator, size: int, outside: np.ndarray) -> np.nda
 
 
 def render(rng: np.random.Generator, size: int, covid: bool, site: str, severity: float = 0.0,
-           anatomy: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+           anatomy: dict | None = None, contrast: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """One phantom: image uint8 (size, size) in [0, 255], lung mask uint8 (size, size) in {0, 1}.
 
     ``anatomy`` (from :func:`sample_anatomy`) is drawn from ``rng`` when None. ``covid`` adds
     findings of extent ``severity`` in [0, 1] inside the lungs; ``site`` "a" adds the shortcut
     nuisance outside them. The number of draws from ``rng`` depends on neither ``covid`` nor
     ``site``, so two calls with equal generators differ only by the findings (inside the mask)
-    or the site nuisance (outside it).
+    or the site nuisance (outside it). ``contrast`` scales the findings' opacity (1 = default).
     """
     if site not in SITES:
         raise ValueError(f"site must be one of {SITES}, got {site!r}")
@@ -305,7 +305,7 @@ def render(rng: np.random.Generator, size: int, covid: bool, site: str, severity
     find_rng, site_rng = (np.random.default_rng(int(s)) for s in rng.integers(2**31, size=2))
     lungs0, heart0 = canonical_masks(a, size)
     img0, air0 = _anatomy_image(a, lungs0, heart0, size)
-    find0 = _findings(find_rng, lungs0, air0, a, severity) if covid else None
+    find0 = _findings(find_rng, lungs0, air0, a, severity, contrast) if covid else None
     # rotation (+-5 deg) and shift (+-5 %) of film and mask together; the mask by nearest neighbour
     m = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), rng.uniform(-5, 5), 1.0)
     m[:, 2] += rng.uniform(-0.05, 0.05, 2) * size
@@ -373,7 +373,7 @@ def _write_png(path: Path, arr: np.ndarray) -> None:
 
 def generate(folder: str | Path, n_patients: int, images_per_patient: tuple[int, int] = (1, 3),
              n_seg_pairs: int = 60, size: int = 128, shortcut_strength: float = 0.9,
-             seed: int = 0, overwrite: bool = False) -> Path:
+             seed: int = 0, overwrite: bool = False, finding_contrast: float = 1.0) -> Path:
     """Write a manifest folder of phantoms and return it.
 
     Contents: manifest.csv (schema of :mod:`helpers.data.manifest` plus a ``severity`` column),
@@ -393,7 +393,8 @@ def generate(folder: str | Path, n_patients: int, images_per_patient: tuple[int,
         raise ValueError("need 0 <= shortcut_strength <= 1, 1 <= lo <= hi, n_patients >= 1, size >= 32")
     params = json.loads(json.dumps(dict(
         version=VERSION, n_patients=n_patients, images_per_patient=[lo, hi], n_seg_pairs=n_seg_pairs,
-        size=size, shortcut_strength=float(shortcut_strength), seed=seed)))
+        size=size, shortcut_strength=float(shortcut_strength), seed=seed,
+        **({} if finding_contrast == 1.0 else {"finding_contrast": float(finding_contrast)}))))
     meta_file = folder / "phantoms.json"
     try:
         old = io.load_json(meta_file) if meta_file.is_file() else None
@@ -419,7 +420,8 @@ def generate(folder: str | Path, n_patients: int, images_per_patient: tuple[int,
     io.save_json({"params": params, "files": files, "complete": False}, meta_file)
     for r in plan:
         img, mask = render(np.random.default_rng(r["_key"]), size, r["_covid"], r["_site"],
-                           r["severity"], jitter_anatomy(r["_anat"], np.random.default_rng(r["_key"] + [1])))
+                           r["severity"], jitter_anatomy(r["_anat"], np.random.default_rng(r["_key"] + [1])),
+                           contrast=finding_contrast)
         _write_png(folder / r["path"], img)
         _write_png(folder / r["mask_path"], mask * 255)
     df = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in plan])
