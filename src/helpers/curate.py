@@ -58,12 +58,14 @@ def build_indices(manifest: pd.DataFrame, profile, seed: int
     if cls["y"].nunique() < 2:
         raise ValueError("the classification set needs both covid and normal images; "
                          f"found only {cls['label'].unique().tolist()}")
-    cls["fold"] = splits.patient_folds(cls["patient_id"], cls["label"], profile.n_folds, seed)
+    grp = cls["group_id"] if "group_id" in cls else cls["patient_id"]
+    cls["fold"] = splits.patient_folds(grp, cls["label"], profile.n_folds, seed)
     seg = manifest[manifest["split_role"] == "segment"].copy().sort_values("path").reset_index(drop=True)
     if len(seg) < 3 * profile.seg_folds:
         raise ValueError(f"{len(seg)} image/mask pairs are too few for {profile.seg_folds} UNet folds")
     seg.insert(0, "image_id", image_ids(seg["path"]))
-    seg["fold"] = splits.patient_folds(seg["patient_id"], seg["source"], profile.seg_folds, seed)
+    sgrp = seg["group_id"] if "group_id" in seg else seg["patient_id"]
+    seg["fold"] = splits.patient_folds(sgrp, seg["source"], profile.seg_folds, seed)
     splits.check_disjoint(cls["patient_id"], cls["fold"])
     splits.check_disjoint(seg["patient_id"], seg["fold"])
     return cls, seg
@@ -112,13 +114,44 @@ def decode_arrays(cls: pd.DataFrame, seg: pd.DataFrame, root: Path, profile, out
     return {k: str(v) for k, v in written.items()}
 
 
+def _source_roots(root: Path) -> dict[str, Path]:
+    """The public sources under ``root``: ``root`` itself if it is one, else its sub-folders."""
+    from .data import sources
+
+    try:
+        return {sources.detect_source(root): root}
+    except (sources.SourceLayoutError, ValueError, FileNotFoundError):
+        pass
+    found: dict[str, Path] = {}
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            name = sources.detect_source(sub)
+        except (sources.SourceLayoutError, ValueError, FileNotFoundError):
+            continue
+        if name in found:
+            raise ValueError(f"two folders hold source {name!r}: {found[name]} and {sub}")
+        found[name] = sub
+    if not found:
+        table = sources.registry_table()
+        raise FileNotFoundError(
+            f"{root}: neither a manifest folder (manifest.csv) nor a public chest X-ray source in its "
+            "original layout, nor a folder of such sources. Expected layouts:\n"
+            + "\n".join(f"  {r.name}: {r.layout}" for r in table.itertuples())
+        )
+    return found
+
+
 def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The run's data as (manifest folder, validated manifest, flow table, excluded rows).
+    """The run's data as (root for relative paths, validated manifest, flow table, excluded rows).
 
     Synthetic profiles generate phantoms under ``OUT_DIR/data/phantoms`` (reused when the same
-    parameters were generated before); real profiles read ``cfg.data_dir``.
+    parameters were generated before). Real profiles read ``cfg.data_dir``: a manifest folder,
+    one public source in its original layout, or a folder holding several such sources (each
+    adapter reports its selection flow and every excluded row with the reason; merged lung masks
+    are written under ``OUT_DIR/data/derived``, never into the source).
     """
     from .data import manifest as mf
+    from .data import sources
 
     p = cfg.profile
     if p.data == "synthetic":
@@ -132,9 +165,43 @@ def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         df = mf.read_manifest(root)
         flow = pd.DataFrame([{"source": "phantoms", "step": "generated", "n_in": len(df),
                               "n_kept": len(df), "n_removed": 0, "reason": ""}])
-        return Path(root), df, flow, pd.DataFrame(columns=["source", "path", "reason"])
+        return Path(root), df, flow, pd.DataFrame(columns=["source", "row_id", "source_path", "step", "reason"])
     root = Path(cfg.data_dir)
-    df = mf.read_manifest(root)
-    flow = pd.DataFrame([{"source": "manifest", "step": "read manifest.csv", "n_in": len(df),
-                          "n_kept": len(df), "n_removed": 0, "reason": ""}])
-    return root, df, flow, pd.DataFrame(columns=["source", "path", "reason"])
+    if (root / "manifest.csv").is_file():
+        res = sources.load_source("manifest", root)
+    else:
+        roots = _source_roots(root)
+        opts = {"nih-cxr8": {"n_sample": 1000, "seed": cfg.seed},   # Table 2: 1,000 random NIH normals
+                "chexpert": {"n_sample": 1000, "seed": cfg.seed}}   # Table 2: 1,000 random CheXpert normals
+        res = sources.curate(roots, derived_dir=cfg.out_dir / "data" / "derived",
+                             options={k: v for k, v in opts.items() if k in roots})
+    df = mf.validate(res.manifest, where=str(root), check_files=False)
+    return Path("/"), df, res.flow, res.excluded
+
+
+def duplicate_guard(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Near-duplicate radiographs across and within sources (perceptual hash + correlation).
+
+    Returns (pairs, manifest with ``group_id``): images found to be copies of each other share a
+    group, so that folds keep them on one side (the same film filed under two patients or two
+    collections would otherwise sit in training and test at once).
+    """
+    from .data import dedup
+
+    pairs = dedup.find_duplicates(manifest, root=root)
+    group = dict(zip(manifest["patient_id"], manifest["patient_id"]))
+
+    def find(x):
+        while group[x] != x:
+            group[x] = group[group[x]]
+            x = group[x]
+        return x
+
+    for a, b in zip(pairs["patient_a"], pairs["patient_b"]):
+        if a and b and a in group and b in group:
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                group[max(ra, rb)] = min(ra, rb)
+    out = manifest.copy()
+    out["group_id"] = out["patient_id"].map(find)
+    return pairs, out

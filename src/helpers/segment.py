@@ -20,6 +20,11 @@ from . import augment, io, models
 from .data.splits import inner_split
 
 
+def _groups(index: pd.DataFrame) -> pd.Series:
+    """Split groups: duplicate-aware ``group_id`` when curation made one, else ``patient_id``."""
+    return index["group_id"] if "group_id" in index else index["patient_id"]
+
+
 def _autocast(device: str, enabled: bool):
     if not enabled:
         return torch.autocast(device_type=device, enabled=False)
@@ -165,7 +170,7 @@ def cross_validate(profile, images: np.ndarray, masks: np.ndarray, index: pd.Dat
             continue
         test = np.flatnonzero(index["fold"].to_numpy() == k)
         train_all = np.flatnonzero(index["fold"].to_numpy() != k)
-        tr, va = inner_split(train_all, index["patient_id"], index["source"],
+        tr, va = inner_split(train_all, _groups(index), index["source"],
                              profile.seg_val_fraction, seed + k)
         state, hist = train_fold(profile, images, masks, tr, va, seed + 1000 * k, device,
                                  desc=f"UNet fold {k}")

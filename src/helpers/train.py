@@ -36,6 +36,11 @@ def to_input(imgs: np.ndarray, device: str, channels_last: bool = False) -> torc
     return x.to(device)
 
 
+def _groups(index: pd.DataFrame) -> pd.Series:
+    """Split groups: duplicate-aware ``group_id`` when curation made one, else ``patient_id``."""
+    return index["group_id"] if "group_id" in index else index["patient_id"]
+
+
 def _autocast(device: str, bf16: bool):
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bool(bf16))
 
@@ -156,7 +161,7 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
             all_hist.append(pd.read_csv(hf))
             continue
         test = np.flatnonzero(folds == k)
-        tr, va = inner_split(np.flatnonzero(folds != k), index["patient_id"], y,
+        tr, va = inner_split(np.flatnonzero(folds != k), _groups(index), y,
                              profile.cls_val_fraction, seed + k)
         model, hist = train_fold(profile, name, images, y, tr, va, seed + 1000 * k, device,
                                  desc=f"{tag} fold {k}")
