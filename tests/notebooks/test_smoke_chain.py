@@ -26,7 +26,7 @@ def smoke_run(tmp_path_factory):
     out = Path(root) / "smoke" if root else None
     if out is None or (out.exists() and any(out.iterdir())):
         out = tmp_path_factory.mktemp("smoke")  # never resume from earlier results here
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "notebooks").mkdir(parents=True, exist_ok=True)
     for nb in NOTEBOOKS:
         pm.execute_notebook(str(nb), str(out / "notebooks" / nb.name), cwd=str(nb.parent),
                             parameters={"OUT_DIR": str(out)}, progress_bar=False, kernel_name="python3")
