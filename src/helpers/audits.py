@@ -260,12 +260,18 @@ def source_target(index: pd.DataFrame, classes: Sequence[str] | str | None = Non
     return y, desc
 
 
-def permuted_labels(y, groups, seed: int) -> np.ndarray:
+def permuted_labels(y, groups, seed: int, strata=None) -> np.ndarray:
     """Labels permuted at the patient (group) level: int64 (N,).
 
     Each group's label (the majority of its images' labels, ties to 1) is shuffled among the
     groups, so every group keeps a single label, the number of groups per class is preserved
     and the labels no longer relate to the images. Same ``seed``, same permutation.
+
+    ``strata`` (one value per image, constant within a group; e.g. ``index['fold']``) restricts
+    the shuffle to groups of the same stratum, so each fold keeps its number of patients per
+    class. Use it for cross-validated audits: the folds were stratified on the true labels, and
+    a free shuffle leaves folds unbalanced, which biases pooled out-of-fold AUCs below 0.5
+    (each training part then leans towards the class its test fold lacks).
     """
     y = np.asarray(y).astype(np.int64).ravel()
     g = np.asarray(groups).astype(str).ravel()
@@ -273,11 +279,24 @@ def permuted_labels(y, groups, seed: int) -> np.ndarray:
         raise ValueError(f"y ({len(y)}) and groups ({len(g)}) differ in length")
     if len(y) == 0:
         return y.copy()
-    uniq, inv = np.unique(g, return_inverse=True)
+    uniq, first, inv = np.unique(g, return_index=True, return_inverse=True)
+    inv = inv.ravel()
     frac = np.bincount(inv, weights=y, minlength=len(uniq)) / np.bincount(inv, minlength=len(uniq))
     group_y = (frac >= 0.5).astype(np.int64)
     rng = np.random.default_rng(seed)
-    return rng.permutation(group_y)[inv]
+    if strata is None:
+        return rng.permutation(group_y)[inv]
+    st = np.asarray(strata).astype(str).ravel()
+    if len(st) != len(y):
+        raise ValueError(f"y ({len(y)}) and strata ({len(st)}) differ in length")
+    group_st = st[first]
+    if not np.array_equal(group_st[inv], st):
+        raise ValueError("strata must be constant within each group (patient)")
+    out = group_y.copy()
+    for s in np.unique(group_st):
+        members = np.flatnonzero(group_st == s)
+        out[members] = group_y[rng.permutation(members)]
+    return out[inv]
 
 
 # --------------------------------------------------------------------------------------------
@@ -475,10 +494,12 @@ def permutation_null(features, y, index: pd.DataFrame, n_perm: int = 200, seed: 
 
     ``observed_auc`` is the pooled out-of-fold ROC-AUC of the procedure of :func:`cv_logistic`
     (its refit on the whole training part of each fold; equal to the AUC of its predictions).
-    The null repeats that procedure ``n_perm`` times with labels permuted among patients
-    (:func:`permuted_labels`, seeds ``seed + 1 ... seed + n_perm``) on the same folds; no
-    threshold is needed for an AUC, so none is chosen. Imputation and scaling do not depend on
-    the labels and are fitted once per fold.
+    The null repeats that procedure ``n_perm`` times with labels permuted among the patients of
+    each fold (:func:`permuted_labels` with ``strata = fold``, seeds ``seed + 1 ... seed +
+    n_perm``) on the same folds, so every permutation keeps the observed number of patients per
+    class in every fold. (A free shuffle would unbalance the folds and pull the null AUCs below
+    0.5, making noise look significant.) No threshold is needed for an AUC, so none is chosen;
+    imputation and scaling do not depend on the labels and are fitted once per fold.
 
     Returns ``dict(observed_auc, null_aucs`` (float64 (n_perm,)), ``p_value`` =
     (1 + #{null >= observed}) / (1 + n_perm), ``null_mean, null_q95, n_perm)``.
@@ -507,7 +528,8 @@ def permutation_null(features, y, index: pd.DataFrame, n_perm: int = 200, seed: 
         return _auc(labels, score)
 
     observed = pooled_auc(y)
-    null = np.array([pooled_auc(permuted_labels(y, groups, seed + 1 + i)) for i in range(n_perm)],
+    null = np.array([pooled_auc(permuted_labels(y, groups, seed + 1 + i, strata=folds))
+                     for i in range(n_perm)],
                     dtype=np.float64)
     ok = null[~np.isnan(null)]
     p = (1 + int(np.sum(ok >= observed))) / (1 + len(ok)) if not np.isnan(observed) else float("nan")

@@ -1,0 +1,182 @@
+"""External validation: the trained models on a data set from elsewhere (issue: real chest X-rays).
+
+``EXTERNAL_DATA_DIR`` names a manifest folder (or a public source in its layout), possibly with
+sources never seen in training. Curation decodes it once and checks that it shares no patient
+(and no near-duplicate film) with the training data; the UNet is scored on its image/mask pairs
+(Dice per source); every fold model of every classifier predicts its classification images, and
+so does the mean of the fold models. Results are per source and overall, with 95 % intervals.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import io, metrics
+
+PREFIX = "ext_"
+
+
+def load(cfg) -> tuple[Path, pd.DataFrame]:
+    """The external manifest (validated) and the root its relative paths refer to."""
+    from .data import manifest as mf
+    from .data import sources
+
+    root = Path(cfg.external_data_dir)
+    if (root / "manifest.csv").is_file():
+        return root, mf.read_manifest(root)
+    res = sources.load_source("auto", root, derived_dir=cfg.out_dir / "data" / "derived_external")
+    return Path("/"), mf.validate(res.manifest, where=str(root), check_files=False)
+
+
+def overlap_report(internal: pd.DataFrame, external: pd.DataFrame) -> pd.DataFrame:
+    """Patients present in both sets (by ``patient_id``); an external set should share none."""
+    shared = sorted(set(internal["patient_id"]) & set(external["patient_id"]))
+    return pd.DataFrame({"patient_id": shared})
+
+
+def decode(cfg, manifest: pd.DataFrame, root: Path, out: Path) -> dict[str, pd.DataFrame]:
+    """Decode the external images once, as curation does for the internal ones.
+
+    Writes ``ext_cls_index.csv``, ``ext_seg_index.csv`` and ``ext_*.npy`` stacks into ``out``.
+    """
+    from .curate import image_ids
+
+    p = cfg.profile
+    cls = manifest[manifest["split_role"] == "classify"].sort_values("path").reset_index(drop=True)
+    seg = manifest[manifest["split_role"] == "segment"].sort_values("path").reset_index(drop=True)
+    cls.insert(0, "image_id", image_ids(cls["path"]))
+    seg.insert(0, "image_id", image_ids(seg["path"]))
+    cls["y"] = (cls["label"] == "covid").astype(int)
+    files = [Path(root) / f for f in cls["path"]]
+    io.save_npy(io.load_stack(files, p.cls_size, desc="external classify"), out / f"{PREFIX}cls_images.npy")
+    io.save_npy(io.load_stack(files, p.seg_size, desc="external @ seg size"),
+                out / f"{PREFIX}cls_images_seg.npy")
+    io.save_npy(io.load_stack([Path(root) / f for f in seg["path"]], p.seg_size, desc="external seg"),
+                out / f"{PREFIX}seg_images.npy")
+    io.save_npy(io.load_stack([Path(root) / f for f in seg["mask_path"]], p.seg_size, mask=True,
+                              desc="external masks"), out / f"{PREFIX}seg_masks.npy")
+    io.save_csv(cls, out / f"{PREFIX}cls_index.csv")
+    io.save_csv(seg, out / f"{PREFIX}seg_index.csv")
+    return {"cls": cls, "seg": seg}
+
+
+def available(cfg) -> bool:
+    """True when curation decoded an external set for this run."""
+    return (cfg.out_dir / "curation" / f"{PREFIX}cls_index.csv").is_file()
+
+
+def mean_of_folds(preds: pd.DataFrame, set_name: str = "external") -> pd.DataFrame:
+    """Per model, average the fold models' probabilities on each external image.
+
+    The decision threshold of the mean model is the mean of the folds' thresholds (each chosen
+    on its own inner validation split). Returned rows have ``fold = "mean"``.
+    """
+    e = preds[preds["set"] == set_name]
+    if e.empty:
+        return e.copy()
+    keys = [c for c in ("model", "image_id", "patient_id", "source", "view", "label", "y") if c in e]
+    g = e.groupby(keys, dropna=False).agg(prob=("prob", "mean"), threshold=("threshold", "mean")).reset_index()
+    g["pred"] = (g["prob"] >= g["threshold"]).astype(int)
+    g["fold"], g["set"] = "mean", set_name
+    return g
+
+
+def _row(part: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    m = metrics.confusion(part["y"], part["pred"])
+    r = metrics.rates(**m)
+    a = metrics.auc_ci(part["y"], part["prob"], n_boot=n_boot, seed=seed, groups=part["patient_id"])
+    out = {"n": len(part), "n_pos": int(part["y"].sum()), "n_neg": int((1 - part["y"]).sum()), **m,
+           "auc": a["auc"], "auc_lo": a["lo"], "auc_hi": a["hi"]}
+    for k in ("accuracy", "sensitivity", "specificity"):
+        out.update({k: r[k], f"{k}_lo": r[f"{k}_lo"], f"{k}_hi": r[f"{k}_hi"]})
+    return out
+
+
+def table(preds: pd.DataFrame, n_boot: int = 1000, seed: int = 0, set_name: str = "external") -> pd.DataFrame:
+    """External results: per model, per fold model and the mean of folds, per source and overall."""
+    e = preds[preds["set"] == set_name].copy()
+    if e.empty:
+        return pd.DataFrame()
+    both = pd.concat([e.assign(fold=e["fold"].astype(str)), mean_of_folds(preds, set_name)], ignore_index=True)
+    rows = []
+    for (model, fold), part in both.groupby(["model", "fold"], sort=True):
+        rows.append({"model": model, "fold": fold, "source": "all", **_row(part, n_boot, seed)})
+        for src, sp in part.groupby("source"):
+            rows.append({"model": model, "fold": fold, "source": src, **_row(sp, n_boot, seed)})
+    return pd.DataFrame(rows)
+
+
+def check_disjoint(internal: pd.DataFrame, external: pd.DataFrame, internal_root: Path,
+                   external_root: Path) -> pd.DataFrame:
+    """Refuse an external set that shares patients or near-duplicate films with the training data.
+
+    Returns the (empty) table of cross-set duplicate pairs; raises ValueError naming them otherwise.
+    """
+    from .data import dedup
+
+    shared = overlap_report(internal, external)
+    if len(shared):
+        raise ValueError(f"EXTERNAL_DATA_DIR shares {len(shared)} patient(s) with DATA_DIR, e.g. "
+                         f"{shared.patient_id.tolist()[:5]}; an external set must be patient-disjoint")
+    a = internal.assign(path=[str(Path(internal_root) / p) for p in internal["path"]], _set="internal")
+    b = external.assign(path=[str(Path(external_root) / p) for p in external["path"]], _set="external")
+    both = pd.concat([a, b], ignore_index=True)
+    pairs = dedup.find_duplicates(both)
+    where = dict(zip(both["path"], both["_set"]))
+    cross = pairs[[where[x] != where[y] for x, y in zip(pairs["path_a"], pairs["path_b"])]]
+    if len(cross):
+        raise ValueError(f"{len(cross)} external image(s) are near-duplicates of training images, e.g. "
+                         f"{cross.path_a.iloc[0]} ~ {cross.path_b.iloc[0]}; remove them from the external set")
+    return cross
+
+
+def unet_dice(cfg, states: list[dict], device: str = "cpu") -> pd.DataFrame:
+    """Dice of each fold UNet and of their mean on the external image/mask pairs."""
+    from . import segment
+
+    cur = cfg.out_dir / "curation"
+    idx = io.read_stage_csv(cur / f"{PREFIX}seg_index.csv", "01_data_curation.ipynb")
+    if idx.empty:
+        return pd.DataFrame(columns=["image_id", "patient_id", "source", "fold", "dice"])
+    imgs, masks = io.load_npy(cur / f"{PREFIX}seg_images.npy"), io.load_npy(cur / f"{PREFIX}seg_masks.npy")
+    rows = []
+    for name, group in [(str(k), [st]) for k, st in enumerate(states)] + [("mean", states)]:
+        prob = segment.predict(cfg.profile, group, np.asarray(imgs), device, desc=f"external, UNet {name}")
+        rows.append(idx[["image_id", "patient_id", "source"]].assign(
+            fold=name, dice=segment.hard_dice_per_image(prob, np.asarray(masks))))
+    return pd.concat(rows, ignore_index=True)
+
+
+def refine(cfg, states: list[dict], device: str, out: Path) -> pd.DataFrame:
+    """Masks, refinement and segmentation of the external classification images (as notebook 03)."""
+    from . import refine as rf
+    from . import segment
+
+    p, cur = cfg.profile, cfg.out_dir / "curation"
+    idx = io.read_stage_csv(cur / f"{PREFIX}cls_index.csv", "01_data_curation.ipynb")
+    prob = segment.predict(p, states, np.asarray(io.load_npy(cur / f"{PREFIX}cls_images_seg.npy")), device,
+                           desc="external masks")
+    raw, refined, area = rf.refine_all(prob, p)
+    raw_c, ref_c = rf.resize_masks(raw, p.cls_size), rf.resize_masks(refined, p.cls_size)
+    images = np.asarray(io.load_npy(cur / f"{PREFIX}cls_images.npy"))
+    io.save_npy(raw_c, out / f"{PREFIX}masks_raw_cls.npy")
+    io.save_npy(rf.apply_mask(images, ref_c), out / f"{PREFIX}segmented.npy")
+    ri = idx[["image_id", "patient_id", "label", "source"]].assign(
+        area=area, passed=area >= rf.area_threshold(p, p.seg_size))
+    io.save_csv(ri, out / f"{PREFIX}refine_index.csv")
+    return ri
+
+
+def extra_set(cfg, segmented: bool) -> dict | None:
+    """The external images that passed refinement, as ``train.cross_validate(extra=...)`` wants."""
+    if not available(cfg):
+        return None
+    ri = io.read_stage_csv(cfg.out_dir / "refine" / f"{PREFIX}refine_index.csv", "03_mask_refinement.ipynb")
+    keep = np.flatnonzero(ri["passed"].astype(str).str.lower() == "true")
+    idx = io.read_stage_csv(cfg.out_dir / "curation" / f"{PREFIX}cls_index.csv",
+                            "01_data_curation.ipynb").iloc[keep].reset_index(drop=True)
+    f = (cfg.out_dir / "refine" / f"{PREFIX}segmented.npy" if segmented
+         else cfg.out_dir / "curation" / f"{PREFIX}cls_images.npy")
+    return {"external": {"images": np.asarray(io.load_npy(f))[keep], "y": idx["y"].to_numpy(), "index": idx}}
