@@ -216,4 +216,18 @@ def write_all(cfg, dest: Path, builders=None) -> pd.DataFrame:
                      "caption": fig.caption})
     index = pd.DataFrame(rows)
     io.save_csv(index, dest / "index.csv")
+    write_readme(cfg, index, dest)
     return index
+
+
+def write_readme(cfg, index: pd.DataFrame, dest: Path) -> Path:
+    """``README.md`` beside the figures: each file, its paper panel, notebook, profile, revision, data."""
+    lines = [f"# Figures: profile `{cfg.profile.name}`", "",
+             f"Data: {data_note(cfg)}.  ", f"Git revision: `{index['git_revision'].iloc[0]}`.  ",
+             f"Written by `notebooks/06_figure_generation.ipynb` from the artefacts in `{cfg.out_dir.name}/`.", "",
+             "| file | paper | notebook | caption |", "|---|---|---|---|"]
+    for r in index.itertuples(index=False):
+        lines.append(f"| [{r.file}]({r.file}) | {r.paper} | {r.notebook} | {r.caption} |")
+    path = Path(dest) / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
