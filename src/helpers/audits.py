@@ -30,7 +30,8 @@ The audits and how to read them (AUC = pooled out-of-fold ROC-AUC; 0.5 is chance
     original file size. A high AUC means acquisition / processing differences alone separate the
     classes. :func:`permutation_null` turns this into a test (p-value against patient-level
     permuted labels).
-``permuted_labels`` (the same CNN with labels permuted per patient, :func:`permuted_labels`)
+``permuted_labels`` (the same CNN with labels permuted per patient within each fold,
+    ``permuted_labels(y, patient_id, seed, strata=fold)``)
     A negative control of the whole pipeline: labels that carry no information must give an
     AUC near 0.5. A clear signal here means leakage between folds (e.g. a patient in two
     folds) or a bug, and every other number is suspect.
@@ -52,10 +53,12 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
+from scipy.stats import rankdata
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from . import metrics
 from .data.splits import inner_split
@@ -184,7 +187,6 @@ def _fit_predict(X_fit: np.ndarray, y_fit: np.ndarray, X_pred: np.ndarray, C: fl
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
     """ROC-AUC (ties count 1/2) by the Mann-Whitney rank sum; nan with one class."""
-    from scipy.stats import rankdata
     n1 = int(y.sum())
     n0 = len(y) - n1
     if n1 == 0 or n0 == 0:
@@ -472,20 +474,27 @@ def cv_logistic(features, y, index: pd.DataFrame, seed: int = 0, model_name: str
     folds = index["fold"].to_numpy()
     keep_cols = [c for c in ("image_id", "patient_id", "source", "view", "label") if c in index]
     parts = []
-    for k in sorted(np.unique(folds)):
-        test = np.flatnonzero(folds == k)
-        train = np.flatnonzero(folds != k)
-        tr, va = inner_split(train, groups, y, val_fraction, seed + int(k))
-        pv = _fit_predict(X[tr], y[tr], X[va], C, seed)
-        thr = metrics.choose_threshold(y[va], pv)
-        pt = _fit_predict(X[train], y[train], X[test], C, seed)
-        t = index.iloc[test][keep_cols].copy().reset_index(drop=True)
-        t["fold"], t["set"], t["y"], t["prob"] = k, "oof", y[test], pt
-        t["threshold"] = thr
-        t["pred"] = (pt >= thr).astype(int)
-        t["model"] = model_name
-        parts.append(t)
+    with threadpool_limits(1):  # tiny fits: multithreaded BLAS only adds contention
+        for k in sorted(np.unique(folds)):
+            parts.append(_cv_fold(X, y, index, groups, folds, k, keep_cols, seed, C, val_fraction,
+                                  model_name))
     return pd.concat(parts, ignore_index=True)
+
+
+def _cv_fold(X, y, index, groups, folds, k, keep_cols, seed, C, val_fraction, model_name
+             ) -> pd.DataFrame:
+    """One fold of :func:`cv_logistic`: threshold from the inner split, refit, predict the test fold."""
+    test = np.flatnonzero(folds == k)
+    train = np.flatnonzero(folds != k)
+    tr, va = inner_split(train, groups, y, val_fraction, seed + int(k))
+    thr = metrics.choose_threshold(y[va], _fit_predict(X[tr], y[tr], X[va], C, seed))
+    pt = _fit_predict(X[train], y[train], X[test], C, seed)
+    t = index.iloc[test][keep_cols].copy().reset_index(drop=True)
+    t["fold"], t["set"], t["y"], t["prob"] = k, "oof", y[test], pt
+    t["threshold"] = thr
+    t["pred"] = (pt >= thr).astype(int)
+    t["model"] = model_name
+    return t
 
 
 def permutation_null(features, y, index: pd.DataFrame, n_perm: int = 200, seed: int = 0,
@@ -527,10 +536,10 @@ def permutation_null(features, y, index: pd.DataFrame, n_perm: int = 200, seed: 
             score[test] = lr.fit(Xtr, ytr).predict_proba(Xte)[:, 1]
         return _auc(labels, score)
 
-    observed = pooled_auc(y)
-    null = np.array([pooled_auc(permuted_labels(y, groups, seed + 1 + i, strata=folds))
-                     for i in range(n_perm)],
-                    dtype=np.float64)
+    with threadpool_limits(1):  # tiny fits: multithreaded BLAS only adds contention
+        observed = pooled_auc(y)
+        null = np.array([pooled_auc(permuted_labels(y, groups, seed + 1 + i, strata=folds))
+                         for i in range(n_perm)], dtype=np.float64)
     ok = null[~np.isnan(null)]
     p = (1 + int(np.sum(ok >= observed))) / (1 + len(ok)) if not np.isnan(observed) else float("nan")
     return dict(observed_auc=observed, null_aucs=null, p_value=float(p),
