@@ -70,6 +70,10 @@ class Profile:
     cls_select: str = "last"       # Algorithm 2 tests after the epoch loop; "best_val_loss" also offered
     cls_augment: bool = True       # Table 3 augmentation for the classifier ("augment" is the UNet's)
     baselines: tuple[str, ...] = ("resnet152", "densenet121", "efficientnet_b4")  # Table 7
+    # --- shortcut audits (beyond the paper; DeGrave et al. 2021) ---------------------------------------
+    audit_model: str = "hrnet_w18"  # CNN for the source / lungs-blacked-out / mask-only audits
+    audit_cnn_permutation: bool = True  # also train the CNN on patient-level permuted labels
+    n_permutations: int = 200      # permutations for the low-level audit's null distribution
     # --- explanation (Figs. 9, 12) ------------------------------------------------------------------
     gradcam_per_class: int = 4     # images per class shown in the heat-map figures
     # --- compute ------------------------------------------------------------------------------------
@@ -113,12 +117,13 @@ PROFILES: dict[str, Profile] = {
         cls_size=64, n_folds=3, hrnet="hrnet_w18_small", head_hidden=64,
         cls_epochs=8, cls_batch=16, cls_augment=False, lr_steps=(),
         gradcam_per_class=3, bf16=True, channels_last=False,
-        baselines=("resnet18", "densenet121", "efficientnet_b0"),
+        baselines=("resnet18", "densenet121", "efficientnet_b0"), audit_model="resnet18",
+        audit_cnn_permutation=False,
     ),
     "cpu": Profile(
         name="cpu", data="real", seg_size=256, seg_folds=5, unet_epochs=15, unet_batch=8,
         unet_base_channels=16, cls_size=160, n_folds=5, hrnet="hrnet_w18_small", head_hidden=256,
-        cls_epochs=10, cls_batch=16, bf16=True, channels_last=True,
+        cls_epochs=10, cls_batch=16, bf16=True, channels_last=True, audit_model="hrnet_w18_small",
     ),
     "paper": Profile(name="paper", data="real"),
 }

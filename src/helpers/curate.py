@@ -47,9 +47,12 @@ def limit_per_class(cls: pd.DataFrame, max_per_class: int, seed: int) -> pd.Data
     return cls[cls["patient_id"].isin(keep)]
 
 
-def build_indices(manifest: pd.DataFrame, profile, seed: int
+def build_indices(manifest: pd.DataFrame, profile, seed: int, root: Path | None = None
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a validated manifest into (classification index, segmentation index) with folds."""
+    """Split a validated manifest into (classification index, segmentation index) with folds.
+
+    With ``root``, a ``file`` column holds each image's full path (for audits of the originals).
+    """
     cls = manifest[manifest["split_role"] == "classify"].copy()
     cls = limit_per_class(cls, profile.max_images_per_class, seed)
     cls = cls.sort_values("path").reset_index(drop=True)
@@ -68,6 +71,9 @@ def build_indices(manifest: pd.DataFrame, profile, seed: int
     seg["fold"] = splits.patient_folds(sgrp, seg["source"], profile.seg_folds, seed)
     splits.check_disjoint(cls["patient_id"], cls["fold"])
     splits.check_disjoint(seg["patient_id"], seg["fold"])
+    if root is not None:
+        cls["file"] = [str(Path(root) / p) for p in cls["path"]]
+        seg["file"] = [str(Path(root) / p) for p in seg["path"]]
     return cls, seg
 
 

@@ -60,11 +60,29 @@ def is_done(cfg, stage: str) -> bool:
     return io.load_json(f).get("config_key") == config_key(cfg)
 
 
+HASHED = (".csv", ".npy", ".pt")  # deterministic artefacts; zips, PNGs and logs carry timestamps
+
+
+def outputs_hash(stage_dir: Path) -> str:
+    """SHA-256 over the names and bytes of a stage's data files (csv, npy, pt).
+
+    Re-running a stage that reproduces the same results gives the same hash, so later stages can
+    resume; any change in the results changes it and moves later results aside.
+    """
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(stage_dir).rglob("*") if p.is_file() and p.suffix in HASHED):
+        h.update(str(f.relative_to(stage_dir)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def upstream_key(cfg, stage: str) -> str:
     keys = {}
     for up in UPSTREAM[stage]:
         f = done_file(cfg, up)
-        keys[up] = io.load_json(f).get("finished") if f.is_file() else None
+        keys[up] = io.load_json(f).get("outputs_hash") if f.is_file() else None
     return _key(keys)
 
 
@@ -82,6 +100,9 @@ def open_stage(cfg, stage: str) -> Path:
         if {k: have.get(k) for k in want} != want:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             dest = d.with_name(f"{stage}.old-{stamp}")
+            n = 1
+            while dest.exists():
+                dest, n = d.with_name(f"{stage}.old-{stamp}-{n}"), n + 1
             shutil.move(str(d), str(dest))
             print(f"[{stage}] earlier results were made with another configuration or other "
                   f"upstream results; moved them to {dest}")
@@ -95,6 +116,7 @@ def open_stage(cfg, stage: str) -> Path:
 def mark_done(cfg, stage: str, **summary: Any) -> Path:
     """Write ``DONE.json``: later stages and ``require`` look for it."""
     return io.save_json({"config_key": config_key(cfg), "stage": stage,
+                         "outputs_hash": outputs_hash(cfg.out_dir / stage),
                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary},
                         done_file(cfg, stage))
 

@@ -32,3 +32,24 @@ def test_every_stage_has_a_notebook():
     for stage, nb in pipeline.STAGES.items():
         assert (paths.repo_root() / "notebooks" / nb).is_file(), nb
         assert set(pipeline.UPSTREAM[stage]) < set(pipeline.STAGES)
+
+
+def test_downstream_resumes_when_upstream_reproduces_its_results(tmp_path):
+    cfg = config.resolve("smoke", out_dir=tmp_path)
+    up = pipeline.open_stage(cfg, "curation")
+    (up / "cls_index.csv").write_text("a\n1\n")
+    pipeline.mark_done(cfg, "curation")
+    down = pipeline.open_stage(cfg, "unet")
+    (down / "fold0.pt").write_bytes(b"weights")
+    # curation runs again and writes the same results: unet's work is kept
+    pipeline.open_stage(cfg, "curation")
+    (up / "cls_index.csv").write_text("a\n1\n")
+    pipeline.mark_done(cfg, "curation")
+    pipeline.open_stage(cfg, "unet")
+    assert (down / "fold0.pt").read_bytes() == b"weights"
+    # curation changes its results: unet's earlier work is moved aside, not lost
+    (up / "cls_index.csv").write_text("a\n2\n")
+    pipeline.mark_done(cfg, "curation")
+    pipeline.open_stage(cfg, "unet")
+    assert not (down / "fold0.pt").exists()
+    assert (next(tmp_path.glob("unet.old-*")) / "fold0.pt").read_bytes() == b"weights"
