@@ -116,7 +116,7 @@ PROFILES: dict[str, Profile] = {
         seg_size=64, seg_folds=3, unet_epochs=25, unet_lr=0.005, unet_batch=8, unet_base_channels=8,
         cls_size=64, n_folds=3, hrnet="hrnet_w18_small", head_hidden=64,
         cls_epochs=8, cls_batch=16, cls_augment=False, lr_steps=(),
-        gradcam_per_class=3, bf16=True, channels_last=False,
+        gradcam_per_class=3, bf16=True, channels_last=True,
         baselines=("resnet18", "densenet121", "efficientnet_b0"), audit_model="resnet18",
         audit_cnn_permutation=False,
     ),
