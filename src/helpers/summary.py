@@ -1,0 +1,777 @@
+"""A markdown results summary of one run, generated from its artefacts only.
+
+In the spirit of a model card and of the CLAIM checklist (Checklist for Artificial Intelligence
+in Medical Imaging): what was run and on which data, the cohort and how it was curated, how the
+folds were made, every result with its uncertainty, the paper's numbers checked by the claims
+ledger, the shortcut audits, the saliency check, external validation, and the limitations a
+reader must know. No number is written by hand: everything is read from ``OUT_DIR`` (the CSV and
+JSON files the notebooks saved) or recomputed from the stored predictions with
+:mod:`helpers.evidence` / :mod:`helpers.metrics`. A run on generated phantoms gets a banner
+saying so.
+
+Formats: rates in percent with one decimal (``83.0 %``; Wilson 95 % interval in brackets), AUCs,
+Dice, Brier and ECE with three decimals.
+
+``summary_markdown(out_dir, ...)`` returns the text; ``write_summary(out_dir, dest, ...)``
+writes it and returns the path.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from . import evidence as ev
+
+__all__ = ["SECTIONS", "summary_markdown", "write_summary", "fmt_pct", "fmt_auc", "md_table"]
+
+#: Section headings, in order (``## <heading>``); "Figures" only when ``figures_rel`` is given.
+SECTIONS = ["What was run", "Cohort and curation", "Splits", "Segmentation", "Classification",
+            "Claims ledger", "Shortcut audits", "Saliency", "External validation", "Limitations",
+            "Checklist"]
+
+PHANTOM_BANNER = "GENERATED PHANTOMS: plumbing, not science"
+
+# Profile fields compared with the paper's protocol (label, field).
+_PROTOCOL = [("UNet input (px)", "seg_size"), ("UNet folds", "seg_folds"),
+             ("UNet epochs", "unet_epochs"), ("UNet base channels", "unet_base_channels"),
+             ("classifier input (px)", "cls_size"), ("classification folds", "n_folds"),
+             ("HRNet", "hrnet"), ("classifier epochs", "cls_epochs"), ("batch", "cls_batch"),
+             ("learning-rate steps", "lr_milestones"), ("classifier augmentation", "cls_augment"),
+             ("baselines", "baselines")]
+
+
+# --------------------------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------------------------
+def _num(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+    return v
+
+
+def fmt_pct(x, lo=None, hi=None) -> str:
+    """A fraction as percent with one decimal, optionally with its interval: ``83.0 % [74.5, 89.1]``."""
+    v = _num(x)
+    if not math.isfinite(v):
+        return "n/a"
+    s = f"{100 * v:.1f} %"
+    lo, hi = _num(lo), _num(hi)
+    if math.isfinite(lo) and math.isfinite(hi):
+        s += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return s
+
+
+def fmt_auc(x, lo=None, hi=None) -> str:
+    """An AUC (or Dice, Brier, ECE, share) with three decimals, optionally ``[lo, hi]``."""
+    v = _num(x)
+    if not math.isfinite(v):
+        return "n/a"
+    s = f"{v:.3f}"
+    lo, hi = _num(lo), _num(hi)
+    if math.isfinite(lo) and math.isfinite(hi):
+        s += f" [{lo:.3f}, {hi:.3f}]"
+    return s
+
+
+def _fmt_p(p) -> str:
+    v = _num(p)
+    if not math.isfinite(v):
+        return "n/a"
+    return "< 0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def _int(x) -> str:
+    v = _num(x)
+    return str(int(v)) if math.isfinite(v) else "n/a"
+
+
+def md_table(df: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
+    """A DataFrame as a GitHub markdown table (cells as strings, ``|`` escaped, NaN empty)."""
+    if df is None or df.empty:
+        return "_(no rows)_"
+    cols = list(columns) if columns is not None else list(df.columns)
+
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.3f}".rstrip("0").rstrip(".")
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df[cols].iterrows():
+        lines.append("| " + " | ".join(cell(r[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _setting(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v)) if len(v) else "none"
+    return str(v)
+
+
+def _missing(rel: str, notebook: str) -> str:
+    return f"_Not available: `{rel}` is missing (written by `notebooks/{notebook}`)._\n"
+
+
+# --------------------------------------------------------------------------------------------
+# context shared by the sections
+# --------------------------------------------------------------------------------------------
+class _Run:
+    def __init__(self, out_dir: Path, cfg_dict: dict | None, figures_rel: str | None, n_boot: int,
+                 seed: int):
+        self.out = Path(out_dir)
+        self.manifests = {s: ev.run_manifest(self.out, s) for s in ev.STAGES}
+        self.manifests = {s: m for s, m in self.manifests.items() if m}
+        latest = ev.run_manifest(self.out)
+        self.cfg = cfg_dict or latest.get("config") or {}
+        self.profile = dict(self.cfg.get("profile") or {})
+        self.info = ev.run_info(self.out, self.cfg or None)
+        self.figures_rel = figures_rel.rstrip("/") if figures_rel else None
+        self.n_boot, self.seed = n_boot, seed
+        self._cache: dict = {}
+
+    def csv(self, rel: str) -> pd.DataFrame | None:
+        if rel not in self._cache:
+            self._cache[rel] = ev.read_artefact(self.out, rel)
+        return self._cache[rel]
+
+    def json(self, rel: str):
+        p = self.out / rel
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def preds(self) -> pd.DataFrame | None:
+        if "_preds" not in self._cache:
+            try:
+                self._cache["_preds"] = ev.load_predictions(self.out)
+            except FileNotFoundError:
+                self._cache["_preds"] = None
+        return self._cache["_preds"]
+
+    def fig(self, name: str, text: str) -> str:
+        if not self.figures_rel:
+            return ""
+        return f"Figure: [{text}]({self.figures_rel}/{name})"
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------------
+def _banner(run: _Run) -> list[str]:
+    if not run.info["synthetic"]:
+        return []
+    p = run.profile
+    extra = []
+    if "shortcut_strength" in p:
+        extra.append(f"a planted site marker (shortcut_strength = {p['shortcut_strength']})")
+    if "finding_contrast" in p:
+        extra.append(f"findings drawn at {p['finding_contrast']}x the default opacity")
+    how = f" with {' and '.join(extra)}" if extra else ""
+    return [f"> **⚠ {PHANTOM_BANNER}.** Every number below comes from images generated by "
+            f"`helpers.data.phantoms`{how}, not from chest X-rays. They show that the pipeline "
+            "runs end to end and that the statistics are computed correctly; they say nothing "
+            "about how well any model detects COVID-19.", ""]
+
+
+def _what_was_run(run: _Run) -> list[str]:
+    L = []
+    info = run.info
+    data = ("generated phantoms (no real images)" if info["synthetic"] else
+            f"real chest X-rays from `{info['data_dir']}`" if info["data"] == "real" else "unknown")
+    L.append(f"- Profile: **{info['profile']}**; data: {data}.")
+    if run.cfg:
+        L.append(f"- Seed: {run.cfg.get('seed', 'n/a')}; overrides: "
+                 f"{json.dumps(run.cfg.get('overrides') or {}) or '{}'}; external data: "
+                 f"{run.cfg.get('external_data_dir') or 'none'}.")
+    if not run.manifests:
+        L.append("- _No `run_manifest.json` found in any stage folder._")
+        return L
+    revs = {s: m.get("git_revision", "unknown") for s, m in run.manifests.items()}
+    uniq = sorted(set(revs.values()))
+    if len(uniq) == 1:
+        L.append(f"- Git revision: `{uniq[0]}` (all {len(revs)} stages).")
+    else:
+        L.append("- Git revisions **differ between stages**: "
+                 + ", ".join(f"{s} `{r}`" for s, r in revs.items()) + ".")
+    dates = sorted(m.get("finished_utc", "") for m in run.manifests.values() if m.get("finished_utc"))
+    if dates:
+        L.append(f"- Date (UTC, stage finished): {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0]
+                                                                else "") + ".")
+    devs = []
+    for m in run.manifests.values():
+        d = m.get("device") or {}
+        if not d:
+            continue
+        s = ("GPU " + str(d["gpu"])) if d.get("gpu") else ("CUDA" if d.get("cuda") else "CPU only")
+        s += (f", {d.get('cpu_count', '?')} CPU cores, torch threads {d.get('torch_threads', '?')}, "
+              f"Python {d.get('python', '?')}, {d.get('platform', '?')}")
+        if s not in devs:
+            devs.append(s)
+    if devs:
+        L.append("- Device: " + "; ".join(devs) + ".")
+    pk = next((m.get("packages") for m in run.manifests.values() if m.get("packages")), None)
+    if pk:
+        L.append("- Packages: " + ", ".join(f"{k} {v}" for k, v in sorted(pk.items())) + ".")
+    L.append("")
+    rows = []
+    for s, m in run.manifests.items():
+        t = dict(m.get("timings_s") or {})
+        total = t.pop("total", np.nan)
+        parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(t.items(), key=lambda kv: -_num(kv[1]))[:6]
+                          if math.isfinite(_num(v)))
+        rows.append({"stage": s, "total (s)": f"{_num(total):.1f}" if math.isfinite(_num(total)) else "",
+                     "largest parts (s)": parts})
+    L += ["Timings (from each stage's `run_manifest.json`):", "", md_table(pd.DataFrame(rows)), ""]
+    if run.profile:
+        from .config import PROFILES
+
+        paper = PROFILES["paper"].to_dict()
+        rows = []
+        for label, key in _PROTOCOL:
+            if key not in run.profile:
+                continue
+            fa, fb = _setting(run.profile[key]), _setting(paper.get(key))
+            rows.append({"setting": label, "this run": fa, "paper protocol": fb,
+                         "same": "yes" if fa == fb else "**no**"})
+        L += ["Settings against the paper's protocol (profile `paper`):", "", md_table(pd.DataFrame(rows))]
+    return L
+
+
+def _cohort(run: _Run) -> list[str]:
+    L = []
+    c = run.csv("curation/cohort.csv")
+    if c is None:
+        return [_missing("curation/cohort.csv", "01_data_curation.ipynb")]
+    L += ["Images and patients per role, class and source (`curation/cohort.csv`):", "", md_table(c), ""]
+    cls = c[c["role"].astype(str) == "classify"] if "role" in c.columns else c
+    if len(cls) and "images" in cls.columns:
+        by = cls.groupby("label")["images"].sum()
+        L.append("- Classification images: " + ", ".join(f"{k} {int(v)}" for k, v in by.items())
+                 + f" (total {int(by.sum())}).")
+    flow = run.csv("curation/flow.csv")
+    if flow is not None and len(flow):
+        L += ["", "Curation flow (`curation/flow.csv`):", "", md_table(flow), ""]
+    exc = run.csv("curation/excluded.csv")
+    if exc is not None:
+        if len(exc):
+            keys = [k for k in ("source", "step", "reason") if k in exc.columns]
+            g = exc.groupby(keys, dropna=False).size().reset_index(name="images")
+            g = g.sort_values("images", ascending=False)
+            L += [f"- Excluded images: {len(exc)} in total; by source, step and reason:", "",
+                  md_table(g.head(20)), ""]
+        else:
+            L.append("- Excluded images: none.")
+    dup = run.csv("curation/duplicates.csv")
+    if dup is not None:
+        if len(dup):
+            def count(col):
+                return int(dup[col].astype(str).str.lower().eq("true").sum()) if col in dup.columns else 0
+            L.append(f"- Near-duplicate pairs found: {len(dup)} (same patient {count('same_patient')}, "
+                     f"across sources {count('cross_source')}, with conflicting labels "
+                     f"{count('conflicting_label')}).")
+        else:
+            L.append("- Near-duplicate pairs found: none.")
+    return L
+
+
+def _splits(run: _Run) -> list[str]:
+    L = []
+    fs = run.csv("curation/folds_summary.csv")
+    idx = run.csv("curation/cls_index.csv")
+    if fs is None and idx is None:
+        return [_missing("curation/folds_summary.csv", "01_data_curation.ipynb")]
+    if fs is not None and len(fs):
+        fs = fs.copy()
+        L += [f"{len(fs)} classification folds (`curation/folds_summary.csv`):", "", md_table(fs), ""]
+        both = [c for c in ("images_covid", "images_normal") if c in fs.columns]
+        if len(both) == 2:
+            one = fs[(fs[both[0]] == 0) | (fs[both[1]] == 0)]
+            L.append("- Every fold holds both classes." if one.empty else
+                     f"- **Folds with one class:** {', '.join(map(str, one['fold']))} (AUC undefined there).")
+    if idx is not None and len(idx) and "fold" in idx.columns:
+        gcol = "group_id" if "group_id" in idx.columns else "patient_id"
+        spread = idx.groupby(gcol)["fold"].nunique()
+        pspread = idx.groupby("patient_id")["fold"].nunique() if "patient_id" in idx.columns else spread
+        L.append(f"- Patient-grouped: folds are drawn over `{gcol}`; {int((spread > 1).sum())} groups and "
+                 f"{int((pspread > 1).sum())} patients appear in more than one fold "
+                 f"({idx['patient_id'].nunique() if 'patient_id' in idx.columns else 'n/a'} patients, "
+                 f"{len(idx)} images).")
+    ri = run.csv("refine/refine_index.csv")
+    if ri is not None and len(ri) and "passed" in ri.columns:
+        kept = int(ri["passed"].astype(str).str.lower().eq("true").sum())
+        L.append(f"- Classification uses the {kept} of {len(ri)} images whose lung mask passed refinement.")
+    L.append("- Decision thresholds: each fold model's threshold (Youden's J) is chosen on an inner "
+             "validation split of its training part, never on the test fold.")
+    return L
+
+
+def _segmentation(run: _Run) -> list[str]:
+    L = []
+    dt = run.csv("unet/dice_table.csv")
+    if dt is None:
+        L.append(_missing("unet/dice_table.csv", "02_unet_training.ipynb"))
+    elif len(dt):
+        t = pd.DataFrame({"by": dt["group"], "name": dt["name"], "n": dt["n"].map(_int),
+                          "Dice mean": dt["dice_mean"].map(fmt_auc),
+                          "sd": dt["dice_sd"].map(fmt_auc), "min": dt["dice_min"].map(fmt_auc)})
+        L += ["Held-out Dice of the UNet (each image scored by the fold model that did not train on it; "
+              "`unet/dice_table.csv`):", "", md_table(t), ""]
+    ed = run.csv("unet/external_dice.csv")
+    if ed is not None and len(ed) and "dice" in ed.columns:
+        e = ed[ed["fold"].astype(str) == "mean"] if "fold" in ed.columns else ed
+        g = e.groupby("source")["dice"].agg(["count", "mean", "std", "min"]).reset_index()
+        g = pd.DataFrame({"source": g["source"], "n": g["count"], "Dice mean": g["mean"].map(fmt_auc),
+                          "sd": g["std"].map(fmt_auc), "min": g["min"].map(fmt_auc)})
+        L += ["External Dice (mean of the fold UNets):", "", md_table(g), ""]
+    else:
+        L.append("- External Dice: not run (no external image/mask pairs).")
+    pc = run.csv("refine/pass_counts.csv")
+    if pc is None:
+        L += ["", _missing("refine/pass_counts.csv", "03_mask_refinement.ipynb")]
+    else:
+        L += ["", "Mask refinement (dilate, close, minimum lung area; `refine/pass_counts.csv`):", "",
+              md_table(pc)]
+    return L
+
+
+def _table6(run: _Run) -> list[str]:
+    ft = run.csv("hrnet/fold_table.csv")
+    if ft is None:
+        return [_missing("hrnet/fold_table.csv", "04_hrnet_cv_training.ipynb")]
+    rows = []
+    for r in ft.itertuples(index=False):
+        f = str(r.fold)
+        label = f if f in ("pooled", "mean") else str(int(float(f)) + 1)
+        ci = f != "mean"
+        row = {"fold": label, "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
+               "tp/fn/fp/tn": f"{_int(r.tp)}/{_int(r.fn)}/{_int(r.fp)}/{_int(r.tn)}",
+               "threshold": fmt_auc(r.threshold)}
+        for m in ("accuracy", "sensitivity", "specificity"):
+            row[m] = fmt_pct(getattr(r, m), getattr(r, f"{m}_lo") if ci else None,
+                             getattr(r, f"{m}_hi") if ci else None)
+        row["AUC"] = fmt_auc(r.auc)
+        rows.append(row)
+    return ["### Table 6: HRNet per test fold", "",
+            "Folds numbered from 1 as in the paper; `pooled` is one matrix of all out-of-fold "
+            "predictions, `mean` the unweighted mean of the fold rows (the paper's 'Average'); "
+            "Wilson 95 % intervals.", "", md_table(pd.DataFrame(rows)), ""]
+
+
+def _table7(run: _Run) -> list[str]:
+    t = run.csv("baselines/table7.csv")
+    if t is None:
+        return [_missing("baselines/table7.csv", "05_baseline_comparison.ipynb")]
+    t = t.set_index(t["model"].astype(str)).loc[ev.model_order(t["model"].astype(str))].reset_index(drop=True)
+    rows = []
+    for r in t.itertuples(index=False):
+        rows.append({"model": r.model, "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
+                     "accuracy": fmt_pct(r.accuracy, r.accuracy_lo, r.accuracy_hi),
+                     "sensitivity": fmt_pct(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi),
+                     "specificity": fmt_pct(r.specificity, r.specificity_lo, r.specificity_hi),
+                     "ROC-AUC": fmt_auc(r.roc_auc, r.roc_auc_lo, r.roc_auc_hi),
+                     "PR-AUC": fmt_auc(r.pr_auc, r.pr_auc_lo, r.pr_auc_hi)})
+    return ["### Table 7: models on the same folds", "",
+            "Pooled out-of-fold predictions of every model on identical patient-grouped folds; Wilson "
+            "95 % intervals for rates, patient-level bootstrap 95 % intervals for AUCs.", "",
+            md_table(pd.DataFrame(rows)), "", run.fig("ev_auc_forest.png", "ROC-AUC per model"), ""]
+
+
+def _comparisons(run: _Run, preds: pd.DataFrame) -> list[str]:
+    c = ev.comparisons(preds, reference="hrnet", method="delong", n_boot=run.n_boot, seed=run.seed)
+    if c.empty:
+        return ["### Paired comparisons with HRNet", "",
+                f"_Not possible: {c.attrs.get('note', 'no other model')}._", ""]
+    rows = []
+    for r in c.itertuples(index=False):
+        if not math.isfinite(_num(r.n)):
+            rows.append({"model": r.model, "note": r.note})
+            continue
+        rows.append({"model": r.model, "AUC hrnet": fmt_auc(r.auc_reference),
+                     "AUC model": fmt_auc(r.auc_model),
+                     "difference (hrnet - model)": fmt_auc(r.auc_diff, r.auc_diff_lo, r.auc_diff_hi),
+                     "p (DeLong)": _fmt_p(r.auc_p),
+                     "McNemar b / c": f"{_int(r.mcnemar_b)} / {_int(r.mcnemar_c)}",
+                     "p (McNemar)": _fmt_p(r.mcnemar_p), "note": r.note or ""})
+    return ["### Paired comparisons with HRNet", "",
+            "Same images, same folds: DeLong test of the AUC difference (patient-clustered variance) "
+            "and McNemar's test of the hard predictions (b = HRNet right and the model wrong, c = the "
+            "reverse).", "", md_table(pd.DataFrame(rows).fillna("")), ""]
+
+
+def _calibration(run: _Run, preds: pd.DataFrame) -> list[str]:
+    cal, fig = ev.calibration(preds)
+    ev.plt.close(fig)
+    rows = [{"model": r.model, "n": r.n, "observed prevalence": fmt_pct(r.prevalence),
+             "mean predicted probability": fmt_pct(r.mean_prob), "Brier": fmt_auc(r.brier),
+             "ECE (10 bins)": fmt_auc(r.ece), "note": r.note} for r in cal.itertuples(index=False)]
+    return ["### Calibration", "",
+            "Brier score (mean squared error of the probability; 0.25 for a constant 0.5) and expected "
+            "calibration error of the pooled out-of-fold probabilities.", "",
+            md_table(pd.DataFrame(rows)), "", run.fig("ev_calibration.png", "reliability diagram"), ""]
+
+
+def _prevalence(run: _Run, preds: pd.DataFrame) -> list[str]:
+    prev = [0.01, 0.05, 0.20]
+    t, fig = ev.prevalence_table(preds, prev)
+    ev.plt.close(fig)
+    rows = []
+    for m in dict.fromkeys(t["model"]):
+        d = t[t["model"] == m]
+        row = {"model": m}
+        for what in ("ppv", "npv"):
+            for p in prev:
+                r = d[np.isclose(d["prevalence"], p)].iloc[0]
+                row[f"{what.upper()} at {100 * p:g} %"] = fmt_pct(r[what], r[f"{what}_lo"], r[f"{what}_hi"])
+        rows.append(row)
+    study = t["study_prevalence"].median() if len(t) else np.nan
+    return ["### Predictive values at other prevalences", "",
+            f"The study's own prevalence is {fmt_pct(study)}; a screening or triage population has far "
+            "fewer COVID-19 cases. PPV and NPV by Bayes' rule from the pooled out-of-fold "
+            "sensitivity and specificity; brackets use their Wilson bounds together (conservative).",
+            "", md_table(pd.DataFrame(rows)), "",
+            run.fig("ev_ppv_npv.png", "PPV and NPV from 1 % to 20 % prevalence"), ""]
+
+
+def _classification(run: _Run) -> list[str]:
+    L = _table6(run) + _table7(run)
+    preds = run.preds()
+    if preds is None:
+        return L + [_missing("baselines/all_preds.csv", "05_baseline_comparison.ipynb")]
+    return L + _comparisons(run, preds) + _calibration(run, preds) + _prevalence(run, preds)
+
+
+def _verdict(c) -> str:
+    if c is True:
+        return "consistent"
+    if c is False:
+        return "**INCONSISTENT**"
+    return "undecided"
+
+
+def _ledger(run: _Run) -> list[str]:
+    lt = ev.ledger_tables(run.out)
+    p, c = lt["paper"], lt["companion"]
+    L = ["Can each reported (accuracy, sensitivity, specificity) triple come from one confusion "
+         "matrix? For a single matrix accuracy = w·sensitivity + (1 − w)·specificity must lie between "
+         "the two; the ledger also searches for integer matrices that reproduce the printed numbers.", ""]
+    flagged = [str(n) for n, v in zip(p["name"], p["consistent"]) if v is False]
+    L += [f"**Paper**: {len(flagged)} of {len(p)} reported triples are flagged: " + ", ".join(flagged) + ".",
+          ""]
+    rows = [{"claim": r.name, "kind": r.kind,
+             "reported acc / sens / spec (%)":
+                 f"{r.accuracy:.2f} / {r.sensitivity:.2f} / {r.specificity:.2f}",
+             "verdict": _verdict(r.consistent), "reason": r.reason} for r in p.itertuples(index=False)]
+    L += [md_table(pd.DataFrame(rows)), ""]
+    if c.empty:
+        L.append("**Companion**: no companion tables to check.")
+        return L
+    n_ok = sum(1 for v in c["consistent"] if v is True)
+    L += [f"**Companion** (the same check on every triple this run prints, rounded half-up to two "
+          f"decimals): {n_ok} of {len(c)} consistent.", ""]
+    rows = [{"claim": r.name, "kind": r.kind,
+             "acc / sens / spec (%)": f"{r.accuracy:.2f} / {r.sensitivity:.2f} / {r.specificity:.2f}",
+             "n_pos / n_neg": f"{_int(r.n_pos)} / {_int(r.n_neg)}" if r.kind == "single" else "",
+             "verdict": _verdict(r.consistent)} for r in c.itertuples(index=False)]
+    L.append(md_table(pd.DataFrame(rows)))
+    return L
+
+
+def _audits(run: _Run) -> list[str]:
+    L = []
+    at = run.csv("baselines/audit_table.csv")
+    if at is None:
+        L.append(_missing("baselines/audit_table.csv", "05_baseline_comparison.ipynb"))
+    elif len(at):
+        rows = [{"audit": r.audit, "what it tests": ev.AUDIT_SHORT.get(str(r.audit), str(r.tests)),
+                 "n": _int(r.n), "AUC [95 % CI]": fmt_auc(r.auc, r.auc_lo, r.auc_hi),
+                 "verdict": r.verdict} for r in at.itertuples(index=False)]
+        L += ["Pooled out-of-fold AUC of models trained on inputs that do not show the disease (or on "
+              "another target), patient-level bootstrap intervals. Verdicts are reading aids: "
+              "'shortcut signal' when the lower bound exceeds 0.6, 'no evidence' when the interval "
+              "holds 0.5.", "", md_table(pd.DataFrame(rows)), "",
+              run.fig("ev_audits.png", "audit AUCs against chance"), ""]
+    null = run.json("baselines/permutation_null.json")
+    if null:
+        L.append(f"- Low-level audit against its patient-level permutation null: observed AUC "
+                 f"{fmt_auc(null.get('observed_auc'))}, null mean {fmt_auc(null.get('null_mean'))}, null "
+                 f"95th percentile {fmt_auc(null.get('null_q95'))}, p = {_fmt_p(null.get('p_value'))} "
+                 f"({_int(null.get('n_perm'))} permutations).")
+    st = run.csv("baselines/stratified.csv")
+    if st is not None and len(st):
+        rows = []
+        for r in st.itertuples(index=False):
+            one = _num(r.n_pos) == 0 or _num(r.n_neg) == 0
+            few = not one and min(_num(r.n_pos), _num(r.n_neg)) < 10
+            rows.append({"model": r.model, "by": r.stratum_type, "stratum": r.stratum,
+                         "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
+                         "accuracy": fmt_pct(r.accuracy), "sensitivity": fmt_pct(r.sensitivity),
+                         "specificity": fmt_pct(r.specificity), "AUC": fmt_auc(r.auc),
+                         "flag": ("**one class only**" if one else
+                                  "fewer than 10 of a class" if few else "")})
+        L += ["", "Stratified by view and by source (does the accuracy hold where the source cannot "
+              "explain it?):", "", md_table(pd.DataFrame(rows)), ""]
+        src = st[st["stratum_type"].astype(str) == "source"]
+        t7 = run.csv("baselines/table7.csv")
+        overall = dict(zip(t7["model"].astype(str), t7["roc_auc"])) if t7 is not None and len(t7) else {}
+        if len(src):
+            L.append("- ROC-AUC overall vs within each source (where the source cannot separate the "
+                     "classes):")
+            for m in ev.model_order(src["model"].astype(str)):
+                d = src[src["model"].astype(str) == m]
+                within = ", ".join(f"{s} {fmt_auc(a)}" for s, a in zip(d["stratum"], d["auc"]))
+                L.append(f"  - {m}: overall {fmt_auc(overall.get(m))}; within source: {within}.")
+        n_one = sum(1 for r in rows if r["flag"].startswith("**one"))
+        if n_one:
+            L.append(f"- {n_one} strata hold one class only: their AUC and one of sensitivity/specificity "
+                     "are undefined.")
+    return L
+
+
+def _saliency(run: _Run) -> list[str]:
+    L = []
+    hs = ev.heat_share_ci(run.out, n_boot=run.n_boot, seed=run.seed)
+    if hs.empty:
+        L.append("_Not available: no `heat_share.csv` in `hrnet/` or `baselines/`._")
+    else:
+        pooled = hs[hs["fold"] == "pooled"]
+        rows = []
+        for r in pooled[pooled["quantity"] == "share_lung"].itertuples(index=False):
+            rows.append({"model": r.model, "class": r.label,
+                         "images (patients)": f"{r.n_images} ({r.n_patients})",
+                         "share of heat in lungs [95 % CI]": fmt_auc(r.mean, r.lo, r.hi),
+                         "chance (lung-area fraction)": fmt_auc(r.chance),
+                         "above chance": "yes" if _num(r.lo) > _num(r.chance) else
+                         ("below" if _num(r.hi) < _num(r.chance) else "no")})
+        L += ["Share of Grad-CAM heat inside the lung mask for every test image (its own fold's model), "
+              "mean with a patient-level bootstrap 95 % interval; a uniform map scores the lung-area "
+              "fraction.", "", md_table(pd.DataFrame(rows)), ""]
+        d = pooled[pooled["quantity"] == "difference"]
+        if len(d):
+            rows = [{"class": r.label, "images": r.n_images,
+                     "segmented - unsegmented [95 % CI]": fmt_auc(r.mean, r.lo, r.hi)}
+                    for r in d.itertuples(index=False)]
+            L += ["Paired difference on the same images:", "", md_table(pd.DataFrame(rows)), ""]
+        L += [run.fig("ev_heat_share.png", "heat share with intervals"), ""]
+    rc = run.csv("hrnet/randomisation_check.csv")
+    if rc is not None and len(rc) and "spearman_trained_vs_random" in rc.columns:
+        s = pd.to_numeric(rc["spearman_trained_vs_random"], errors="coerce")
+        ok = s.dropna()
+        if len(ok):
+            L.append(f"- Model-randomisation check (Adebayo et al. 2018): Spearman correlation between the "
+                     f"maps of the trained fold model and of the same network with random weights, median "
+                     f"{ok.median():.2f} (IQR {ok.quantile(0.25):.2f} to {ok.quantile(0.75):.2f}; "
+                     f"{len(ok)} of {len(s)} images with a non-constant map). A high correlation would mean "
+                     "the maps barely depend on what the network learned.")
+    return L
+
+
+def _external(run: _Run) -> list[str]:
+    et = run.csv("baselines/external_table.csv")
+    if et is None or et.empty:
+        return ["Not run: this run had no external set (EXTERNAL_DATA_DIR empty), so every number above "
+                "is internal cross-validation."]
+    e = et[et["fold"].astype(str) == "mean"]
+    rows = [{"model": r.model, "source": r.source,
+             "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
+             "AUC": fmt_auc(r.auc, r.auc_lo, r.auc_hi),
+             "accuracy": fmt_pct(r.accuracy, r.accuracy_lo, r.accuracy_hi),
+             "sensitivity": fmt_pct(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi),
+             "specificity": fmt_pct(r.specificity, r.specificity_lo, r.specificity_hi)}
+            for r in e.itertuples(index=False)]
+    return ["Mean of the fold models' probabilities on the external images, per model and source "
+            "(patient-level bootstrap interval for AUC, Wilson for rates):", "", md_table(pd.DataFrame(rows))]
+
+
+def _limitations(run: _Run) -> list[str]:
+    L = []
+    if run.info["synthetic"]:
+        L.append("- **The data are generated phantoms.** The results test the code, not a detector of "
+                 "COVID-19; nothing here transfers to radiographs.")
+    c = run.csv("curation/cohort.csv")
+    if c is not None and len(c) and {"role", "label", "source", "images"} <= set(c.columns):
+        cl = c[c["role"].astype(str) == "classify"]
+        pv = cl.pivot_table(index="source", columns="label", values="images", aggfunc="sum", fill_value=0)
+        if len(pv) and pv.shape[1] >= 2:
+            counts = "; ".join(f"{lab}: " + ", ".join(f"{s} {int(v)}" for s, v in pv[lab].items() if v)
+                               for lab in pv.columns)
+            aligned = pv.max(axis=1).sum() / max(1, pv.values.sum())
+            if aligned >= 0.8:
+                L.append(f"- **COVID and normal images come from different sources** ({counts}): "
+                         f"{100 * aligned:.1f} % of the images carry their source's majority label, so "
+                         "a model can separate the classes by recognising the source.")
+            else:
+                L.append(f"- Sources are mixed across the classes ({counts}); "
+                         f"{100 * aligned:.1f} % of images carry their source's majority label.")
+    t7 = run.csv("baselines/table7.csv")
+    if t7 is not None and len(t7) and "hrnet" in set(t7["model"].astype(str)):
+        r = t7[t7["model"].astype(str) == "hrnet"].iloc[0]
+        L.append(f"- **n is small**: {_int(r['n'])} images ({_int(r['n_pos'])} COVID / {_int(r['n_neg'])} "
+                 f"normal) of {_int(r.get('n_patients'))} patients. HRNet's pooled sensitivity "
+                 f"{fmt_pct(r['sensitivity'], r['sensitivity_lo'], r['sensitivity_hi'])} has a 95 % interval "
+                 f"{100 * (_num(r['sensitivity_hi']) - _num(r['sensitivity_lo'])):.1f} "
+                 "percentage points wide, "
+                 f"its AUC {fmt_auc(r['roc_auc'], r['roc_auc_lo'], r['roc_auc_hi'])} one "
+                 f"{_num(r['roc_auc_hi']) - _num(r['roc_auc_lo']):.3f} wide; per-fold rows are "
+                 "smaller still.")
+    ft = run.csv("hrnet/fold_table.csv")
+    if ft is not None and len(ft):
+        thr = pd.to_numeric(ft.loc[~ft["fold"].astype(str).isin(["pooled", "mean"]), "threshold"],
+                            errors="coerce").dropna()
+        if len(thr):
+            L.append(f"- Thresholds were chosen on inner validation splits (Youden's J), one per fold: "
+                     f"{', '.join(f'{v:.3f}' for v in thr)}; a deployed model would need one threshold "
+                     "fixed in advance. Fold-to-fold spread of the rates reflects this as well as the data.")
+    if run.profile:
+        from .config import PROFILES
+
+        paper = PROFILES["paper"].to_dict()
+        diffs = []
+        for label, key in _PROTOCOL:
+            if key in run.profile and key in paper:
+                fa, fb = _setting(run.profile[key]), _setting(paper[key])
+                if fa != fb:
+                    diffs.append(f"{label} {fa} vs {fb}")
+        if diffs:
+            L.append(f"- **Profile reduced** relative to the paper's protocol: " + "; ".join(diffs) + ".")
+        else:
+            L.append("- The run follows the paper's protocol settings (profile fields as in `paper`).")
+    at = run.csv("baselines/audit_table.csv")
+    if at is not None and len(at) and "verdict" in at.columns:
+        sig = at[at["verdict"].astype(str) == "shortcut signal"]
+        if len(sig):
+            L.append("- Shortcut audits found signal: " + ", ".join(
+                f"{a} (AUC {fmt_auc(x)})" for a, x in zip(sig["audit"], sig["auc"]))
+                + ". A route to the label that bypasses the disease exists in these data.")
+    hs = ev.heat_share_ci(run.out, n_boot=run.n_boot, seed=run.seed)
+    if len(hs):
+        p = hs[(hs["quantity"] == "share_lung") & (hs["fold"] == "pooled") & (hs["label"] == "all")]
+        weak = [f"{r.model} {fmt_auc(r.mean)} vs chance {fmt_auc(r.chance)}"
+                for r in p.itertuples(index=False)
+                if not _num(r.lo) > _num(r.chance)]
+        if weak:
+            L.append("- Grad-CAM heat is not concentrated in the lungs beyond chance for: "
+                     + "; ".join(weak) + ".")
+    et = run.csv("baselines/external_table.csv")
+    if et is None or et.empty:
+        L.append("- No external validation: all results come from cross-validation within one cohort.")
+    L += ["- All networks are trained from scratch, without ImageNet weights (the paper does not say "
+          "whether it used pretrained weights); results may differ from fine-tuned models.",
+          "- Where NIH ChestX-ray14 images are used, their labels were mined from radiology reports by "
+          "NLP, not read by radiologists for this study.",
+          "- No clinical validation: no prospective data, no comparison with radiologists, no RT-PCR "
+          "reference standard per image; the model is not a medical device."]
+    return L
+
+
+def _checklist(run: _Run) -> list[str]:
+    idx = run.csv("curation/cls_index.csv")
+    grouped = "n/a"
+    if idx is not None and len(idx) and "fold" in idx.columns:
+        gcol = "group_id" if "group_id" in idx.columns else "patient_id"
+        grouped = "yes" if (idx.groupby(gcol)["fold"].nunique() <= 1).all() else "**no**"
+    et = run.csv("baselines/external_table.csv")
+    at = run.csv("baselines/audit_table.csv")
+    revs = {m.get("git_revision") for m in run.manifests.values()}
+    rows = [
+        ("Data sources and selection",
+         "Cohort and curation" if run.csv("curation/cohort.csv") is not None else "missing"),
+        ("Synthetic or real data", "synthetic phantoms" if run.info["synthetic"] else run.info["data"]),
+        ("Patient-level partition of train / test", grouped),
+        ("Thresholds chosen without the test data", "yes (inner validation split)"),
+        ("Metrics with confidence intervals", "yes (Wilson, patient-level bootstrap)"),
+        ("Calibration reported", "yes" if run.csv("baselines/all_preds.csv") is not None else "no"),
+        ("Comparison on the same data, paired tests",
+         "yes" if run.csv("baselines/all_preds.csv") is not None else "no"),
+        ("Failure / shortcut analysis", f"yes ({len(at)} audits)" if at is not None and len(at) else "no"),
+        ("Saliency checked quantitatively", "yes" if run.csv("hrnet/heat_share.csv") is not None else "no"),
+        ("External validation", "yes" if et is not None and len(et) else "**no**"),
+        ("Code revision recorded", ", ".join(sorted(r for r in revs if r)) or "no"),
+    ]
+    return ["Reporting items in the spirit of CLAIM (Mongan et al. 2020), answered from this run's "
+            "artefacts:", "", md_table(pd.DataFrame(rows, columns=["item", "this run"]))]
+
+
+def _figures(run: _Run) -> list[str]:
+    L = ["Evidence figures (`helpers.evidence`):", ""]
+    names = {"ev_calibration.png": "reliability diagram, Brier, ECE",
+             "ev_ppv_npv.png": "PPV / NPV at 1-20 % prevalence",
+             "ev_auc_forest.png": "ROC-AUC with intervals per model",
+             "ev_heat_share.png": "Grad-CAM heat inside the lungs, with intervals",
+             "ev_audits.png": "shortcut audits"}
+    L += [f"- [{n}]({run.figures_rel}/{n}): {d}" for n, d in names.items()]
+    idx = run.csv("figures/index.csv")
+    if idx is not None and len(idx) and "file" in idx.columns:
+        L += ["", "Paper figures and tables (`figures/index.csv`):", ""]
+        L += [f"- [{r.file}]({run.figures_rel}/{r.file}): {getattr(r, 'paper', '')}"
+              for r in idx.itertuples(index=False)]
+    return L
+
+
+_BUILDERS: dict[str, Callable[[_Run], list[str]]] = {
+    "What was run": _what_was_run, "Cohort and curation": _cohort, "Splits": _splits,
+    "Segmentation": _segmentation, "Classification": _classification, "Claims ledger": _ledger,
+    "Shortcut audits": _audits, "Saliency": _saliency, "External validation": _external,
+    "Limitations": _limitations, "Checklist": _checklist,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# entry points
+# --------------------------------------------------------------------------------------------
+def summary_markdown(out_dir: Path, cfg_dict: dict | None = None, figures_rel: str | None = None,
+                     n_boot: int = 1000, seed: int = 0) -> str:
+    """The results summary of the run in ``out_dir`` as markdown text.
+
+    cfg_dict: ``RunConfig.to_dict()`` (profile, data_dir, seed, ...); default: the ``config`` of
+    the stage manifests. figures_rel: path of the figure folder relative to where the summary
+    will live; when given, figures are linked. n_boot / seed: for the intervals recomputed here
+    (paired comparisons, heat share). A section whose inputs are missing says so; a section that
+    fails says why instead of stopping the summary.
+    """
+    run = _Run(Path(out_dir), cfg_dict, figures_rel, n_boot, seed)
+    lines = [f"# Results summary: profile `{run.info['profile']}`", ""]
+    lines += _banner(run)
+    lines += [f"Generated by `helpers.summary` from the artefacts in `{run.out}`; every number is read "
+              "from or recomputed from those files.", ""]
+    sections = SECTIONS + (["Figures"] if figures_rel else [])
+    builders = dict(_BUILDERS, Figures=_figures)
+    for name in sections:
+        lines += [f"## {name}", ""]
+        try:
+            body = builders[name](run)
+        except Exception as exc:  # a broken section must not hide the others
+            body = [f"_This section could not be built: {type(exc).__name__}: {exc}_"]
+        lines += [b for b in body if b is not None]
+        lines.append("")
+    text = "\n".join(lines)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    ev.plt.close("all")
+    return text.rstrip() + "\n"
+
+
+def write_summary(out_dir: Path, dest: Path, cfg_dict: dict | None = None,
+                  figures_rel: str | None = None, n_boot: int = 1000, seed: int = 0) -> Path:
+    """Write :func:`summary_markdown` to ``dest`` (a ``.md`` file, or a folder: ``dest/SUMMARY.md``);
+    returns the path written."""
+    dest = Path(dest)
+    if dest.suffix.lower() != ".md":
+        dest = dest / "SUMMARY.md"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    text = summary_markdown(out_dir, cfg_dict=cfg_dict, figures_rel=figures_rel, n_boot=n_boot, seed=seed)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(dest)
+    return dest
