@@ -23,9 +23,25 @@ from . import io
 from .data import splits
 
 
-def image_ids(paths: pd.Series) -> pd.Series:
-    """A stable identifier per image: its manifest path without extension."""
-    return paths.str.replace(r"\.[A-Za-z0-9]+$", "", regex=True)
+def image_ids(paths: pd.Series, sources: pd.Series | None = None) -> pd.Series:
+    """A stable identifier per image: its manifest path without extension.
+
+    Absolute paths (adapters and hold-out manifests point at the original files) become
+    ``<source>/<parent>/<stem>`` so identifiers do not depend on where the data live.
+    """
+    out = []
+    for i, p in enumerate(paths):
+        pp = Path(p)
+        if pp.is_absolute():
+            src = str(sources.iloc[i]) if sources is not None else pp.parts[1]
+            out.append(f"{src}/{pp.parent.name}/{pp.stem}")
+        else:
+            out.append(str(pp.with_suffix("")))
+    ids = pd.Series(out, index=paths.index)
+    if ids.duplicated().any():
+        raise ValueError(f"image identifiers collide, e.g. {ids[ids.duplicated()].iloc[0]}; "
+                         "file names must be unique per source and folder")
+    return ids
 
 
 def limit_per_class(cls: pd.DataFrame, max_per_class: int, seed: int) -> pd.DataFrame:
@@ -56,7 +72,7 @@ def build_indices(manifest: pd.DataFrame, profile, seed: int, root: Path | None 
     cls = manifest[manifest["split_role"] == "classify"].copy()
     cls = limit_per_class(cls, profile.max_images_per_class, seed)
     cls = cls.sort_values("path").reset_index(drop=True)
-    cls.insert(0, "image_id", image_ids(cls["path"]))
+    cls.insert(0, "image_id", image_ids(cls["path"], cls["source"]))
     cls["y"] = (cls["label"] == "covid").astype(int)
     if cls["y"].nunique() < 2:
         raise ValueError("the classification set needs both covid and normal images; "
@@ -66,7 +82,7 @@ def build_indices(manifest: pd.DataFrame, profile, seed: int, root: Path | None 
     seg = manifest[manifest["split_role"] == "segment"].copy().sort_values("path").reset_index(drop=True)
     if len(seg) < 3 * profile.seg_folds:
         raise ValueError(f"{len(seg)} image/mask pairs are too few for {profile.seg_folds} UNet folds")
-    seg.insert(0, "image_id", image_ids(seg["path"]))
+    seg.insert(0, "image_id", image_ids(seg["path"], seg["source"]))
     sgrp = seg["group_id"] if "group_id" in seg else seg["patient_id"]
     seg["fold"] = splits.patient_folds(sgrp, seg["source"], profile.seg_folds, seed)
     splits.check_disjoint(cls["patient_id"], cls["fold"])

@@ -46,8 +46,8 @@ def decode(cfg, manifest: pd.DataFrame, root: Path, out: Path) -> dict[str, pd.D
     p = cfg.profile
     cls = manifest[manifest["split_role"] == "classify"].sort_values("path").reset_index(drop=True)
     seg = manifest[manifest["split_role"] == "segment"].sort_values("path").reset_index(drop=True)
-    cls.insert(0, "image_id", image_ids(cls["path"]))
-    seg.insert(0, "image_id", image_ids(seg["path"]))
+    cls.insert(0, "image_id", image_ids(cls["path"], cls["source"]))
+    seg.insert(0, "image_id", image_ids(seg["path"], seg["source"]))
     cls["y"] = (cls["label"] == "covid").astype(int)
     files = [Path(root) / f for f in cls["path"]]
     io.save_npy(io.load_stack(files, p.cls_size, desc="external classify"), out / f"{PREFIX}cls_images.npy")

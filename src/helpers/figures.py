@@ -203,17 +203,33 @@ def fig_heat_share(cfg) -> Figure:
 BUILDERS = [fig7, fig10, fig6, table6, table7, fig13, fig14, fig9_12, fig_heat_share]
 
 
-def write_all(cfg, dest: Path, builders=None) -> pd.DataFrame:
-    """Build and save every figure into ``dest``; returns the figure index (one row per file)."""
+def evidence_records(cfg) -> list[Figure]:
+    """The evidence figures (calibration, predictive values, AUC forest, heat share, audits)."""
+    from . import evidence
+
+    return [Figure(fig, name, panel, "06_figure_generation", cap) for name, panel, cap, fig in
+            evidence.evidence_figures(cfg.out_dir, seed=cfg.seed, cfg_dict=cfg.to_dict())]
+
+
+def write_all(cfg, dest: Path, builders=None, with_evidence: bool = True) -> pd.DataFrame:
+    """Build and save every figure into ``dest``; returns the figure index (one row per file).
+
+    Also writes ``SUMMARY.md`` (the generated results summary) beside the figures.
+    """
+    from . import summary
+
     dest = Path(dest)
     rows = []
     rev = repro.git_revision()
-    for b in builders or BUILDERS:
-        fig = b(cfg)
+    records = [b(cfg) for b in builders or BUILDERS]
+    if with_evidence:
+        records += evidence_records(cfg)
+    for fig in records:
         plots.save(fig.fig, dest / fig.file)
         rows.append({"file": fig.file, "paper": fig.panel, "notebook": fig.notebook,
                      "profile": cfg.profile.name, "data": data_note(cfg), "git_revision": rev,
                      "caption": fig.caption})
+    summary.write_summary(cfg.out_dir, dest / "SUMMARY.md", cfg_dict=cfg.to_dict(), figures_rel=".")
     index = pd.DataFrame(rows)
     io.save_csv(index, dest / "index.csv")
     write_readme(cfg, index, dest)
@@ -225,6 +241,7 @@ def write_readme(cfg, index: pd.DataFrame, dest: Path) -> Path:
     lines = [f"# Figures: profile `{cfg.profile.name}`", "",
              f"Data: {data_note(cfg)}.  ", f"Git revision: `{index['git_revision'].iloc[0]}`.  ",
              f"Written by `notebooks/06_figure_generation.ipynb` from the artefacts in `{cfg.out_dir.name}/`.", "",
+             "The generated results summary is [SUMMARY.md](SUMMARY.md).", "",
              "| file | paper | notebook | caption |", "|---|---|---|---|"]
     for r in index.itertuples(index=False):
         lines.append(f"| [{r.file}]({r.file}) | {r.paper} | {r.notebook} | {r.caption} |")
