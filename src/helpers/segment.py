@@ -92,14 +92,35 @@ def _epoch(model, opt, imgs, masks, idx, batch, pipe, device, bf16, train: bool,
     return {key: v / max(n, 1) for key, v in tot.items()}
 
 
+DEAD_CHECK_EPOCHS = 3   # a start whose validation loss has not moved after this many epochs is dead
+MAX_RESTARTS = 3
+
+
 def train_fold(profile, images: np.ndarray, masks: np.ndarray, train_idx: np.ndarray,
                val_idx: np.ndarray, seed: int, device: str = "cpu", desc: str = "unet"
                ) -> tuple[dict, pd.DataFrame]:
     """Train one UNet. images: uint8 (N,S,S); masks: uint8 (N,S,S) {0,1}.
 
     Returns (best state dict by validation loss, per-epoch history with train/val loss, pixel
-    accuracy and Dice).
+    accuracy and Dice). The Table 4 network has no normalisation layers; with Adam at the paper's
+    learning rate an unlucky initialisation can die in the first steps (every ReLU off, a
+    constant output, a validation loss that never moves). Such a start is detected after
+    ``DEAD_CHECK_EPOCHS`` epochs and training restarts from a new seeded initialisation (at most
+    ``MAX_RESTARTS`` times); the ``attempt`` column of the history records it.
     """
+    for attempt in range(MAX_RESTARTS + 1):
+        best, hist = _train_attempt(profile, images, masks, train_idx, val_idx,
+                                    seed + 7919 * attempt, device, desc)
+        if hist is not None:
+            hist.insert(1, "attempt", attempt)
+            return best, hist
+        print(f"{desc}: validation loss did not move in {DEAD_CHECK_EPOCHS} epochs (dead start); "
+              f"restarting with a new initialisation ({attempt + 1}/{MAX_RESTARTS})")
+    raise RuntimeError(f"{desc}: every one of {MAX_RESTARTS + 1} initialisations died; lower unet_lr")
+
+
+def _train_attempt(profile, images, masks, train_idx, val_idx, seed, device, desc):
+    """One training run; returns (best state, history), or (None, None) for a dead start."""
     torch.manual_seed(seed)
     size = images.shape[-1]
     model = _net(profile, device)
@@ -121,6 +142,9 @@ def train_fold(profile, images: np.ndarray, masks: np.ndarray, train_idx: np.nda
             best_loss = va["loss"]
             best = copy.deepcopy(model.state_dict())
             rows[-1]["best"] = True
+        if (epoch + 1 == DEAD_CHECK_EPOCHS < profile.unet_epochs
+                and np.ptp([r["val_loss"] for r in rows[1:]]) < 1e-5):
+            return None, None
     hist = pd.DataFrame(rows)
     hist["best"] = hist.get("best", False)
     hist["best"] = hist["best"].fillna(False).astype(bool)

@@ -144,13 +144,7 @@ class _Run:
         return self._cache[rel]
 
     def json(self, rel: str):
-        p = self.out / rel
-        if not p.is_file():
-            return None
-        try:
-            return json.loads(p.read_text())
-        except (OSError, ValueError):
-            return None
+        return ev._load_json(self.out, rel)
 
     def preds(self) -> pd.DataFrame | None:
         if "_preds" not in self._cache:

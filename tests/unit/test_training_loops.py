@@ -96,3 +96,25 @@ def test_gradcam_and_heat_share(tiny):
 def test_input_standardisation():
     x = train.to_input(np.full((1, 8, 8), 255, np.uint8), "cpu")
     assert tuple(x.shape) == (1, 3, 8, 8) and float(x.max()) == pytest.approx((1 - train.MEAN) / train.STD)
+
+
+def test_dead_start_is_restarted(tiny, monkeypatch):
+    imgs, masks, _ = tiny
+    calls = []
+    real = segment._train_attempt
+
+    def flaky(profile, images, masks_, tr, va, seed, device, desc):
+        calls.append(seed)
+        return (None, None) if len(calls) == 1 else real(profile, images, masks_, tr, va, seed, device, desc)
+
+    monkeypatch.setattr(segment, "_train_attempt", flaky)
+    state, hist = segment.train_fold(_profile(), imgs, masks, np.arange(8), np.arange(8, 12), seed=5)
+    assert calls == [5, 5 + 7919] and (hist["attempt"] == 1).all() and state is not None
+
+
+def test_dead_start_detector_on_a_frozen_network(tiny, monkeypatch):
+    imgs, masks, _ = tiny
+    import torch
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: None)  # weights never change
+    p = _profile(unet_epochs=5)
+    assert segment._train_attempt(p, imgs, masks, np.arange(8), np.arange(8, 12), 0, "cpu", "t") == (None, None)
