@@ -63,7 +63,7 @@ def _epoch(model, opt, imgs, masks, idx, batch, pipe, device, bf16, train: bool,
     """One pass; returns mean loss, pixel accuracy and soft Dice over ``idx``."""
     model.train(train)
     order = rng.permutation(idx) if (train and rng is not None) else np.asarray(idx)
-    tot = {"loss": 0.0, "acc": 0.0, "dice": 0.0}
+    tot = {"loss": 0.0, "acc": 0.0, "dice": 0.0, "pred_sd": 0.0}
     n = 0
     for s in range(0, len(order), batch):
         b = np.sort(order[s:s + batch]) if not train else order[s:s + batch]
@@ -84,15 +84,18 @@ def _epoch(model, opt, imgs, masks, idx, batch, pipe, device, bf16, train: bool,
             prob = torch.sigmoid(logits)
             acc = ((prob >= 0.5).float() == y).float().mean().item()
             d = models.dice_coefficient(prob, y).mean().item()
+            sd = prob.flatten(1).std(dim=1).mean().item()
         k = len(b)
         tot["loss"] += loss.item() * k
         tot["acc"] += acc * k
         tot["dice"] += d * k
+        tot["pred_sd"] += sd * k
         n += k
     return {key: v / max(n, 1) for key, v in tot.items()}
 
 
-DEAD_CHECK_EPOCHS = 3   # a start whose validation loss has not moved after this many epochs is dead
+DEAD_CHECK_EPOCH = 5      # by this epoch a live start has cut its validation loss by at least
+DEAD_MIN_GAIN = 0.05      # this fraction of its first-epoch value
 MAX_RESTARTS = 3
 
 
@@ -103,10 +106,11 @@ def train_fold(profile, images: np.ndarray, masks: np.ndarray, train_idx: np.nda
 
     Returns (best state dict by validation loss, per-epoch history with train/val loss, pixel
     accuracy and Dice). The Table 4 network has no normalisation layers; with Adam at the paper's
-    learning rate an unlucky initialisation can die in the first steps (every ReLU off, a
-    constant output, a validation loss that never moves). Such a start is detected after
-    ``DEAD_CHECK_EPOCHS`` epochs and training restarts from a new seeded initialisation (at most
-    ``MAX_RESTARTS`` times); the ``attempt`` column of the history records it.
+    learning rate about half of the initialisations die early on the real data (every ReLU off,
+    the same probability almost everywhere, a validation loss that stops moving). A start whose
+    validation loss at epoch ``DEAD_CHECK_EPOCH`` is not at least ``DEAD_MIN_GAIN`` below its
+    first-epoch value is abandoned and training restarts from a new seeded initialisation (at
+    most ``MAX_RESTARTS`` times); the ``attempt`` column of the history records it.
     """
     for attempt in range(MAX_RESTARTS + 1):
         best, hist = _train_attempt(profile, images, masks, train_idx, val_idx,
@@ -114,7 +118,7 @@ def train_fold(profile, images: np.ndarray, masks: np.ndarray, train_idx: np.nda
         if hist is not None:
             hist.insert(1, "attempt", attempt)
             return best, hist
-        print(f"{desc}: validation loss did not move in {DEAD_CHECK_EPOCHS} epochs (dead start); "
+        print(f"{desc}: validation loss stalled in the first {DEAD_CHECK_EPOCH} epochs (dead start); "
               f"restarting with a new initialisation ({attempt + 1}/{MAX_RESTARTS})")
     raise RuntimeError(f"{desc}: every one of {MAX_RESTARTS + 1} initialisations died; lower unet_lr")
 
@@ -142,8 +146,8 @@ def _train_attempt(profile, images, masks, train_idx, val_idx, seed, device, des
             best_loss = va["loss"]
             best = copy.deepcopy(model.state_dict())
             rows[-1]["best"] = True
-        if (epoch + 1 == DEAD_CHECK_EPOCHS < profile.unet_epochs
-                and np.ptp([r["val_loss"] for r in rows[1:]]) < 1e-5):
+        if (epoch + 1 == DEAD_CHECK_EPOCH < profile.unet_epochs
+                and va["loss"] > (1 - DEAD_MIN_GAIN) * rows[0]["val_loss"]):
             return None, None
     hist = pd.DataFrame(rows)
     hist["best"] = hist.get("best", False)
