@@ -89,10 +89,18 @@ def test_all_models_on_identical_images(smoke_run):
 
 
 def test_segmentation_moves_heat_into_the_lungs(smoke_run):
+    # Figs. 9 and 12 show COVID-positive detections; on those images the model trained on segmented
+    # input must put more of its Grad-CAM heat inside the lungs than the one trained on full images
+    # (which can use the planted site marker outside them). Paired over the same images.
     a = _csv(smoke_run, "hrnet/heat_share.csv")
     b = _csv(smoke_run, "baselines/heat_share.csv")
-    seg, unseg = pd.to_numeric(a["share_lung"]).mean(), pd.to_numeric(b["share_lung"]).mean()
-    assert seg > unseg, f"heat inside lungs: segmented {seg:.3f} vs unsegmented {unseg:.3f}"
+    m = a.merge(b, on="image_id", suffixes=("_seg", "_unseg"))
+    m = m[m["label_seg"] == "covid"]
+    seg = pd.to_numeric(m["share_lung_seg"], errors="coerce")
+    unseg = pd.to_numeric(m["share_lung_unseg"], errors="coerce")
+    assert len(m) > 50
+    assert seg.mean() > unseg.mean(), f"heat inside lungs (covid): segmented {seg.mean():.3f} vs {unseg.mean():.3f}"
+    assert (seg > unseg).mean() > 0.5  # on most images, not only on average
 
 
 def test_every_figure_written(smoke_run):
