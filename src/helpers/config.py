@@ -128,7 +128,10 @@ PROFILES: dict[str, Profile] = {
         # trains without Table 3 augmentation, which in so short a run cost 0.14 AUC on one
         # unsegmented fold (0.95 -> 0.82); learning-rate steps are off as in smoke (on that fold
         # they did not hurt without augmentation). The paper profile keeps both.
-        name="cpu", data="real", seg_size=128, seg_folds=5, unet_epochs=40, unet_batch=8,
+        # UNet learning rate 0.001 instead of the paper's 0.005: at 0.005 half of the
+        # initialisations of the normalisation-free Table 4 network died on these images, and on
+        # the hardest fold held-out Dice was 0.924-0.942 (restarted) against 0.966 at 0.001.
+        name="cpu", data="real", seg_size=128, seg_folds=5, unet_epochs=40, unet_lr=0.001, unet_batch=8,
         unet_base_channels=16, cls_size=128, n_folds=3, hrnet="hrnet_w18_small", head_hidden=256,
         cls_epochs=8, cls_batch=16, cls_augment=False, lr_steps=(), bf16=True, channels_last=True,
         audit_model="hrnet_w18_small", audit_cnn_permutation=False,
