@@ -479,7 +479,7 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     ext = _external_mean_rows(external_table)
     ext = ext.set_index(ext["model"].astype(str)) if len(ext) else ext
     n = len(t)
-    fig, ax = plt.subplots(figsize=(7.0, 0.55 * n + 2.0))
+    fig, ax = plt.subplots(figsize=(8.2 if len(ext) else 7.0, 0.55 * n + 2.0))
     ypos = np.arange(n)[::-1].astype(float)
     off = 0.14 if len(ext) else 0.0
     ext_labelled = False
@@ -504,8 +504,14 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     ax.axvline(0.5, ls="--", color="0.5", lw=1)
     ax.text(0.5, 0.01, " chance", ha="left", va="bottom", fontsize=7, color="0.4",
             transform=ax.get_xaxis_transform())
-    labels = [f"{m}  (n={int(k)})" if np.isfinite(k) else m for m, k in
-              zip(t["model"], pd.to_numeric(t.get("n", pd.Series([np.nan] * n)), errors="coerce"))]
+    labels = []
+    for m, k in zip(t["model"], pd.to_numeric(t.get("n", pd.Series([np.nan] * n)), errors="coerce")):
+        k_ext = (pd.to_numeric(ext.loc[[m]].iloc[0].get("n"), errors="coerce")
+                 if len(ext) and m in ext.index else np.nan)
+        ns = [f"n={int(k)}" if np.isfinite(k) else "",
+              f"external n={int(k_ext)}" if np.isfinite(k_ext) else ""]
+        ns = ", ".join(x for x in ns if x)
+        labels.append(f"{m}  ({ns})" if ns else m)
     ax.set_yticks(ypos)
     ax.set_yticklabels(labels, fontsize=8.5)
     lo_all = np.nanmin(np.r_[pd.to_numeric(t["roc_auc_lo"], errors="coerce").to_numpy(), 0.5,

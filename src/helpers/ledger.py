@@ -508,6 +508,14 @@ def _pct_float(x: float, decimals: int) -> float:
     return float(q)
 
 
+def _fold_number(fold) -> str:
+    """0-based fold index -> the 1-based number printed in tables; other labels unchanged."""
+    try:
+        return str(int(fold) + 1)
+    except (TypeError, ValueError):
+        return str(fold)
+
+
 def claims_from_fold_table(fold_table_df: pd.DataFrame, name: str, decimals: int = 2
                            ) -> list[Claim]:
     """Claims from :func:`helpers.metrics.fold_table` output, printed as the companion prints.
@@ -515,7 +523,8 @@ def claims_from_fold_table(fold_table_df: pd.DataFrame, name: str, decimals: int
     Per-fold rows and the ``pooled`` row become ``single`` claims with known class counts
     (values recomputed from the integer counts, half-up to ``decimals``); the ``mean`` row
     becomes a ``mean_over_folds`` claim in the same group, so :func:`ledger_table` checks it
-    against the fold rows. Rows lacking a class (rate undefined) are skipped.
+    against the fold rows. Rows lacking a class (rate undefined) are skipped. Folds are
+    named from 1, as the paper's Table 6 and the summary's Table 6 number them.
     """
     claims = []
     for _, r in fold_table_df.iterrows():
@@ -533,7 +542,7 @@ def claims_from_fold_table(fold_table_df: pd.DataFrame, name: str, decimals: int
             continue
         a = _pct(tp + tn, tp + fn + fp + tn, decimals)
         s, p = _pct(tp, tp + fn, decimals), _pct(tn, tn + fp, decimals)
-        label = "pooled" if fold == "pooled" else f"fold {fold}"
+        label = "pooled" if fold == "pooled" else f"fold {_fold_number(fold)}"
         claims.append(Claim(f"{name} {label}", a, s, p, kind="single", n_pos=tp + fn,
                             n_neg=fp + tn, decimals=decimals, source=f"{name} {label}",
                             group=None if fold == "pooled" else name, rounding="round"))

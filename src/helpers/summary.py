@@ -585,7 +585,41 @@ def _external(run: _Run) -> list[str]:
     if et is None or et.empty:
         return ["Not run: this run had no external set (EXTERNAL_DATA_DIR empty), so every number above "
                 "is internal cross-validation."]
-    e = et[et["fold"].astype(str) == "mean"]
+    et = et.assign(fold=et["fold"].astype(str), source=et["source"].astype(str))
+    L = ["Internal and external ROC-AUC side by side: internal is the pooled out-of-fold AUC "
+         "(`baselines/table7.csv`), external the AUC of the mean of the fold models' probabilities on "
+         "the external images (`baselines/external_table.csv`), each fold model listed as well.", ""]
+    t7 = run.csv("baselines/table7.csv")
+    internal = {} if t7 is None else {str(r.model): r for r in t7.itertuples(index=False)}
+    side = []
+    for model in ev.model_order(et["model"].astype(str).unique()):
+        e = et[(et["model"] == model) & (et["source"] == "all")]
+        mean = e[e["fold"] == "mean"]
+        if mean.empty:
+            continue
+        m = mean.iloc[0]
+        folds = e[e["fold"] != "mean"].copy()
+        folds = folds.assign(k=pd.to_numeric(folds["fold"], errors="coerce")).sort_values("k")
+        per_fold = " / ".join(f"{_num(a):.3f}" if pd.notna(a) else "n/a" for a in folds["auc"])
+        i = internal.get(model)
+        side.append({"model": model,
+                     "internal AUC (pooled OOF)": "n/a" if i is None else
+                     fmt_auc(i.roc_auc, i.roc_auc_lo, i.roc_auc_hi),
+                     "external AUC (mean of folds)": fmt_auc(m.auc, m.auc_lo, m.auc_hi),
+                     "external AUC per fold model (1 / 2 / ...)": per_fold or "n/a",
+                     "external n (pos/neg)": f"{_int(m.n)} ({_int(m.n_pos)}/{_int(m.n_neg)})"})
+    L += [md_table(pd.DataFrame(side)), "", run.fig("ev_auc_forest.png", "internal and external AUCs"), ""]
+    e = et[et["fold"] == "mean"]
+    within = e[(e["source"] != "all") & (e["n_pos"] > 0) & (e["n_neg"] > 0)]
+    if len(within):
+        parts = []
+        for model in ev.model_order(within["model"].astype(str).unique()):
+            w = within[within["model"] == model]
+            parts.append(f"{model} " + ", ".join(
+                f"{r.source} {fmt_auc(r.auc)} ({_int(r.n_pos)}/{_int(r.n_neg)})" for r in w.itertuples()))
+        L += ["- Within one external source (both classes present, pos/neg in brackets): "
+              + "; ".join(parts) + ". Where these sit well below the overall external AUC, the overall "
+              "figure owes much to the mix of sources rather than to the disease.", ""]
     rows = [{"model": r.model, "source": r.source,
              "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
              "AUC": fmt_auc(r.auc, r.auc_lo, r.auc_hi),
@@ -593,8 +627,9 @@ def _external(run: _Run) -> list[str]:
              "sensitivity": fmt_pct(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi),
              "specificity": fmt_pct(r.specificity, r.specificity_lo, r.specificity_hi)}
             for r in e.itertuples(index=False)]
-    return ["Mean of the fold models' probabilities on the external images, per model and source "
-            "(patient-level bootstrap interval for AUC, Wilson for rates):", "", md_table(pd.DataFrame(rows))]
+    return L + ["Mean of the fold models' probabilities on the external images, per model and source "
+                "(patient-level bootstrap interval for AUC, Wilson for rates):", "",
+                md_table(pd.DataFrame(rows))]
 
 
 def _limitations(run: _Run) -> list[str]:

@@ -199,6 +199,9 @@ def test_claims_from_fold_table_roundtrip():
     claims = L.claims_from_fold_table(ft, "mine")
     assert [c.kind for c in claims] == ["single"] * 6 + ["mean_over_folds"]
     pooled = [c for c in claims if c.name == "mine pooled"][0]
+    # folds are numbered from 1 as in Table 6 (fold index 0 -> "fold 1")
+    assert [c.name for c in claims if c.name.startswith("mine fold")] == [
+        f"mine fold {k}" for k in range(1, 6)]
     assert pooled.n_pos == int(ft.loc[ft["fold"] == "pooled", "n_pos"].iloc[0])
     df = L.ledger_table(claims).set_index("name")
     assert (df["consistent"] == True).all()  # noqa: E712 - own tables must pass their own ledger

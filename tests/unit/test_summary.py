@@ -136,6 +136,14 @@ def test_external_section(synth, real_ext):
     e = et[(et.fold.astype(str) == "mean") & (et.source == "all") & (et.model == "hrnet")].iloc[0]
     assert S.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in sec
     assert "Not run" not in sec
+    # internal (pooled OOF, Table 7) and external AUC side by side on one row per model
+    t7 = pd.read_csv(out / "baselines/table7.csv").set_index("model")
+    i = t7.loc["hrnet"]
+    row = [ln for ln in sec.splitlines() if ln.startswith("| hrnet |")][0]
+    assert S.fmt_auc(i.roc_auc, i.roc_auc_lo, i.roc_auc_hi) in row
+    assert S.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in row
+    folds = et[(et.fold.astype(str) != "mean") & (et.source == "all") & (et.model == "hrnet")]
+    assert all(f"{a:.3f}" in row for a in folds.auc)
 
 
 def test_figure_links(synth, real_ext):
