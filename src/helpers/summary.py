@@ -138,7 +138,9 @@ class _Run:
                  seed: int):
         self.out = Path(out_dir)
         self.manifests = {s: ev.run_manifest(self.out, s) for s in ev.STAGES}
-        self.manifests = {s: m for s, m in self.manifests.items() if m}
+        # the figures stage writes this summary, so its manifest on disk (if any) belongs to an
+        # earlier run of 06; only the finished upstream stages are described
+        self.manifests = {s: m for s, m in self.manifests.items() if m and s != "figures"}
         latest = ev.run_manifest(self.out)
         self.cfg = cfg_dict or latest.get("config") or {}
         self.profile = dict(self.cfg.get("profile") or {})
@@ -208,6 +210,9 @@ def _what_was_run(run: _Run) -> list[str]:
     else:
         L.append("- Git revisions **differ between stages**: "
                  + ", ".join(f"{s} `{r}`" for s, r in revs.items()) + ".")
+    from .repro import git_revision
+
+    L.append(f"- This summary and the figures: written at revision `{git_revision()}`.")
     dates = sorted(m.get("finished_utc", "") for m in run.manifests.values() if m.get("finished_utc"))
     if dates:
         L.append(f"- Date (UTC, stage finished): {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0]

@@ -62,6 +62,21 @@ def test_phantom_banner_only_for_synthetic(synth, real_ext):
     assert "real chest X-rays" in _section(real_ext[1], "What was run")
 
 
+def test_revisions_describe_finished_stages(real_ext):
+    out, text = real_ext
+    sec = _section(text, "What was run")
+    # a stale manifest of an earlier figures run must not be counted among the stages
+    (out / "figures").mkdir(exist_ok=True)
+    (out / "figures" / "run_manifest.json").write_text('{"git_revision": "0ld"}')
+    try:
+        sec2 = _section(S.summary_markdown(out, n_boot=100), "What was run")
+    finally:
+        (out / "figures" / "run_manifest.json").unlink()
+    assert "0ld" not in sec2 and "differ between stages" not in sec2
+    from helpers.repro import git_revision
+    assert f"written at revision `{git_revision()}`" in sec and "written at revision" in sec2
+
+
 def test_table7_numbers_match(synth):
     out, text = synth
     t7 = pd.read_csv(out / "baselines/table7.csv").set_index("model")
