@@ -108,8 +108,9 @@ PROFILES: dict[str, Profile] = {
         # opacity, so that a from-scratch HRNet can learn them from ~140 training images in 7
         # epochs (8 epochs: HRNet AUC 0.807, chain 296 s; 7 epochs: 0.798, 270 s, audits and heat
         # share unchanged, measured on 2 cores - 7 keeps the chain inside 5 minutes); the
-        # classifier trains without Table 3 augmentation and without learning-rate steps (scaled to 7-8 epochs they would cut the rate after 2 epochs, and the augmented
-        # short run learns nothing: measured, see README). The Table 7 baselines are replaced by
+        # classifier trains without Table 3 augmentation and without learning-rate steps (scaled
+        # to 7-8 epochs they would cut the rate after 2 epochs, and the augmented short run
+        # learns nothing: measured, see README). The Table 7 baselines are replaced by
         # lighter members of the same families (ResNet-18, DenseNet-121, EfficientNet-B0) to
         # keep the chain within minutes on 2 CPU cores; cpu and paper use the Table 7 models.
         name="smoke", data="synthetic", n_patients=50, images_per_patient=(1, 3), n_seg_pairs=60,
