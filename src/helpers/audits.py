@@ -27,9 +27,15 @@ The audits and how to read them (AUC = pooled out-of-fold ROC-AUC; 0.5 is chance
 ``lowlevel`` (COVID vs normal, or source; logistic regression on :func:`lowlevel_features`)
     Cheap statistics with no notion of anatomy: intensity histogram, border and corner
     brightness, edge density, left-right / top-bottom asymmetry, lung area and, when given, the
-    original file size. A high AUC means acquisition / processing differences alone separate the
-    classes. :func:`permutation_null` turns this into a test (p-value against patient-level
-    permuted labels).
+    original file size. With the in-lung statistics included, a high AUC means cheap statistics
+    separate the classes - through acquisition / processing differences *or* through the
+    disease itself, which brightens the lungs. :func:`permutation_null` turns this into a test
+    (p-value against patient-level permuted labels).
+``lowlevel_outside`` (COVID vs normal; logistic regression on :func:`outside_lung_features`)
+    The same statistics restricted to what no lung pixel enters: the histogram outside the
+    lung mask, the border frame, the corners and the original file size. A high AUC means
+    the label is predictable from outside the lungs by the crudest model (the linear twin of
+    ``lungs_blacked_out``).
 ``permuted_labels`` (the same CNN with labels permuted per patient within each fold,
     ``permuted_labels(y, patient_id, seed, strata=fold)``)
     A negative control of the whole pipeline: labels that carry no information must give an
@@ -72,6 +78,7 @@ __all__ = [
     "permuted_labels",
     "lowlevel_features",
     "original_shapes",
+    "outside_lung_features",
     "cv_logistic",
     "permutation_null",
     "audit_table",
@@ -87,9 +94,14 @@ AUDIT_DESCRIPTIONS: dict[str, str] = {
                          "processing), i.e. without seeing the disease.",
     "mask_only": "COVID vs normal from the predicted lung mask alone (shape, position, size): a "
                  "high AUC means positioning, projection or patient size predicts the label.",
-    "lowlevel": "Logistic regression on cheap image statistics (histogram, borders, corners, "
-                "edges, asymmetry, size): a high AUC means acquisition or processing differences "
-                "alone separate the classes.",
+    "lowlevel": "Logistic regression on cheap image statistics (whole-image, in-lung and "
+                "outside-lung histograms, borders, corners, edges, asymmetry, size): a high AUC "
+                "means cheap statistics separate the classes, through acquisition or processing "
+                "differences or through the disease brightening the lungs; compare "
+                "lowlevel_outside.",
+    "lowlevel_outside": "Logistic regression on statistics of pixels outside the lung mask only "
+                        "(outside-lung histogram, border frame, corners, original size): a high "
+                        "AUC means the label is predictable without any lung pixel.",
     "permuted_labels": "Negative control: patient-level permuted labels carry no information, so "
                        "the AUC must be near 0.5; a signal here means leakage or a bug.",
 }
@@ -422,6 +434,30 @@ def lowlevel_features(images, masks=None, original_shapes=None) -> pd.DataFrame:
             cols["orig_aspect"] = s[:, 1] / s[:, 0]
             cols["orig_log_pixels"] = np.log(s[:, 0] * s[:, 1])
     return pd.DataFrame(cols)
+
+
+#: Columns of :func:`lowlevel_features` that no lung pixel enters (prefixes and names).
+OUTSIDE_PREFIXES = ("out_", "corner_", "orig_")
+OUTSIDE_COLUMNS = ("border_mean",)
+
+
+def outside_lung_features(features: pd.DataFrame) -> pd.DataFrame:
+    """The columns of :func:`lowlevel_features` computed without lung pixels.
+
+    Keeps ``out_*`` (histogram statistics outside the mask), ``border_mean`` (outer 5 % frame),
+    ``corner_*`` (10 % squares) and ``orig_*`` (original file size); drops the whole-image and
+    ``in_*`` statistics, the edge density and asymmetries (which include the lungs) and
+    ``lung_area_frac`` (the mask's own size, audited by ``mask_only``). Raises ValueError when
+    ``features`` has no ``out_*`` column, i.e. was computed without masks.
+    """
+    if not isinstance(features, pd.DataFrame):
+        raise TypeError("outside_lung_features needs the DataFrame of lowlevel_features")
+    cols = [c for c in features.columns
+            if str(c).startswith(OUTSIDE_PREFIXES) or c in OUTSIDE_COLUMNS]
+    if not any(str(c).startswith("out_") for c in cols):
+        raise ValueError("features have no out_* columns: call lowlevel_features(images, masks, ...) "
+                         "with the lung masks to audit the outside of the lungs")
+    return features[cols]
 
 
 def original_shapes(paths: Iterable[str | Path]) -> np.ndarray:

@@ -67,7 +67,8 @@ AUDIT_SHORT = {
     "source": "source from pixels: is a shortcut available?",
     "lungs_blacked_out": "label with lungs blacked out: solvable without lungs?",
     "mask_only": "label from lung-mask shape alone: positioning / size?",
-    "lowlevel": "label from low-level image statistics: acquisition?",
+    "lowlevel": "label from low-level statistics (lungs included): acquisition or disease?",
+    "lowlevel_outside": "label from low-level statistics outside the lungs only",
     "permuted_labels": "negative control, permuted labels: must be ~0.5",
 }
 

@@ -127,6 +127,7 @@ def test_audits_detect_the_planted_shortcut(smoke_run):
     auc = pd.to_numeric(t["auc"])
     assert auc["source"] > 0.9          # the two phantom sites are recognisable
     assert auc["lungs_blacked_out"] > 0.75  # the label is predictable without the lungs (shortcut on)
+    assert auc["lowlevel_outside"] > 0.75   # ... even by a linear model on outside-lung statistics
     null = json.loads((smoke_run / "baselines/permutation_null.json").read_text())
     assert 0.4 < null["null_mean"] < 0.6 and null["p_value"] < 0.05
 

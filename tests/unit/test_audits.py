@@ -356,3 +356,53 @@ def test_lowlevel_audit_without_shortcut(phantom_sets):
     # the marker is still recognisable as a source, it just no longer tells the label
     y, _ = A.source_target(idx)
     assert _auc(A.cv_logistic(f, y, idx, seed=0, model_name="lowlevel_source")) > 0.9
+
+
+# --- the outside-lung low-level audit: the disease brightens the lungs, the shortcut lies outside --
+def _phantom_cohort_with_masks(root: Path, strength: float):
+    folder = phantoms.generate(root, n_patients=30, images_per_patient=(1, 3), n_seg_pairs=0,
+                               size=64, shortcut_strength=strength, seed=0, finding_contrast=4.0)
+    m = read_manifest(folder)
+    m = m[m["split_role"] == "classify"].sort_values("path").reset_index(drop=True)
+    m.insert(0, "image_id", image_ids(m["path"]))
+    m["y"] = (m["label"] == "covid").astype(int)
+    m["fold"] = splits.patient_folds(m["patient_id"], m["label"], 5, 0)
+    images = io.load_stack([folder / p for p in m["path"]], 64)
+    masks = io.load_stack([folder / p for p in m["mask_path"]], 64, mask=True)
+    from helpers import refine
+    masks = np.stack([refine.refine_mask(k, 1, 1) for k in masks])  # dilated, as refinement does
+    return m, A.lowlevel_features(images, masks)
+
+
+def test_outside_lung_features_columns():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (4, 32, 32), dtype=np.uint8)
+    masks = np.zeros((4, 32, 32), np.uint8)
+    masks[:, 8:24, 8:24] = 1
+    f = A.lowlevel_features(imgs, masks, np.array([[100, 80]] * 4))
+    o = A.outside_lung_features(f)
+    assert all(c.startswith(("out_", "corner_", "orig_")) or c == "border_mean" for c in o.columns)
+    assert "out_mean" in o and "orig_aspect" in o and "border_mean" in o
+    assert not any(c.startswith("in_") for c in o.columns)
+    assert not {"mean", "std", "grad_mean", "asym_lr", "lung_area_frac"} & set(o.columns)
+    # changing only the pixels inside the mask leaves every outside feature unchanged
+    imgs2 = imgs.copy()
+    imgs2[:, 8:24, 8:24] = 255
+    o2 = A.outside_lung_features(A.lowlevel_features(imgs2, masks, np.array([[100, 80]] * 4)))
+    pd.testing.assert_frame_equal(o, o2)
+    with pytest.raises(ValueError, match="out_"):
+        A.outside_lung_features(A.lowlevel_features(imgs))
+
+
+@pytest.mark.parametrize("strength", [0.9, 0.0])
+def test_outside_lung_audit_tracks_the_shortcut(tmp_path, strength):
+    idx, f = _phantom_cohort_with_masks(tmp_path / f"s{strength}", strength)
+    whole = _auc(A.cv_logistic(f, idx["y"], idx, seed=0))
+    outside = _auc(A.cv_logistic(A.outside_lung_features(f), idx["y"], idx, seed=0,
+                                 model_name="lowlevel_outside"))
+    # the strong findings make the in-lung statistics informative whatever the shortcut does
+    assert whole > 0.8, whole
+    if strength:
+        assert outside > 0.8, outside
+    else:
+        assert outside < 0.7, outside
