@@ -53,3 +53,25 @@ def test_downstream_resumes_when_upstream_reproduces_its_results(tmp_path):
     pipeline.open_stage(cfg, "unet")
     assert not (down / "fold0.pt").exists()
     assert (next(tmp_path.glob("unet.old-*")) / "fold0.pt").read_bytes() == b"weights"
+
+
+def test_git_revision_ignores_published_figures(tmp_path):
+    import subprocess
+
+    from helpers.repro import git_revision
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "figures" / "SUMMARY.md").write_text("old\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    rev = git_revision(tmp_path)
+    assert len(rev) == 40 and not rev.endswith("+dirty")
+    (tmp_path / "figures" / "SUMMARY.md").write_text("new run\n")  # 06 publishing a run
+    assert git_revision(tmp_path) == rev
+    (tmp_path / "code.py").write_text("x = 2\n")  # an uncommitted code change
+    assert git_revision(tmp_path) == rev + "+dirty"
