@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import random
@@ -116,8 +117,23 @@ class RunLog:
         finally:
             self.timings[name] = round(time.time() - t, 2)
 
+    def _earlier_runs(self, path: Path) -> list[dict[str, Any]]:
+        """Earlier runs of this stage in the same folder (a resumed run reuses their results):
+        revision, finish time and total seconds of each, oldest first, at most 20."""
+        try:
+            prev = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return []
+        if not isinstance(prev, dict):
+            return []
+        runs = [r for r in prev.get("earlier_runs", []) if isinstance(r, dict)]
+        runs.append({"git_revision": prev.get("git_revision"), "finished_utc": prev.get("finished_utc"),
+                     "total_s": (prev.get("timings_s") or {}).get("total")})
+        return runs[-20:]
+
     def write(self, **extra: Any) -> Path:
         self.extra.update(extra)
+        path = self.cfg.stage_dir(self.stage) / "run_manifest.json"
         manifest = {
             "stage": self.stage,
             "git_revision": git_revision(),
@@ -129,6 +145,7 @@ class RunLog:
             "device": device_info(),
             "timings_s": {**self.timings, "total": round(time.time() - self.t0, 2)},
             "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "earlier_runs": self._earlier_runs(path),
             **self.extra,
         }
-        return io.save_json(manifest, self.cfg.stage_dir(self.stage) / "run_manifest.json")
+        return io.save_json(manifest, path)

@@ -239,9 +239,16 @@ def _what_was_run(run: _Run) -> list[str]:
         total = t.pop("total", np.nan)
         parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(t.items(), key=lambda kv: -_num(kv[1]))[:6]
                           if math.isfinite(_num(v)))
-        rows.append({"stage": s, "total (s)": f"{_num(total):.1f}" if math.isfinite(_num(total)) else "",
-                     "largest parts (s)": parts})
-    L += ["Timings (from each stage's `run_manifest.json`):", "", md_table(pd.DataFrame(rows)), ""]
+        row = {"stage": s, "total (s)": f"{_num(total):.1f}" if math.isfinite(_num(total)) else "",
+               "largest parts (s)": parts}
+        earlier = [r for r in (m.get("earlier_runs") or []) if isinstance(r, dict)]
+        if earlier:
+            row["earlier runs of the stage (s, revision)"] = "; ".join(
+                f"{_num(r.get('total_s')):.1f} ({str(r.get('git_revision') or '?')[:7]})" for r in earlier[-3:])
+        rows.append(row)
+    L += ["Timings (from each stage's `run_manifest.json`; a stage that resumed reuses the fold "
+          "results saved by earlier runs in its folder, so its own time can be far shorter than "
+          "training took):", "", md_table(pd.DataFrame(rows).fillna("")), ""]
     if run.profile:
         from .config import PROFILES
 

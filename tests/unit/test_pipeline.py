@@ -1,3 +1,5 @@
+import json
+
 from helpers import config, pipeline
 
 
@@ -75,3 +77,17 @@ def test_git_revision_ignores_published_figures(tmp_path):
     assert git_revision(tmp_path) == rev
     (tmp_path / "code.py").write_text("x = 2\n")  # an uncommitted code change
     assert git_revision(tmp_path) == rev + "+dirty"
+
+
+def test_run_manifest_keeps_earlier_runs(tmp_path):
+    from helpers.repro import RunLog
+
+    cfg = config.resolve("smoke", out_dir=tmp_path, seed=0)
+    first = json.loads(RunLog(cfg, "hrnet").write().read_text())
+    assert first["earlier_runs"] == []
+    second = json.loads(RunLog(cfg, "hrnet").write().read_text())  # a resumed run of the stage
+    assert len(second["earlier_runs"]) == 1
+    assert second["earlier_runs"][0]["total_s"] == first["timings_s"]["total"]
+    assert second["earlier_runs"][0]["finished_utc"] == first["finished_utc"]
+    third = json.loads(RunLog(cfg, "hrnet").write().read_text())
+    assert [r["finished_utc"] for r in third["earlier_runs"]] == [first["finished_utc"], second["finished_utc"]]
