@@ -12,7 +12,7 @@ from PIL import Image
 from scipy import stats
 
 from helpers import audits as A
-from helpers import io, metrics
+from helpers import io, metrics, refine
 from helpers.curate import image_ids
 from helpers.data import phantoms, splits
 from helpers.data.manifest import read_manifest
@@ -321,16 +321,21 @@ def test_stratified_table_stacks_view_and_source():
 
 
 # --- the low-level audit on phantoms with a planted site marker ------------------------------------
-def _phantom_cohort(root: Path, strength: float):
+def _phantom_cohort(root: Path, strength: float, finding_contrast: float = 1.0, masks: bool = False):
     folder = phantoms.generate(root, n_patients=30, images_per_patient=(1, 3), n_seg_pairs=0,
-                               size=64, shortcut_strength=strength, seed=0)
+                               size=64, shortcut_strength=strength, seed=0,
+                               finding_contrast=finding_contrast)
     m = read_manifest(folder)
     m = m[m["split_role"] == "classify"].sort_values("path").reset_index(drop=True)
     m.insert(0, "image_id", image_ids(m["path"]))
     m["y"] = (m["label"] == "covid").astype(int)
     m["fold"] = splits.patient_folds(m["patient_id"], m["label"], 5, 0)
     images = io.load_stack([folder / p for p in m["path"]], 64)
-    return m, A.lowlevel_features(images)
+    if not masks:
+        return m, A.lowlevel_features(images)
+    lungs = io.load_stack([folder / p for p in m["mask_path"]], 64, mask=True)
+    lungs = np.stack([refine.refine_mask(k, 1, 1) for k in lungs])  # dilated, as refinement does
+    return m, A.lowlevel_features(images, lungs)
 
 
 @pytest.fixture(scope="module")
@@ -359,21 +364,6 @@ def test_lowlevel_audit_without_shortcut(phantom_sets):
 
 
 # --- the outside-lung low-level audit: the disease brightens the lungs, the shortcut lies outside --
-def _phantom_cohort_with_masks(root: Path, strength: float):
-    folder = phantoms.generate(root, n_patients=30, images_per_patient=(1, 3), n_seg_pairs=0,
-                               size=64, shortcut_strength=strength, seed=0, finding_contrast=4.0)
-    m = read_manifest(folder)
-    m = m[m["split_role"] == "classify"].sort_values("path").reset_index(drop=True)
-    m.insert(0, "image_id", image_ids(m["path"]))
-    m["y"] = (m["label"] == "covid").astype(int)
-    m["fold"] = splits.patient_folds(m["patient_id"], m["label"], 5, 0)
-    images = io.load_stack([folder / p for p in m["path"]], 64)
-    masks = io.load_stack([folder / p for p in m["mask_path"]], 64, mask=True)
-    from helpers import refine
-    masks = np.stack([refine.refine_mask(k, 1, 1) for k in masks])  # dilated, as refinement does
-    return m, A.lowlevel_features(images, masks)
-
-
 def test_outside_lung_features_columns():
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (4, 32, 32), dtype=np.uint8)
@@ -396,7 +386,7 @@ def test_outside_lung_features_columns():
 
 @pytest.mark.parametrize("strength", [0.9, 0.0])
 def test_outside_lung_audit_tracks_the_shortcut(tmp_path, strength):
-    idx, f = _phantom_cohort_with_masks(tmp_path / f"s{strength}", strength)
+    idx, f = _phantom_cohort(tmp_path / f"s{strength}", strength, finding_contrast=4.0, masks=True)
     whole = _auc(A.cv_logistic(f, idx["y"], idx, seed=0))
     outside = _auc(A.cv_logistic(A.outside_lung_features(f), idx["y"], idx, seed=0,
                                  model_name="lowlevel_outside"))
