@@ -65,28 +65,26 @@ def _num(x) -> float:
     return v
 
 
-def fmt_pct(x, lo=None, hi=None) -> str:
-    """A fraction as percent with one decimal, optionally with its interval: ``83.0 % [74.5, 89.1]``."""
+def _fmt(x, lo, hi, scale: float, decimals: int, unit: str) -> str:
+    """``x * scale`` with ``decimals`` and ``unit``, plus ``[lo, hi]`` when both are finite."""
     v = _num(x)
     if not math.isfinite(v):
         return "n/a"
-    s = f"{100 * v:.1f} %"
+    s = f"{scale * v:.{decimals}f}{unit}"
     lo, hi = _num(lo), _num(hi)
     if math.isfinite(lo) and math.isfinite(hi):
-        s += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+        s += f" [{scale * lo:.{decimals}f}, {scale * hi:.{decimals}f}]"
     return s
+
+
+def fmt_pct(x, lo=None, hi=None) -> str:
+    """A fraction as percent with one decimal, optionally with its interval: ``83.0 % [74.5, 89.1]``."""
+    return _fmt(x, lo, hi, 100.0, 1, " %")
 
 
 def fmt_auc(x, lo=None, hi=None) -> str:
     """An AUC (or Dice, Brier, ECE, share) with three decimals, optionally ``[lo, hi]``."""
-    v = _num(x)
-    if not math.isfinite(v):
-        return "n/a"
-    s = f"{v:.3f}"
-    lo, hi = _num(lo), _num(hi)
-    if math.isfinite(lo) and math.isfinite(hi):
-        s += f" [{lo:.3f}, {hi:.3f}]"
-    return s
+    return _fmt(x, lo, hi, 1.0, 3, "")
 
 
 def _fmt_p(p) -> str:
