@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
+
+from . import progress
 
 
 class ImageError(ValueError):
@@ -76,7 +77,7 @@ def load_stack(files: Iterable[str | Path], size: int, mask: bool = False,
     """
     files = list(files)
     out = np.zeros((len(files), size, size), dtype=np.uint8)
-    for i, f in enumerate(tqdm(files, desc=desc, leave=False, mininterval=2)):
+    for i, f in enumerate(progress.iterate(files, desc, unit="file")):
         a = read_gray(f)
         if mask:
             out[i] = square((a > 127).astype(np.uint8), size, cv2.INTER_NEAREST)

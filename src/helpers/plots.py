@@ -2,19 +2,21 @@
 
 ``save`` writes PNGs at a fixed size and dpi with fixed metadata, so the same data give the same
 file. Notebooks display the figures; ``06_figure_generation`` writes them.
+
+The backend is left to matplotlib: inline images in a Jupyter kernel (JupyterLab, papermill,
+nbval), a headless raster backend elsewhere. Every builder detaches its figure from pyplot
+(:func:`finish`) before returning it, so a figure shows exactly once: where the notebook displays
+it, never again when the cell ends.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
 DPI = 120
 METADATA = {"Software": "hrnet-cxr", "Creation Time": None}
@@ -28,6 +30,12 @@ def save(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=DPI, metadata=METADATA)
     plt.close(fig)
     return path
+
+
+def finish(fig):
+    """Detach ``fig`` from pyplot and return it (it still displays and saves)."""
+    plt.close(fig)
+    return fig
 
 
 def _caption(fig, text: str) -> None:
@@ -55,7 +63,7 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
     fig.suptitle(title, fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
-    return fig
+    return finish(fig)
 
 
 def augmentation_samples(originals: np.ndarray, augmented: np.ndarray, masks: np.ndarray | None,
@@ -81,7 +89,7 @@ def augmentation_samples(originals: np.ndarray, augmented: np.ndarray, masks: np
     fig.suptitle("Fig. 7 - Table 3 augmentation (image and mask transformed jointly)", fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.03, 1, 0.96))
-    return fig
+    return finish(fig)
 
 
 def training_curves(history: pd.DataFrame, metrics: Sequence[tuple[str, str]], title: str,
@@ -103,7 +111,7 @@ def training_curves(history: pd.DataFrame, metrics: Sequence[tuple[str, str]], t
     fig.suptitle(title, fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.04, 1, 0.95))
-    return fig
+    return finish(fig)
 
 
 def refinement_examples(images, raw, refined, titles, caption: str = ""):
@@ -122,7 +130,7 @@ def refinement_examples(images, raw, refined, titles, caption: str = ""):
     fig.suptitle("Fig. 6 - lung masks before and after refinement", fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.03, 1, 0.96))
-    return fig
+    return finish(fig)
 
 
 def table_figure(df: pd.DataFrame, title: str, caption: str = "", col_width: float = 1.25,
@@ -139,7 +147,7 @@ def table_figure(df: pd.DataFrame, title: str, caption: str = "", col_width: flo
     ax.set_title(title, fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return fig
+    return finish(fig)
 
 
 def _fmt(v) -> str:
@@ -163,7 +171,7 @@ def confusion_matrices(mats: Sequence[dict], titles: Sequence[str], suptitle: st
     fig.suptitle(suptitle, fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.06, 1, 0.93))
-    return fig
+    return finish(fig)
 
 
 def heatmap_pairs(images_unseg, heat_unseg, images_seg, heat_seg, masks, titles, caption: str = ""):
@@ -193,7 +201,7 @@ def heatmap_pairs(images_unseg, heat_unseg, images_seg, heat_seg, masks, titles,
     fig.suptitle("Figs. 9 / 12 - Grad-CAM without and with lung segmentation", fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.04, 1, 0.96))
-    return fig
+    return finish(fig)
 
 
 def share_plot(df: pd.DataFrame, x: str, y: str, hue: str | None, title: str, chance: float | None = None,
@@ -210,7 +218,7 @@ def share_plot(df: pd.DataFrame, x: str, y: str, hue: str | None, title: str, ch
     ax.set_title(title, fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return fig
+    return finish(fig)
 
 
 def metric_forest(df: pd.DataFrame, label: str, est: str, lo: str, hi: str, title: str,
@@ -227,4 +235,4 @@ def metric_forest(df: pd.DataFrame, label: str, est: str, lo: str, hi: str, titl
     ax.set_title(title, fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return fig
+    return finish(fig)
