@@ -126,12 +126,13 @@ def open_stage(cfg, stage: str) -> Path:
     return d
 
 
-def mark_done(cfg, stage: str, **summary: Any) -> Path:
-    """Write ``DONE.json``: later stages and ``require`` look for it."""
-    return io.save_json({"config_key": config_key(cfg, stage), "stage": stage,
-                         "outputs_hash": outputs_hash(cfg.out_dir / stage),
-                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary},
-                        done_file(cfg, stage))
+def mark_done(cfg, stage: str, **summary: Any) -> None:
+    """Write ``DONE.json`` (later stages and ``require`` look for it) and say so in one line."""
+    f = io.save_json({"config_key": config_key(cfg, stage), "stage": stage,
+                      "outputs_hash": outputs_hash(cfg.out_dir / stage),
+                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary},
+                     done_file(cfg, stage))
+    print(f"[{stage}] finished: results in {f.parent}")
 
 
 def notebook_parameters(cfg) -> dict[str, Any]:

@@ -160,11 +160,14 @@ def _train_attempt(profile, images, masks, train_idx, val_idx, seed, device, des
 
 @torch.no_grad()
 def predict(profile, states: list[dict], images: np.ndarray, device: str = "cpu",
-            batch: int = 16, desc: str = "predict masks") -> np.ndarray:
-    """Mean lung probability of the given fold models: float32 (N, S, S) in [0, 1]."""
+            batch: int = 16, desc: str | None = "predict masks") -> np.ndarray:
+    """Mean lung probability of the given fold models: float32 (N, S, S) in [0, 1].
+
+    ``desc`` names the progress line; None shows none (the per-fold test sets)."""
     nets = [_net(profile, device, st).eval() for st in states]
     out = np.zeros(images.shape, dtype=np.float32)
-    for s in progress.iterate(range(0, len(images), batch), desc, unit="batch"):
+    starts = range(0, len(images), batch)
+    for s in (progress.iterate(starts, desc, unit="batch") if desc else starts):
         x = _to_tensor(np.asarray(images[s:s + batch]), device, profile.channels_last)
         acc = torch.zeros(x.shape, device=device)
         for m in nets:
@@ -206,7 +209,7 @@ def cross_validate(profile, images: np.ndarray, masks: np.ndarray, index: pd.Dat
         state, hist = train_fold(profile, images, masks, tr, va, seed + 1000 * k, device,
                                  desc=f"UNet fold {k + 1}/{len(folds)}")
         hist.insert(0, "fold", k)
-        prob = predict(profile, [state], images[test], device, desc=f"UNet fold {k + 1}/{len(folds)} test masks")
+        prob = predict(profile, [state], images[test], device, desc=None)
         d = index.iloc[test][["image_id", "patient_id", "source"]].copy()
         d["fold"] = k
         d["dice"] = hard_dice_per_image(prob, np.asarray(masks[test]))
