@@ -37,6 +37,7 @@ class Profile:
     phantom_size: int = 128        # synthetic only: generated image side
     finding_contrast: float = 1.0  # synthetic only: scales the opacity of the COVID-like findings
     max_images_per_class: int = 0  # real only: 0 = all curated images
+    strict: bool = False           # real only: a row excluded by a file or content check fails the run
     # --- segmentation (section 3.2, 4.2, Table 4, Algorithm 1) ------------------------------------
     seg_size: int = PAPER_MASK_SIZE
     seg_folds: int = 10            # section 4.2: "KFold (10 Fold) cross-validation"
