@@ -5,9 +5,9 @@ validation and prediction, so that a film refused in one place is refused everyw
 same reason. Each check returns the reason a file is excluded (a short sentence naming what was
 found and the threshold), or ``None``.
 
-Thresholds (measured against the shared real data, 715 classification images and 249 mask pairs,
-whose smallest side is 229 px, smallest 1st-99th percentile range 61 grey levels and lung
-fractions 0.13-0.45):
+Thresholds (none of them excludes an image or mask of the shared real data: tested by
+``tests/unit/test_sources.py::test_real_manifest_folder``; the margins are in the
+README, "Measurements"):
 
 ``MIN_SIDE = 64``
     An image whose shorter side is below 64 px is not a radiograph (a thumbnail or an icon); it

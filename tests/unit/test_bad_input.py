@@ -433,3 +433,4 @@ def test_artefacts_honour_the_umask(tmp_path, umask):
         os.umask(old)
     for f in ("x.csv", "x.npy"):
         assert stat.S_IMODE((tmp_path / f).stat().st_mode) == 0o666 & ~umask
+
