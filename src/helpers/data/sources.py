@@ -32,13 +32,17 @@ Adapters
     row kept with a remark (age not stated, RGB image converted, mask resized, ...). Nothing is
     dropped silently.
 
-Image policy (:func:`check_image`)
+Image policy (:func:`check_image`, then :mod:`helpers.checks`)
     mode ``L`` is used as is; RGB / RGBA / LA / palette images whose content is gray
-    (channels equal up to JPEG noise) are kept and noted - :func:`helpers.io.read_gray` converts
+    (channels equal up to JPEG noise) are kept and noted - :func:`helpers.io.read_image` converts
     them losslessly on load; colour content, bilevel and unreadable files are excluded; 16-bit
     images are excluded (``"not 8-bit grayscale: mode I;16"``) unless ``allow_16bit=True``, which
-    keeps them with a note (rescaled min..max on load). Only the file header is read for mode
-    ``L`` images (plus a PNG CRC pass); ``deep=True`` decodes every image fully.
+    keeps them with a note (rescaled min..max on load). DICOM files (``.dcm``) are read by
+    :func:`helpers.io.read_image` (LUTs applied, mapped to 8 bits, noted); unsupported objects
+    are excluded with what was found. Every kept image is then decoded once and must be a
+    plausible frontal radiograph (:func:`helpers.checks.check_radiograph`: minimum size, not
+    near-constant, a DICOM's ViewPosition frontal); rows with a lung mask pass
+    :func:`helpers.checks.mask_reason` (values, geometry, coverage). Exclusions carry the reason.
 
 Offline counts
     The NIH ChestX-ray14 (``Data_Entry_2017_v2020.csv.gz``) and CheXpert (``chexpert_train.csv.gz``)
