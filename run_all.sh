@@ -4,46 +4,89 @@
 #   ./run_all.sh                      smoke profile: generated phantoms, CPU, a few minutes
 #   ./run_all.sh cpu                  real data at reduced size (DATA_DIR, $CXR_DATA_DIR or ../shared/data/cxr)
 #   ./run_all.sh paper                the paper's full protocol (use a GPU)
+#   ./run_all.sh --setup-only         only create/update the environment (.venv), e.g. before `jupyter lab`
 #
-# Options: --data DIR  --out DIR  --seed N  --external DIR  --overrides JSON  --from NN
+# Options: --data DIR  --out DIR  --seed N  --external DIR  --overrides JSON  --from N (1-6)
 # Executed notebooks go to OUT/notebooks/ (OUT defaults to outputs/<profile>). Re-running resumes:
 # finished folds are reused; results of a different configuration are moved aside, never deleted.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PROFILE=smoke DATA="" OUT="" SEED=0 EXTERNAL="" OVERRIDES="{}" FROM=1
-if [ $# -gt 0 ] && [[ "$1" != --* ]]; then PROFILE="$1"; shift; fi
+die() { echo "run_all.sh: $*" >&2; exit 2; }
+need_value() { [ $# -ge 2 ] && [ -n "$2" ] && [[ "$2" != --* ]] || die "option $1 needs a value (see ./run_all.sh --help)"; }
+
+PROFILE=smoke DATA="" OUT="" SEED=0 EXTERNAL="" OVERRIDES="{}" FROM=1 SETUP_ONLY=0
+if [ $# -gt 0 ] && [[ "$1" != -* ]]; then PROFILE="$1"; shift; fi
 while [ $# -gt 0 ]; do
   case "$1" in
-    --data) DATA="$2"; shift 2 ;;
-    --out) OUT="$2"; shift 2 ;;
-    --seed) SEED="$2"; shift 2 ;;
-    --external) EXTERNAL="$2"; shift 2 ;;
-    --overrides) OVERRIDES="$2"; shift 2 ;;
-    --from) FROM="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1 (see ./run_all.sh --help)" >&2; exit 2 ;;
+    --data) need_value "$@"; DATA="$2"; shift 2 ;;
+    --out) need_value "$@"; OUT="$2"; shift 2 ;;
+    --seed) need_value "$@"; SEED="$2"; shift 2 ;;
+    --external) need_value "$@"; EXTERNAL="$2"; shift 2 ;;
+    --overrides) need_value "$@"; OVERRIDES="$2"; shift 2 ;;
+    --from) need_value "$@"; FROM="$2"; shift 2 ;;
+    --setup-only) SETUP_ONLY=1; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) die "unknown argument '$1' (see ./run_all.sh --help)" ;;
   esac
 done
-case "$PROFILE" in smoke|cpu|paper) ;; *) echo "unknown profile '$PROFILE' (smoke, cpu or paper)" >&2; exit 2 ;; esac
+# checks that need no Python, so a typo fails before any set-up
+[[ "$SEED" =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer, got '$SEED'"
+[[ "$FROM" =~ ^0?[1-6]$ ]] || die "--from must be a notebook number from 1 to 6, got '$FROM'"
+[ -z "$DATA" ] || [ -e "$DATA" ] || die "--data: '$DATA' does not exist"
+[ -z "$EXTERNAL" ] || [ -d "$EXTERNAL" ] || die "--external: '$EXTERNAL' is not a folder"
 
 source scripts/env.sh
 hrnet_env
+if [ "$SETUP_ONLY" = 1 ]; then
+  echo "[run_all] environment ready: $PY (start JupyterLab with: .venv/bin/jupyter lab notebooks/)"
+  exit 0
+fi
 [ -n "$OUT" ] || OUT="outputs/$PROFILE"
-mkdir -p "$OUT/notebooks"
-OUT="$(cd "$OUT" && pwd)"
+PROFILE_NAMES=$("$PY" -c "from helpers import config; print(' '.join(config.PROFILES))")
+[[ " $PROFILE_NAMES " == *" $PROFILE "* ]] || die "unknown profile '$PROFILE' (one of: $PROFILE_NAMES)"
 
-export PROFILE DATA OUT SEED EXTERNAL OVERRIDES
+# Resolve the configuration once (errors name the option), and write the notebook parameters.
+PARAMS="$(mktemp -t hrnet-cxr-params-XXXX.json)"
+export PROFILE DATA OUT SEED EXTERNAL OVERRIDES PARAMS
 "$PY" - <<'PY'
 import json, os, sys
-from helpers import config
+from helpers import config, pipeline
+try:
+    overrides = json.loads(os.environ["OVERRIDES"])
+except json.JSONDecodeError as exc:
+    sys.exit(f"run_all.sh: --overrides must be a JSON object such as '{{\"cls_epochs\": 2}}': {exc}")
+if not isinstance(overrides, dict):
+    sys.exit(f"run_all.sh: --overrides must be a JSON object such as '{{\"cls_epochs\": 2}}', got {overrides!r}")
 try:
     cfg = config.resolve(os.environ["PROFILE"], os.environ["DATA"], os.environ["OUT"],
-                         int(os.environ["SEED"]), os.environ["EXTERNAL"], json.loads(os.environ["OVERRIDES"]))
+                         int(os.environ["SEED"]), os.environ["EXTERNAL"], overrides)
 except Exception as exc:  # configuration errors are the user's to fix: say what, not a traceback
-    sys.exit(f"configuration error: {exc}")
+    sys.exit(f"run_all.sh: configuration error: {exc}")
+json.dump(pipeline.notebook_parameters(cfg), open(os.environ["PARAMS"], "w"))
 print(cfg.summary())
 PY
+OUT="$(cd "$OUT" && pwd)"
+mkdir -p "$OUT/notebooks"
+
+# Stopping this script (Ctrl-C, `kill PID`, a scheduler's time limit) stops the notebook it runs
+# and that notebook's kernel; nothing goes on writing into OUT.
+CHILD=""
+kill_tree() {
+  local pid=$1 c
+  for c in $(pgrep -P "$pid" 2>/dev/null); do kill_tree "$c"; done
+  kill -TERM "$pid" 2>/dev/null || true
+}
+on_stop() {
+  trap - TERM INT HUP
+  [ -n "$CHILD" ] && kill_tree "$CHILD"
+  wait 2>/dev/null || true
+  rm -f "$PARAMS"
+  echo "[run_all] stopped; finished folds are kept, and the next run resumes from them" >&2
+  exit 143
+}
+trap on_stop TERM INT HUP
+trap 'rm -f "$PARAMS"' EXIT
 
 NOTEBOOKS=(
   01_data_curation
@@ -57,13 +100,16 @@ DEVICE=$("$PY" -c "import torch; print('GPU: ' + torch.cuda.get_device_name(0) i
 echo "[run_all] profile $PROFILE on $DEVICE -> $OUT"
 start=$(date +%s)
 for nb in "${NOTEBOOKS[@]}"; do
-  [ "$((10#${nb:0:2}))" -lt "$FROM" ] && continue
+  [ "$((10#${nb:0:2}))" -lt "$((10#$FROM))" ] && continue
   t0=$(date +%s)
   echo "[run_all] $nb ..."
-  "$PY" -m papermill "notebooks/$nb.ipynb" "$OUT/notebooks/$nb.ipynb" --cwd notebooks \
-    -p PROFILE "$PROFILE" -p DATA_DIR "$DATA" -p OUT_DIR "$OUT" -p SEED "$SEED" \
-    -p EXTERNAL_DATA_DIR "$EXTERNAL" -y "OVERRIDES: $OVERRIDES" --log-level WARNING \
-    || { echo "[run_all] $nb failed; the executed notebook with the error is $OUT/notebooks/$nb.ipynb" >&2; exit 1; }
+  "$PY" -m helpers.pipeline "notebooks/$nb.ipynb" "$OUT/notebooks/$nb.ipynb" "$PARAMS" &
+  CHILD=$!
+  if ! wait "$CHILD"; then
+    echo "[run_all] $nb failed; the executed notebook with the error is $OUT/notebooks/$nb.ipynb" >&2
+    exit 1
+  fi
+  CHILD=""
   echo "[run_all] $nb done in $(( $(date +%s) - t0 )) s"
 done
 echo "[run_all] all notebooks done in $(( $(date +%s) - start )) s; figures in $OUT/figures"

@@ -8,7 +8,6 @@ source scripts/env.sh
 hrnet_env
 # nbval executes the notebooks with their defaults; keep those outputs out of the repository
 export HRNET_CXR_OUT_ROOT="${HRNET_CXR_OUT_ROOT:-$(mktemp -d -t hrnet-cxr-nbval-XXXX)}"
-export MPLBACKEND=Agg
 if [ $# -gt 0 ]; then exec "$PY" -m pytest "$@"; fi
 "$PY" -m pytest tests -q
 "$PY" -m pytest --nbval-lax notebooks -q -p no:cacheprovider

@@ -5,7 +5,7 @@
 _hrnet_ok() {
   "$1" - <<'PY' >/dev/null 2>&1
 import importlib, sys
-for m in ("helpers", "torch", "timm", "segmentation_models_pytorch", "albumentations", "papermill", "nbval", "pytorch_grad_cam"):
+for m in ("helpers", "torch", "timm", "segmentation_models_pytorch", "albumentations", "papermill", "nbval", "pytorch_grad_cam", "nbstripout"):
     importlib.import_module(m)
 import torch
 assert torch.__version__.split("+")[0] == "2.14.1", torch.__version__
@@ -19,6 +19,8 @@ hrnet_env() {
   if [ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ] && command -v python >/dev/null && _hrnet_ok python; then
     PY="$(command -v python)"
     echo "[env] using the active environment: $PY"
+    _hrnet_own_clone "$root"
+    _hrnet_strip_filter "$root"
     return 0
   fi
   # 2. the repository's .venv, created or updated when pyproject.toml changed
@@ -40,4 +42,31 @@ hrnet_env() {
   source "$root/.venv/bin/activate"
   PY="$root/.venv/bin/python"
   echo "[env] using $PY"
+  _hrnet_own_clone "$root"
+  _hrnet_strip_filter "$root"
+}
+
+# The environment serves this clone: if its helpers package was installed from another checkout,
+# put this clone's src/ first (notebook kernels inherit PYTHONPATH) and say so.
+_hrnet_own_clone() {
+  local root=$1 where
+  where="$("$PY" -c 'import helpers, pathlib; print(pathlib.Path(helpers.__file__).resolve().parents[2])' 2>/dev/null || true)"
+  if [ "$where" != "$root" ]; then
+    export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}"
+    echo "[env] this environment's helpers package comes from ${where:-nowhere}; using $root/src instead"
+  fi
+}
+
+# Notebooks are committed without outputs. In a git checkout, install nbstripout's git filter once,
+# so outputs written by Run All in JupyterLab never reach a commit.
+_hrnet_strip_filter() {
+  local root=$1
+  [ -d "$root/.git" ] || return 0
+  git -C "$root" config --get filter.nbstripout.clean >/dev/null 2>&1 && return 0
+  if (cd "$root" && "$PY" -m nbstripout --install >/dev/null 2>&1); then
+    # without this environment (a deleted .venv) git adds notebooks unfiltered instead of failing;
+    # the hygiene test still refuses committed outputs
+    git -C "$root" config filter.nbstripout.required false
+    echo "[env] installed the nbstripout git filter: notebook outputs are stripped when you commit"
+  fi
 }

@@ -123,6 +123,15 @@ class SeededCompose(A.Compose):
         self.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
+def table3_frame():
+    """Table 3 as printed (Process, Values, Probability) plus how each row is implemented and read."""
+    import pandas as pd
+
+    return pd.DataFrame([{"Process": r["process"], "Values": r["values"], "Probability": r["probability"],
+                          "Implemented as": r.get("transform", ""), "Reading": r.get("interpretation", "")}
+                         for r in TABLE3])
+
+
 def blur_kernel(size: int) -> int:
     """Table 3's 11 x 11 blur kernel scaled from 512 px to ``size`` (odd, at least 3)."""
     k = int(round(BLUR_KERNEL_512 * size / PAPER_SIZE))

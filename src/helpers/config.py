@@ -103,6 +103,36 @@ class Profile:
         return d
 
 
+# Which settings each stage reads. A stage's results are reused as long as these settings, the
+# seed, the external set and the results of its upstream stages are unchanged, so changing a
+# classifier setting re-runs notebooks 04-06 and keeps curation, the UNet and refinement.
+# Every Profile field must appear here (a unit test checks); ``figures`` reads them all, because
+# the summary lists the whole profile.
+_COMPUTE = ("bf16", "channels_last", "num_workers", "torch_threads")
+_CLASSIFIER = ("cls_size", "n_folds", "cls_val_fraction", "hrnet", "head_hidden", "head_dropout",
+               "cls_epochs", "cls_batch", "cls_lr", "momentum", "weight_decay", "lr_factor", "lr_steps",
+               "lr_steps_ref_epochs", "cls_select", "cls_augment", *_COMPUTE)
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "curation": ("data", "n_patients", "images_per_patient", "n_seg_pairs", "shortcut_strength",
+                 "phantom_size", "finding_contrast", "max_images_per_class", "strict", "seg_size",
+                 "cls_size", "n_folds", "seg_folds"),
+    "unet": ("seg_size", "seg_folds", "seg_val_fraction", "unet_arch", "unet_epochs", "unet_lr",
+             "unet_batch", "unet_base_channels", "augment", *_COMPUTE),
+    "refine": ("seg_size", "cls_size", "unet_arch", "unet_base_channels", "dilate_iters", "close_iters",
+               "area_threshold_512", *_COMPUTE),
+    "hrnet": _CLASSIFIER,
+    "baselines": (*_CLASSIFIER, "baselines", "audit_model", "audit_cnn_permutation", "n_permutations"),
+    "figures": ("gradcam_per_class", "*"),  # "*": every setting, for the summary
+}
+
+
+def stage_settings(profile: "Profile", stage: str) -> dict[str, Any]:
+    """The profile settings ``stage`` reads (all of them for ``figures``), as plain values."""
+    d = dataclasses.asdict(profile)
+    names = STAGE_FIELDS[stage]
+    return d if "*" in names else {k: d[k] for k in names}
+
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         # Plumbing, not science. 64 px phantoms whose findings are drawn with 4x the default

@@ -201,7 +201,7 @@ def _empty_fig(title: str, message: str, caption: str = ""):
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=10, color="0.3", wrap=True)
     ax.set_title(title, fontsize=10)
     _caption(fig, caption)
-    return fig
+    return plots.finish(fig)
 
 
 def _usable(d: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -287,7 +287,7 @@ def calibration(preds: pd.DataFrame, n_bins: int = 10, caption: str = ""):
                                 "by its share of images"] if x)
     _caption(fig, cap)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return table, fig
+    return table, plots.finish(fig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,7 +409,7 @@ def prevalence_fig(table: pd.DataFrame, caption: str = ""):
                                 "dotted: extrapolated to the study's own prevalence"] if x)
     _caption(fig, cap)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
-    return fig
+    return plots.finish(fig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,7 +527,7 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
                                 + ("" if len(ext) else "; no external set in this run")] if x)
     _caption(fig, cap)
     fig.tight_layout(rect=(0, 0.06, 0.95, 1))
-    return fig
+    return plots.finish(fig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -762,7 +762,7 @@ def heat_share_fig(table: pd.DataFrame, caption: str = ""):
     _caption(fig, "; ".join(x for x in [caption, "grey bars: mean lung-area fraction (the share of a "
                                         "uniform heat map)"] if x))
     fig.tight_layout(rect=(0.015, 0.04, 1, 0.95))
-    return fig
+    return plots.finish(fig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -815,7 +815,7 @@ def audit_figure(audit_table: pd.DataFrame, permutation_null: dict | None = None
                                 "(a reading aid, not a test)"] if x)
     _caption(fig, cap)
     fig.tight_layout(rect=(0, 0.06, 0.88, 1))
-    return fig
+    return plots.finish(fig)
 
 
 # --------------------------------------------------------------------------------------------

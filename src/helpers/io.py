@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
+
+from . import progress
 
 
 class ImageError(ValueError):
@@ -288,7 +289,7 @@ def load_stack(files: Iterable[str | Path], size: int, mask: bool = False,
     if imgs is not None and len(imgs) != len(files):
         raise ValueError(f"{len(files)} masks but {len(imgs)} images")
     out = np.zeros((len(files), size, size), dtype=np.uint8)
-    for i, f in enumerate(tqdm(files, desc=desc, leave=False, mininterval=2)):
+    for i, f in enumerate(progress.iterate(files, desc, unit="file")):
         if mask:
             shape = image_size(imgs[i]) if imgs is not None else None
             out[i] = square(read_mask(f, shape), size, cv2.INTER_NEAREST)

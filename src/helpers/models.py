@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 __all__ = [
-    "PaperUNet", "make_unet", "table4_shapes", "TABLE4_NAMES",
+    "PaperUNet", "make_unet", "table4_shapes", "table4_frame", "TABLE4_NAMES",
     "dice_coefficient", "dice_loss", "hard_dice",
     "HRNetClassifier", "TimmClassifier", "make_classifier", "load_backbone_weights",
     "count_parameters",
@@ -191,6 +191,48 @@ def table4_shapes(size: int = 512, base: int = 32) -> list[tuple[str, tuple[int,
         for h in handles:
             h.remove()
     return rows
+
+
+def table4_frame(size: int = 512, base: int = 32):
+    """Table 4 as the paper lays it out: Layer, Parameters (the input), Activation, Output Shape.
+
+    Shapes are written H x W x C as in the paper and come from forward hooks on the ``meta``
+    device (no memory or compute). The output layer returns logits (the sigmoid is applied in the
+    loss and in ``predict_proba``), where the paper's table says ReLU.
+    """
+    import pandas as pd
+
+    def hwc(shape) -> str:
+        c, h, w = (int(v) for v in shape[1:])
+        return f"{h} x {w} x {c}"
+
+    with torch.device("meta"):
+        model = PaperUNet(base=base)
+    rows = [{"Layer": "Input", "Parameters": "-", "Activation": "-", "Output Shape": f"{size} x {size} x 1"}]
+    handles = []
+    for name in TABLE4_NAMES:
+        if name == "input":
+            continue
+
+        def hook(_m, inputs, out, name=name):
+            paper = TABLE4_NAMES[name]
+            if name.startswith("concat"):
+                params = paper.split("(", 1)[1].rstrip(")")
+                paper = "Concatenate"
+            else:
+                params = hwc(inputs[0].shape)
+            act = ("ReLU" if name.startswith("conv") and name != "conv10"
+                   else "none (logits)" if name == "conv10" else "-")
+            rows.append({"Layer": paper, "Parameters": params, "Activation": act, "Output Shape": hwc(out.shape)})
+
+        handles.append(getattr(model, name).register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, 1, size, size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -42,10 +42,23 @@ def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def config_key(cfg) -> str:
-    """What makes two runs comparable: profile settings, seed, data and external data folders."""
-    d = cfg.to_dict()
-    d.pop("out_dir", None)
+def config_key(cfg, stage: str | None = None) -> str:
+    """What makes two runs of ``stage`` comparable.
+
+    The profile settings that stage reads (:data:`helpers.config.STAGE_FIELDS`), the seed and the
+    external data folder; curation also the data folder (later stages see the data through
+    curation's results). Without ``stage``: the whole configuration.
+    """
+    from .config import stage_settings
+
+    if stage is None:
+        d = cfg.to_dict()
+        d.pop("out_dir", None)
+        return _key(d)
+    d = {"stage": stage, "settings": stage_settings(cfg.profile, stage), "seed": cfg.seed,
+         "external_data_dir": str(cfg.external_data_dir) if cfg.external_data_dir else None}
+    if stage in ("curation", "figures"):
+        d["data_dir"] = str(cfg.data_dir) if cfg.data_dir else None
     return _key(d)
 
 
@@ -57,7 +70,7 @@ def is_done(cfg, stage: str) -> bool:
     f = done_file(cfg, stage)
     if not f.is_file():
         return False
-    return io.load_json(f).get("config_key") == config_key(cfg)
+    return io.load_json(f).get("config_key") == config_key(cfg, stage)
 
 
 HASHED = (".csv", ".npy", ".pt")  # deterministic artefacts; zips, PNGs and logs carry timestamps
@@ -93,7 +106,7 @@ def open_stage(cfg, stage: str) -> Path:
     ``<stage>.old-<YYYYmmdd-HHMMSS>`` (never deleted); matching contents are kept for resuming.
     """
     d = cfg.out_dir / stage
-    want = {"config_key": config_key(cfg), "upstream_key": upstream_key(cfg, stage)}
+    want = {"config_key": config_key(cfg, stage), "upstream_key": upstream_key(cfg, stage)}
     meta = d / "stage.json"
     if d.exists() and any(d.iterdir()):
         have = io.load_json(meta) if meta.is_file() else {}
@@ -113,12 +126,13 @@ def open_stage(cfg, stage: str) -> Path:
     return d
 
 
-def mark_done(cfg, stage: str, **summary: Any) -> Path:
-    """Write ``DONE.json``: later stages and ``require`` look for it."""
-    return io.save_json({"config_key": config_key(cfg), "stage": stage,
-                         "outputs_hash": outputs_hash(cfg.out_dir / stage),
-                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary},
-                        done_file(cfg, stage))
+def mark_done(cfg, stage: str, **summary: Any) -> None:
+    """Write ``DONE.json`` (later stages and ``require`` look for it) and say so in one line."""
+    f = io.save_json({"config_key": config_key(cfg, stage), "stage": stage,
+                      "outputs_hash": outputs_hash(cfg.out_dir / stage),
+                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary},
+                     done_file(cfg, stage))
+    print(f"[{stage}] finished: results in {f.parent}")
 
 
 def notebook_parameters(cfg) -> dict[str, Any]:
@@ -132,16 +146,78 @@ def notebook_parameters(cfg) -> dict[str, Any]:
     }
 
 
-def run_notebook(cfg, stage: str, log_dir: Path | None = None) -> Path:
-    """Execute the notebook of ``stage`` with papermill, using ``cfg``'s parameters."""
+def run_time_note(stage: str, profile: str) -> str:
+    """The notebook's own run-time estimate for ``profile`` (its title cell's "Run time" line)."""
+    nb = json.loads((paths.repo_root() / "notebooks" / STAGES[stage]).read_text())
+    title = "".join(nb["cells"][0]["source"])
+    for line in title.splitlines():
+        if "Run time" in line:
+            for part in line.split(":", 1)[-1].split("·"):
+                words = part.strip().split(" ", 1)
+                if words and words[0] == profile and len(words) > 1:
+                    return words[1].strip().rstrip(".")
+    return "run time not stated for this profile"
+
+
+def execute(notebook: str | Path, out: str | Path, parameters: dict[str, Any],
+            progress_bar: bool = False) -> Path:
+    """Run one notebook with papermill (kernel ``python3`` over a private IPC socket).
+
+    The kernel talks to papermill through Unix sockets in a private temporary folder instead of
+    unencrypted local TCP ports, so neither the kernel's transport warning nor another user on the
+    machine can reach it.
+    """
+    import tempfile
+
     import papermill as pm
+    from jupyter_client.manager import AsyncKernelManager
+
+    sock_dir = Path(tempfile.mkdtemp(prefix="hrnet-cxr-kernel-"))
+
+    class _IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.transport = "ipc"
+            self.ip = str(sock_dir / "kernel")
+
+    notebook = Path(notebook)
+    try:
+        pm.execute_notebook(str(notebook), str(out), parameters=parameters, cwd=str(notebook.parent),
+                            kernel_name="python3", progress_bar=progress_bar,
+                            kernel_manager_class=_IPCKernelManager)
+    finally:
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    return Path(out)
+
+
+def run_notebook(cfg, stage: str, log_dir: Path | None = None) -> Path:
+    """Execute the notebook of ``stage`` with :func:`execute` in a separate process.
+
+    Prints what runs and the notebook's own time estimate; the executed copy (with every output)
+    goes to ``OUT_DIR/notebooks/``. The process's own log is shown only when it fails.
+    """
+    import subprocess
+    import sys
+    import tempfile
 
     nb = paths.repo_root() / "notebooks" / STAGES[stage]
     out = (log_dir or cfg.out_dir / "notebooks") / STAGES[stage]
     out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"running {nb.name} -> {out}")
-    pm.execute_notebook(str(nb), str(out), parameters=notebook_parameters(cfg),
-                        cwd=str(nb.parent), progress_bar=False, kernel_name="python3")
+    print(f"running {nb.name} ({cfg.profile.name}: {run_time_note(stage, cfg.profile.name)}); "
+          f"executed copy: {out}", flush=True)
+    t0 = time.time()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(notebook_parameters(cfg), fh)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "helpers.pipeline", str(nb), str(out), fh.name],
+                              capture_output=True, text=True)
+    finally:
+        Path(fh.name).unlink(missing_ok=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
+        raise RuntimeError(f"{nb.name} failed (exit {proc.returncode}); the executed notebook with the "
+                           f"error is {out}. Last lines of its log:\n{tail}")
+    print(f"{nb.name} finished in {time.time() - t0:.0f} s", flush=True)
     return out
 
 
@@ -154,3 +230,27 @@ def require(cfg, *stages: str) -> None:
             run_notebook(cfg, stage)
             if not is_done(cfg, stage):
                 raise RuntimeError(f"{STAGES[stage]} ran but did not finish stage {stage!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m helpers.pipeline NOTEBOOK OUT PARAMS.json``: run one notebook (run_all.sh uses it)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=main.__doc__)
+    ap.add_argument("notebook")
+    ap.add_argument("out")
+    ap.add_argument("parameters", help="JSON file with the notebook parameters")
+    a = ap.parse_args(argv)
+    params = json.loads(Path(a.parameters).read_text())
+    try:
+        execute(a.notebook, a.out, params, progress_bar=sys.stderr.isatty())
+    except Exception as exc:  # papermill's own error names the failing cell; no second traceback
+        print(f"{Path(a.notebook).name}: {type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,19 +2,21 @@
 
 ``save`` writes PNGs at a fixed size and dpi with fixed metadata, so the same data give the same
 file. Notebooks display the figures; ``06_figure_generation`` writes them.
+
+The backend is left to matplotlib: inline images in a Jupyter kernel (JupyterLab, papermill,
+nbval), a headless raster backend elsewhere. Every builder detaches its figure from pyplot
+(:func:`finish`) before returning it, so a figure shows exactly once: where the notebook displays
+it, never again when the cell ends.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
 DPI = 120
 METADATA = {"Software": "hrnet-cxr", "Creation Time": None}
@@ -28,6 +30,12 @@ def save(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=DPI, metadata=METADATA)
     plt.close(fig)
     return path
+
+
+def finish(fig):
+    """Detach ``fig`` from pyplot and return it (it still displays and saves)."""
+    plt.close(fig)
+    return fig
 
 
 def _caption(fig, text: str) -> None:
@@ -55,7 +63,7 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
     fig.suptitle(title, fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
-    return fig
+    return finish(fig)
 
 
 def augmentation_samples(originals: np.ndarray, augmented: np.ndarray, masks: np.ndarray | None,
@@ -81,7 +89,7 @@ def augmentation_samples(originals: np.ndarray, augmented: np.ndarray, masks: np
     fig.suptitle("Fig. 7 - Table 3 augmentation (image and mask transformed jointly)", fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.03, 1, 0.96))
-    return fig
+    return finish(fig)
 
 
 def training_curves(history: pd.DataFrame, metrics: Sequence[tuple[str, str]], title: str,
@@ -103,7 +111,7 @@ def training_curves(history: pd.DataFrame, metrics: Sequence[tuple[str, str]], t
     fig.suptitle(title, fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.04, 1, 0.95))
-    return fig
+    return finish(fig)
 
 
 def refinement_examples(images, raw, refined, titles, caption: str = ""):
@@ -122,24 +130,45 @@ def refinement_examples(images, raw, refined, titles, caption: str = ""):
     fig.suptitle("Fig. 6 - lung masks before and after refinement", fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.03, 1, 0.96))
-    return fig
+    return finish(fig)
 
 
-def table_figure(df: pd.DataFrame, title: str, caption: str = "", col_width: float = 1.25,
-                 fontsize: float = 8):
-    """Render a small DataFrame as a figure (Tables 6 and 7)."""
-    nrows, ncols = df.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, col_width * ncols), 0.32 * (nrows + 1) + 1.0))
-    ax.axis("off")
+def table_figure(df: pd.DataFrame, title: str, caption: str = "", fontsize: float = 9, **_ignored):
+    """Render a DataFrame as a compact table figure (Tables 6 and 7).
+
+    Column widths follow the longest entry of each column, the figure is as large as the table,
+    and the caption is wrapped to the table's width below it.
+    """
+    import textwrap
+
     cells = [[_fmt(v) for v in row] for row in df.itertuples(index=False)]
-    t = ax.table(cellText=cells, colLabels=list(df.columns), loc="center", cellLoc="center")
+    cols = [str(c) for c in df.columns]
+    chars = [max(len(c), *(len(r[j]) for r in cells)) if cells else len(c) for j, c in enumerate(cols)]
+    char_in = 0.078 * fontsize / 9  # inches per character at this font size
+    width = max(5.0, sum(chars) * char_in + 0.25 * len(cols) + 0.4)
+    wrapped = textwrap.fill(caption, width=int((width - 0.3) / 0.064)) if caption else ""
+    n_cap = wrapped.count("\n") + 1 if wrapped else 0
+    row_h = 0.27 * fontsize / 9
+    table_h = row_h * (len(cells) + 1)
+    height = table_h + 0.55 + 0.16 * n_cap
+    fig = plt.figure(figsize=(width, height))
+    top = 1 - 0.4 / height
+    ax = fig.add_axes((0.02, top - table_h / height, 0.96, table_h / height))
+    ax.axis("off")
+    total = sum(c + 3 for c in chars)
+    t = ax.table(cellText=cells, colLabels=cols, loc="upper center", cellLoc="center",
+                 colWidths=[(c + 3) / total for c in chars], bbox=(0, 0, 1, 1))
     t.auto_set_font_size(False)
     t.set_fontsize(fontsize)
-    t.scale(1, 1.25)
-    ax.set_title(title, fontsize=10)
-    _caption(fig, caption)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return fig
+    for (r, _c), cell in t.get_celld().items():
+        cell.set_edgecolor("0.8")
+        if r == 0:
+            cell.set_facecolor("0.92")
+            cell.set_text_props(weight="bold")
+    fig.text(0.5, 1 - 0.12 / height, title, ha="center", va="top", fontsize=fontsize + 1.5)
+    if wrapped:
+        fig.text(0.02, 0.08 / height, wrapped, ha="left", va="bottom", fontsize=7.5, color="0.3")
+    return finish(fig)
 
 
 def _fmt(v) -> str:
@@ -163,37 +192,41 @@ def confusion_matrices(mats: Sequence[dict], titles: Sequence[str], suptitle: st
     fig.suptitle(suptitle, fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.06, 1, 0.93))
-    return fig
+    return finish(fig)
 
 
-def heatmap_pairs(images_unseg, heat_unseg, images_seg, heat_seg, masks, titles, caption: str = ""):
-    """Figs. 9 and 12: Grad-CAM without segmentation (left pair) and with it (right pair).
-
-    Each row: image (no segmentation) + its heat map, segmented image + its heat map; the lung
-    mask outline in white on the heat maps.
-    """
+def heatmap_pairs(images_unseg, heat_unseg, images_seg, heat_seg, masks, titles, caption: str = "",
+                  models: tuple[str, str] = ("HRNet, full image", "HRNet, segmented lungs")):
+    """Figs. 9 and 12: Grad-CAM of the model trained on full images (left pair, Fig. 9) and of the
+    one trained on segmented lungs (right pair, Fig. 12), the lung outline in white, one label per
+    row, and one colour bar for every map (heat normalised to [0, 1] per image)."""
     n = len(images_unseg)
-    fig, axes = plt.subplots(n, 4, figsize=(7.6, 1.9 * n + 0.8), squeeze=False)
-    heads = ["input (no segmentation)", "Grad-CAM, Fig. 9", "input (segmented)", "Grad-CAM, Fig. 12"]
+    fig, axes = plt.subplots(n, 4, figsize=(8.4, 1.9 * n + 1.2), squeeze=False)
+    heads = [f"{models[0]}:\ninput", f"{models[0]}:\nGrad-CAM (Fig. 9)",
+             f"{models[1]}:\ninput", f"{models[1]}:\nGrad-CAM (Fig. 12)"]
+    im = None
     for i in range(n):
         for j, (img, heat) in enumerate(((images_unseg[i], heat_unseg[i]), (images_seg[i], heat_seg[i]))):
             axes[i, 2 * j].imshow(img, cmap="gray", vmin=0, vmax=255)
             axes[i, 2 * j + 1].imshow(img, cmap="gray", vmin=0, vmax=255)
-            axes[i, 2 * j + 1].imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            im = axes[i, 2 * j + 1].imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
             if masks[i].any():
                 axes[i, 2 * j + 1].contour(masks[i] > 0, levels=[0.5], colors="w", linewidths=0.6)
-        axes[i, 0].set_ylabel(titles[i], fontsize=7)
-        axes[i, 0].text(1, 6, titles[i], color="yellow", fontsize=6.5, va="top")
-        if i == 0:
-            for j, h in enumerate(heads):
-                axes[i, j].set_title(h, fontsize=8)
+        axes[i, 0].set_ylabel(titles[i], fontsize=7, rotation=0, ha="right", va="center", labelpad=4)
+    for j, h in enumerate(heads):
+        axes[0, j].set_title(h, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("Figs. 9 / 12 - Grad-CAM without and with lung segmentation", fontsize=10)
     _caption(fig, caption)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.96))
-    return fig
+    fig.tight_layout(rect=(0.02, 0.05, 0.9, 0.96))
+    if im is not None:
+        cax = fig.add_axes((0.915, 0.25, 0.018, 0.5))
+        cb = fig.colorbar(im, cax=cax)
+        cb.set_label("Grad-CAM (normalised per image)", fontsize=7)
+        cb.ax.tick_params(labelsize=7)
+    return finish(fig)
 
 
 def share_plot(df: pd.DataFrame, x: str, y: str, hue: str | None, title: str, chance: float | None = None,
@@ -202,7 +235,8 @@ def share_plot(df: pd.DataFrame, x: str, y: str, hue: str | None, title: str, ch
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     sns.boxplot(data=df, x=x, y=y, hue=hue, ax=ax, showfliers=False)
     sns.stripplot(data=df, x=x, y=y, hue=hue, dodge=hue is not None, ax=ax, size=2.5,
-                  color="0.25", alpha=0.5, legend=False)
+                  palette="dark:0.25" if hue is not None else None, color=None if hue is not None else "0.25",
+                  alpha=0.5, legend=False)
     if chance is not None:
         ax.axhline(chance, ls="--", color="0.4", lw=1)
         ax.text(ax.get_xlim()[1], chance, " uniform heat", va="center", fontsize=7, color="0.4")
@@ -210,7 +244,7 @@ def share_plot(df: pd.DataFrame, x: str, y: str, hue: str | None, title: str, ch
     ax.set_title(title, fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return fig
+    return finish(fig)
 
 
 def metric_forest(df: pd.DataFrame, label: str, est: str, lo: str, hi: str, title: str,
@@ -227,4 +261,4 @@ def metric_forest(df: pd.DataFrame, label: str, est: str, lo: str, hi: str, titl
     ax.set_title(title, fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return fig
+    return finish(fig)

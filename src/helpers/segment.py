@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from . import augment, io, models
+from . import augment, io, models, progress
 from .data.splits import inner_split
 
 
@@ -133,7 +132,8 @@ def _train_attempt(profile, images, masks, train_idx, val_idx, seed, device, des
     val_pipe_seed = seed + 999_983
     best, best_loss, rows = None, float("inf"), []
     bf16 = bool(profile.bf16)
-    for epoch in tqdm(range(profile.unet_epochs), desc=desc, leave=False):
+    line = progress.Line(desc, profile.unet_epochs, "epoch")
+    for epoch in range(profile.unet_epochs):
         pipe = augment.seeded_pipeline(size, seed, epoch) if profile.augment else None
         tr = _epoch(model, opt, images, masks, train_idx, profile.unet_batch, pipe, device, bf16,
                     True, rng, profile.channels_last)
@@ -146,9 +146,12 @@ def _train_attempt(profile, images, masks, train_idx, val_idx, seed, device, des
             best_loss = va["loss"]
             best = copy.deepcopy(model.state_dict())
             rows[-1]["best"] = True
+        line.step(f"val loss {va['loss']:.3f}, best {best_loss:.3f}")
         if (epoch + 1 == DEAD_CHECK_EPOCH < profile.unet_epochs
                 and va["loss"] > (1 - DEAD_MIN_GAIN) * rows[0]["val_loss"]):
+            line.done("dead start")
             return None, None
+    line.done()
     hist = pd.DataFrame(rows)
     hist["best"] = hist.get("best", False)
     hist["best"] = hist["best"].fillna(False).astype(bool)
@@ -157,11 +160,14 @@ def _train_attempt(profile, images, masks, train_idx, val_idx, seed, device, des
 
 @torch.no_grad()
 def predict(profile, states: list[dict], images: np.ndarray, device: str = "cpu",
-            batch: int = 16, desc: str = "predict masks") -> np.ndarray:
-    """Mean lung probability of the given fold models: float32 (N, S, S) in [0, 1]."""
+            batch: int = 16, desc: str | None = "predict masks") -> np.ndarray:
+    """Mean lung probability of the given fold models: float32 (N, S, S) in [0, 1].
+
+    ``desc`` names the progress line; None shows none (the per-fold test sets)."""
     nets = [_net(profile, device, st).eval() for st in states]
     out = np.zeros(images.shape, dtype=np.float32)
-    for s in tqdm(range(0, len(images), batch), desc=desc, leave=False, mininterval=2):
+    starts = range(0, len(images), batch)
+    for s in (progress.iterate(starts, desc, unit="batch") if desc else starts):
         x = _to_tensor(np.asarray(images[s:s + batch]), device, profile.channels_last)
         acc = torch.zeros(x.shape, device=device)
         for m in nets:
@@ -188,11 +194,11 @@ def cross_validate(profile, images: np.ndarray, masks: np.ndarray, index: pd.Dat
     out_dir = Path(out_dir)
     hists, dices = [], []
     folds = sorted(index["fold"].unique())
-    for k in tqdm(folds, desc="UNet folds"):
+    for k in folds:
         wfile, hfile, dfile = (out_dir / f"fold{k}.pt", out_dir / f"history_fold{k}.csv",
                                out_dir / f"dice_fold{k}.csv")
         if wfile.is_file() and hfile.is_file() and dfile.is_file():
-            print(f"fold {k}: reusing {wfile.name}")
+            print(f"UNet fold {k + 1}/{len(folds)}: reusing {wfile.name}")
             hists.append(pd.read_csv(hfile))
             dices.append(pd.read_csv(dfile, keep_default_na=False))
             continue
@@ -201,9 +207,9 @@ def cross_validate(profile, images: np.ndarray, masks: np.ndarray, index: pd.Dat
         tr, va = inner_split(train_all, _groups(index), index["source"],
                              profile.seg_val_fraction, seed + k)
         state, hist = train_fold(profile, images, masks, tr, va, seed + 1000 * k, device,
-                                 desc=f"UNet fold {k}")
+                                 desc=f"UNet fold {k + 1}/{len(folds)}")
         hist.insert(0, "fold", k)
-        prob = predict(profile, [state], images[test], device, desc=f"fold {k} test")
+        prob = predict(profile, [state], images[test], device, desc=None)
         d = index.iloc[test][["image_id", "patient_id", "source"]].copy()
         d["fold"] = k
         d["dice"] = hard_dice_per_image(prob, np.asarray(masks[test]))

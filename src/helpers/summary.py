@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import evidence as ev
+from .figures import readable_folds
 
 def _display_path(p: Path) -> str:
     """``outputs/<profile>`` style path when the run lives in a repository, else the folder name."""
@@ -306,7 +307,7 @@ def _splits(run: _Run) -> list[str]:
     if fs is None and idx is None:
         return [_missing("curation/folds_summary.csv", "01_data_curation.ipynb")]
     if fs is not None and len(fs):
-        fs = fs.copy()
+        fs = readable_folds(fs)
         L += [f"{len(fs)} classification folds (`curation/folds_summary.csv`):", "", md_table(fs), ""]
         both = [c for c in ("images_covid", "images_normal") if c in fs.columns]
         if len(both) == 2:
@@ -336,6 +337,7 @@ def _segmentation(run: _Run) -> list[str]:
     if dt is None:
         L.append(_missing("unet/dice_table.csv", "02_unet_training.ipynb"))
     elif len(dt):
+        dt = readable_folds(dt, "name", dt["group"] == "fold")
         t = pd.DataFrame({"by": dt["group"], "name": dt["name"], "n": dt["n"].map(_int),
                           "Dice mean": dt["dice_mean"].map(fmt_auc),
                           "sd": dt["dice_sd"].map(fmt_auc), "min": dt["dice_min"].map(fmt_auc)})

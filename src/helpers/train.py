@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from . import augment, io, models
+from . import augment, io, models, progress
 from .data.splits import inner_split
 from .metrics import choose_threshold
 
@@ -110,7 +109,8 @@ def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx:
     rng = np.random.default_rng(seed)
     best, best_loss, rows = None, float("inf"), []
     yv = y[val_idx].astype(np.float64)
-    for epoch in tqdm(range(profile.cls_epochs), desc=desc or name, leave=False):
+    line = progress.Line(desc or name, profile.cls_epochs, "epoch")
+    for epoch in range(profile.cls_epochs):
         pipe = augment.seeded_pipeline(images.shape[-1], seed, epoch) if profile.cls_augment else None
         lr = opt.param_groups[0]["lr"]
         tl, ta = _run_epoch(model, opt, images, y, train_idx, profile, device, pipe, rng)
@@ -124,6 +124,8 @@ def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx:
         if vl < best_loss:
             best_loss, best = vl, copy.deepcopy(model.state_dict())
             rows[-1]["best"] = True
+        line.step(f"val loss {vl:.3f}, val acc {va:.2f}")
+    line.done()
     if profile.cls_select == "best_val_loss":
         model.load_state_dict(best)
     return model, pd.DataFrame(rows)
@@ -153,10 +155,11 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     folds = index["fold"].to_numpy()
     keep_cols = [c for c in ("image_id", "patient_id", "source", "view", "label") if c in index]
     all_preds, all_hist = [], []
-    for k in tqdm(sorted(np.unique(folds)), desc=f"{tag} folds"):
+    fold_ids = sorted(np.unique(folds))
+    for k in fold_ids:
         pf, hf = d / f"fold{k}_preds.csv", d / f"fold{k}_history.csv"
         if pf.is_file() and hf.is_file():
-            print(f"{tag} fold {k}: reusing {pf.name}")
+            print(f"{tag} fold {k + 1}/{len(fold_ids)}: reusing {pf.name}")
             all_preds.append(pd.read_csv(pf, keep_default_na=False))
             all_hist.append(pd.read_csv(hf))
             continue
@@ -164,7 +167,7 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
         tr, va = inner_split(np.flatnonzero(folds != k), _groups(index), y,
                              profile.cls_val_fraction, seed + k)
         model, hist = train_fold(profile, name, images, y, tr, va, seed + 1000 * k, device,
-                                 desc=f"{tag} fold {k}")
+                                 desc=f"{tag} fold {k + 1}/{len(fold_ids)}")
         hist.insert(0, "fold", k)
         pv = predict_proba(model, images[va], device, profile.bf16, profile.channels_last)
         thr = choose_threshold(y[va], pv)

@@ -8,6 +8,7 @@ every model a second time.
 """
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    import papermill as pm
+    from helpers import pipeline
 
     root = os.environ.get("HRNET_CXR_OUT_ROOT")
     out = Path(root) / "smoke" if root else None
@@ -28,8 +29,7 @@ def smoke_run(tmp_path_factory):
         out = tmp_path_factory.mktemp("smoke")  # never resume from earlier results here
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     for nb in NOTEBOOKS:
-        pm.execute_notebook(str(nb), str(out / "notebooks" / nb.name), cwd=str(nb.parent),
-                            parameters={"OUT_DIR": str(out)}, progress_bar=False, kernel_name="python3")
+        pipeline.execute(nb, out / "notebooks" / nb.name, {"OUT_DIR": str(out)})
     return out
 
 
@@ -142,3 +142,52 @@ def test_evidence_and_summary(smoke_run):
     assert (paper["consistent"].astype(str) == "False").sum() >= 6
     text = (fig / "SUMMARY.md").read_text()
     assert "GENERATED PHANTOMS" in text and "## Shortcut audits" in text and "## Claims ledger" in text
+
+
+# --- the executed notebooks as a reader sees them ------------------------------------------------
+DRAWS = re.compile(r"plots\.\w+\(|figures\.(fig\w*|table\d)\(|\w+_fig\b|build\(cfg\)\.fig")
+MIN_IMAGES = {"01": 1, "02": 2, "03": 1, "04": 1, "05": 1, "06": 12}
+
+
+def _outputs(cell):
+    for o in cell.get("outputs", []):
+        if o["output_type"] == "stream":
+            yield o, {"text/plain": "".join(o["text"])}
+        elif "data" in o:
+            yield o, {k: "".join(v) if isinstance(v, list) else v for k, v in o["data"].items()}
+
+
+def test_executed_notebooks_show_their_figures_inline(smoke_run):
+    for path in sorted((smoke_run / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        n_images = 0
+        for cell in nb["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            src = "".join(cell["source"])
+            images = sum("image/png" in data for _, data in _outputs(cell))
+            n_images += images
+            if DRAWS.search(src):
+                assert images >= 1, f"{path.name}: a cell that draws shows no image:\n{src[:300]}"
+            for o, data in _outputs(cell):
+                if "image/png" not in data:
+                    assert not data.get("text/plain", "").startswith("<Figure"), \
+                        f"{path.name}: a figure printed as text instead of an image:\n{src[:300]}"
+        assert n_images >= MIN_IMAGES[path.name[:2]], f"{path.name}: {n_images} images"
+
+
+def test_executed_notebooks_have_clean_outputs(smoke_run):
+    frozen = re.compile(r"\b0%\||\d+/\d+ \[\d\d:\d\d<")  # tqdm bars saved mid-way
+    repr_end = re.compile(r"^(PosixPath|WindowsPath|np\.(int|float)\d*)\(")
+    for path in sorted((smoke_run / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            for o, data in _outputs(cell):
+                text = data.get("text/plain", "")
+                where = f"{path.name}, cell {''.join(cell['source'])[:80]!r}"
+                assert not frozen.search(text), f"{where}: a progress bar saved mid-way: {text[:200]}"
+                assert not (o["output_type"] == "stream" and o["name"] == "stderr"), \
+                    f"{where}: stderr output: {text[:300]}"
+                assert o["output_type"] != "error", f"{where}: error"
+                if o["output_type"] == "execute_result":
+                    assert not repr_end.match(text), f"{where}: ends with a bare repr: {text[:120]}"

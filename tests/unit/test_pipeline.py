@@ -91,3 +91,49 @@ def test_run_manifest_keeps_earlier_runs(tmp_path):
     assert second["earlier_runs"][0]["finished_utc"] == first["finished_utc"]
     third = json.loads(RunLog(cfg, "hrnet").write().read_text())
     assert [r["finished_utc"] for r in third["earlier_runs"]] == [first["finished_utc"], second["finished_utc"]]
+
+
+def test_every_profile_field_belongs_to_a_stage():
+    import dataclasses
+
+    listed = {f for names in config.STAGE_FIELDS.values() for f in names if f != "*"}
+    fields = {f.name for f in dataclasses.fields(config.Profile)} - {"name"}
+    assert fields - listed == set(), "Profile fields read by no stage: add them to config.STAGE_FIELDS"
+    assert listed - fields == set(), "STAGE_FIELDS names fields that do not exist"
+    assert set(config.STAGE_FIELDS) == set(pipeline.STAGES)
+
+
+def _finish_all(cfg):
+    for stage in pipeline.STAGES:
+        d = pipeline.open_stage(cfg, stage)
+        (d / "result.csv").write_text(f"{stage}\n1\n")
+        pipeline.mark_done(cfg, stage)
+
+
+def test_classifier_override_keeps_curation_unet_and_refinement(tmp_path):
+    _finish_all(config.resolve("smoke", out_dir=tmp_path))
+    cfg = config.resolve("smoke", out_dir=tmp_path, overrides={"cls_epochs": 2})
+    done = {s: pipeline.is_done(cfg, s) for s in pipeline.STAGES}
+    assert done == {"curation": True, "unet": True, "refine": True, "hrnet": False, "baselines": False,
+                    "figures": False}
+    pipeline.open_stage(cfg, "hrnet")  # re-running 04: its old results move aside, upstream stays
+    assert (tmp_path / "unet" / "result.csv").is_file() and len(list(tmp_path.glob("hrnet.old-*"))) == 1
+    assert not list(tmp_path.glob("unet.old-*"))
+
+
+def test_unet_override_reruns_unet_and_what_follows(tmp_path):
+    _finish_all(config.resolve("smoke", out_dir=tmp_path))
+    cfg = config.resolve("smoke", out_dir=tmp_path, overrides={"unet_epochs": 3})
+    done = {s: pipeline.is_done(cfg, s) for s in pipeline.STAGES}
+    assert done["curation"] and not done["unet"] and not done["figures"]
+    # refine and later are stale through the UNet's new results: a new UNet result moves them aside
+    d = pipeline.open_stage(cfg, "unet")
+    (d / "result.csv").write_text("unet\n2\n")
+    pipeline.mark_done(cfg, "unet")
+    pipeline.open_stage(cfg, "refine")
+    assert len(list(tmp_path.glob("refine.old-*"))) == 1
+
+
+def test_run_time_note_comes_from_the_notebook():
+    assert pipeline.run_time_note("unet", "cpu").startswith("about")
+    assert "not stated" in pipeline.run_time_note("unet", "no-such-profile")
