@@ -203,7 +203,7 @@ def test_every_broken_input_is_excluded_with_its_reason(folder, tmp_path, capsys
     for f, want in KEPT_WITH_NOTE.items():
         assert want in n[f], (f, n[f])
     line = capsys.readouterr().out
-    assert f"16 excluded" in line and "missing file (1)" in line and "not frontal (3)" in line
+    assert "16 excluded" in line and "missing file (1)" in line and "not frontal (3)" in line
     assert "near-constant image (2)" in line
     steps = flow.set_index("step")
     assert steps.loc["frontal view", "n_removed"] == 3 and steps.loc["lung mask check", "n_removed"] == 7
