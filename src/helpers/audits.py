@@ -58,7 +58,6 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 from scipy.stats import rankdata
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -68,7 +67,6 @@ from threadpoolctl import threadpool_limits
 
 from . import metrics
 from .data.splits import inner_split
-from .io import ImageError
 
 __all__ = [
     "AUDIT_DESCRIPTIONS",
@@ -463,20 +461,12 @@ def outside_lung_features(features: pd.DataFrame) -> pd.DataFrame:
 def original_shapes(paths: Iterable[str | Path]) -> np.ndarray:
     """(height, width) of each image file before any resizing: int64 (N, 2).
 
-    Reads only the file header with PIL (no pixel decoding). A missing or unreadable file
-    raises :class:`helpers.io.ImageError` naming it.
+    Reads only the file header (PIL or DICOM; :func:`helpers.io.image_size`). A missing or
+    unreadable file raises :class:`helpers.io.ImageError` naming it.
     """
-    out = []
-    for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            raise ImageError(f"{p}: file not found")
-        try:
-            with Image.open(p) as im:
-                w, h = im.size
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise ImageError(f"{p}: unreadable image header ({exc})") from exc
-        out.append((h, w))
+    from .io import image_size
+
+    out = [image_size(p) for p in paths]
     return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
 

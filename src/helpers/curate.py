@@ -10,17 +10,79 @@ Outputs of the curation stage (``OUT_DIR/curation/``):
                       ``seg_size`` for the UNet; ``seg_images.npy`` / ``seg_masks.npy`` at seg_size;
 * ``cls_masks_true.npy`` (only when the manifest has masks for classification images, as the
                       phantoms do) the true lung masks at seg_size, to score the UNet on them;
-* ``cohort.csv``, ``flow.csv``, ``folds_summary.csv``.
+* ``cohort.csv``, ``flow.csv``, ``folds_summary.csv``;
+* ``excluded.csv``    every row left out, with the step and the reason (missing, unreadable, not
+                      a plausible radiograph, not frontal, a bad lung mask: :mod:`helpers.checks`);
+* ``notes.csv``       one line per kept file with a remark (colour converted to gray, DICOM
+                      mapped to 8-bit, mask normalised or resized, lung fraction unusual, ...).
+
+Bad input never trains silently: a missing or broken file is an exclusion with its reason, and
+one summary line says how many rows were dropped and why. The run stops only when nothing usable
+is left, or, with the profile's ``strict`` setting, at the first file or content problem.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+import re
 
 import numpy as np
 import pandas as pd
 
 from . import io
 from .data import splits
+
+# Steps whose exclusions are problems of the files rather than the selection protocol; with
+# ``strict`` any of them fails the run.
+CHECK_STEPS = ("image file found", "image check", "lung mask check", "mask merged")
+NOTE_COLUMNS = ["source", "row_id", "source_path", "step", "note"]
+
+
+class CurationError(ValueError):
+    """Curation cannot go on: nothing usable is left, or ``strict`` met a bad file."""
+
+
+def _reason_key(reason: str) -> str:
+    """A reason without its per-file details: 'near-constant image (black): ... 3 ...' -> 'near-constant image'."""
+    key = re.split(r":| \(", str(reason), maxsplit=1)[0].strip()
+    return re.sub(r"\d+(?:\.\d+)?(?:x\d+)?", "N", key) or "no reason given"
+
+
+def exclusion_summary(n_kept: int, excluded: pd.DataFrame, where: str = "curation", top: int = 8) -> str:
+    """One line: how many rows are usable, how many were dropped and why (grouped reasons)."""
+    if excluded is None or excluded.empty:
+        return f"{where}: {n_kept} rows usable, none excluded"
+    vc = excluded["reason"].map(_reason_key).value_counts()
+    parts = [f"{k} ({n})" for k, n in vc.head(top).items()]
+    if len(vc) > top:
+        parts.append(f"{len(vc) - top} more reason(s) ({int(vc.iloc[top:].sum())})")
+    return (f"{where}: {n_kept} rows usable, {len(excluded)} excluded: " + "; ".join(parts)
+            + " (each with its reason in excluded.csv)")
+
+
+def enforce(manifest: pd.DataFrame, flow: pd.DataFrame, excluded: pd.DataFrame, strict: bool,
+            where: str) -> str:
+    """Fail when nothing usable is left, or (``strict``) when a file or content check excluded a row.
+
+    Returns the summary line of :func:`exclusion_summary` otherwise.
+    """
+    line = exclusion_summary(len(manifest), excluded, where)
+    if len(manifest) == 0:
+        n_in = int(flow["n_in"].iloc[0]) if len(flow) and "n_in" in flow else 0
+        if n_in == 0 and (excluded is None or excluded.empty):
+            raise CurationError(f"{where}: no rows to curate (an empty manifest.csv or source "
+                                "metadata?); nothing to train on. Point DATA_DIR at a folder that "
+                                "lists images (README, 'Data layout').")
+        raise CurationError(f"{where}: nothing usable is left after curation. {line}. "
+                            "Fix the files named in the excluded rows, or point at other data.")
+    if strict and excluded is not None and not excluded.empty:
+        bad = excluded[excluded["step"].isin(CHECK_STEPS)]
+        if len(bad):
+            sample = "; ".join(f"{r.source_path}: {r.reason}" for r in bad.head(5).itertuples())
+            raise CurationError(f"{where}: strict is set and {len(bad)} row(s) failed a file or content "
+                                f"check, e.g. {sample}. Fix them, or run without strict to exclude "
+                                "them with their reasons.")
+    return line
 
 
 def image_ids(paths: pd.Series, sources: pd.Series | None = None) -> pd.Series:
@@ -74,6 +136,9 @@ def build_indices(manifest: pd.DataFrame, profile, seed: int, root: Path | None 
     cls = cls.sort_values("path").reset_index(drop=True)
     cls.insert(0, "image_id", image_ids(cls["path"], cls["source"]))
     cls["y"] = (cls["label"] == "covid").astype(int)
+    if cls.empty:
+        raise CurationError("no classification (classify) images are left in the cohort; the "
+                            "classifier needs covid and normal images (see curation/excluded.csv)")
     if cls["y"].nunique() < 2:
         raise ValueError("the classification set needs both covid and normal images; "
                          f"found only {cls['label'].unique().tolist()}")
@@ -122,17 +187,17 @@ def decode_arrays(cls: pd.DataFrame, seg: pd.DataFrame, root: Path, profile, out
     written["cls_images_seg"] = io.save_npy(
         io.load_stack(files, profile.seg_size, desc="classify images @ seg size"),
         out / "cls_images_seg.npy")
-    if (cls["mask_path"] != "").all():
+    if len(cls) and (cls["mask_path"] != "").all():
         mfiles = [root / p for p in cls["mask_path"]]
         written["cls_masks_true"] = io.save_npy(
-            io.load_stack(mfiles, profile.seg_size, mask=True, desc="true lung masks"),
+            io.load_stack(mfiles, profile.seg_size, mask=True, desc="true lung masks", images=files),
             out / "cls_masks_true.npy")
     written["seg_images"] = io.save_npy(
         io.load_stack([root / p for p in seg["path"]], profile.seg_size, desc="seg images"),
         out / "seg_images.npy")
     written["seg_masks"] = io.save_npy(
         io.load_stack([root / p for p in seg["mask_path"]], profile.seg_size, mask=True,
-                      desc="seg masks"), out / "seg_masks.npy")
+                      desc="seg masks", images=[root / p for p in seg["path"]]), out / "seg_masks.npy")
     return {k: str(v) for k, v in written.items()}
 
 
@@ -163,14 +228,18 @@ def _source_roots(root: Path) -> dict[str, Path]:
     return found
 
 
-def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The run's data as (root for relative paths, validated manifest, flow table, excluded rows).
+def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The run's data as (root for relative paths, validated manifest, flow table, excluded rows,
+    notes on kept rows).
 
     Synthetic profiles generate phantoms under ``OUT_DIR/data/phantoms`` (reused when the same
     parameters were generated before). Real profiles read ``cfg.data_dir``: a manifest folder,
     one public source in its original layout, or a folder holding several such sources (each
     adapter reports its selection flow and every excluded row with the reason; merged lung masks
-    are written under ``OUT_DIR/data/derived``, never into the source).
+    are written under ``OUT_DIR/data/derived``, never into the source). Every image and mask
+    passes :mod:`helpers.checks`; prints one line saying how many rows were excluded and why, and
+    raises :class:`CurationError` when nothing usable is left (or, with ``strict``, at any file
+    or content problem).
     """
     from .data import manifest as mf
     from .data import sources
@@ -187,7 +256,8 @@ def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         df = mf.read_manifest(root)
         flow = pd.DataFrame([{"source": "phantoms", "step": "generated", "n_in": len(df),
                               "n_kept": len(df), "n_removed": 0, "reason": ""}])
-        return Path(root), df, flow, pd.DataFrame(columns=["source", "row_id", "source_path", "step", "reason"])
+        return (Path(root), df, flow, pd.DataFrame(columns=["source", "row_id", "source_path", "step", "reason"]),
+                pd.DataFrame(columns=NOTE_COLUMNS))
     root = Path(cfg.data_dir)
     if (root / "manifest.csv").is_file():
         res = sources.load_source("manifest", root)
@@ -198,7 +268,8 @@ def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         res = sources.curate(roots, derived_dir=cfg.out_dir / "data" / "derived",
                              options={k: v for k, v in opts.items() if k in roots})
     df = mf.validate(res.manifest, where=str(root), check_files=False)
-    return Path("/"), df, res.flow, res.excluded
+    print(enforce(df, res.flow, res.excluded, getattr(p, "strict", False), f"DATA_DIR {root}"))
+    return Path("/"), df, res.flow, res.excluded, res.notes
 
 
 def duplicate_guard(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

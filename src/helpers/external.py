@@ -18,16 +18,31 @@ from . import io, metrics
 PREFIX = "ext_"
 
 
-def load(cfg) -> tuple[Path, pd.DataFrame]:
-    """The external manifest (validated) and the root its relative paths refer to."""
+def load(cfg, out: Path | None = None) -> tuple[Path, pd.DataFrame]:
+    """The external manifest (validated) and the root its paths refer to.
+
+    The external set is curated exactly as ``DATA_DIR`` is (:func:`helpers.data.sources.load_source`):
+    lateral views, missing or broken files, implausible images and bad lung masks are excluded
+    with their reasons (:mod:`helpers.checks`), and one line says how many and why. With ``out``
+    the selection is written there as ``ext_flow.csv``, ``ext_excluded.csv`` and ``ext_notes.csv``.
+    Raises :class:`helpers.curate.CurationError` when nothing usable is left (or, with the
+    profile's ``strict``, at any file or content problem).
+    """
+    from .curate import enforce
     from .data import manifest as mf
     from .data import sources
 
     root = Path(cfg.external_data_dir)
-    if (root / "manifest.csv").is_file():
-        return root, mf.read_manifest(root)
-    res = sources.load_source("auto", root, derived_dir=cfg.out_dir / "data" / "derived_external")
-    return Path("/"), mf.validate(res.manifest, where=str(root), check_files=False)
+    name = "manifest" if (root / "manifest.csv").is_file() else "auto"
+    res = sources.load_source(name, root, derived_dir=cfg.out_dir / "data" / "derived_external")
+    df = mf.validate(res.manifest, where=str(root), check_files=False)
+    if out is not None:
+        io.save_csv(res.flow, Path(out) / f"{PREFIX}flow.csv")
+        io.save_csv(res.excluded, Path(out) / f"{PREFIX}excluded.csv")
+        io.save_csv(res.notes, Path(out) / f"{PREFIX}notes.csv")
+    print(enforce(df, res.flow, res.excluded, getattr(cfg.profile, "strict", False),
+                  f"EXTERNAL_DATA_DIR {root}"))
+    return Path("/"), df
 
 
 def overlap_report(internal: pd.DataFrame, external: pd.DataFrame) -> pd.DataFrame:
@@ -56,7 +71,8 @@ def decode(cfg, manifest: pd.DataFrame, root: Path, out: Path) -> dict[str, pd.D
     io.save_npy(io.load_stack([Path(root) / f for f in seg["path"]], p.seg_size, desc="external seg"),
                 out / f"{PREFIX}seg_images.npy")
     io.save_npy(io.load_stack([Path(root) / f for f in seg["mask_path"]], p.seg_size, mask=True,
-                              desc="external masks"), out / f"{PREFIX}seg_masks.npy")
+                              desc="external masks", images=[Path(root) / f for f in seg["path"]]),
+                out / f"{PREFIX}seg_masks.npy")
     io.save_csv(cls, out / f"{PREFIX}cls_index.csv")
     io.save_csv(seg, out / f"{PREFIX}seg_index.csv")
     return {"cls": cls, "seg": seg}
@@ -150,7 +166,13 @@ def unet_dice(cfg, states: list[dict], device: str = "cpu") -> pd.DataFrame:
 
 
 def refine(cfg, states: list[dict], device: str, out: Path) -> pd.DataFrame:
-    """Masks, refinement and segmentation of the external classification images (as notebook 03)."""
+    """Masks, refinement and segmentation of the external classification images (as notebook 03).
+
+    Writes ``ext_refine_index.csv`` (one row per external classification image: source, label,
+    refined lung ``area``, the ``threshold`` and ``passed``), ``ext_masks_raw_cls.npy`` and
+    ``ext_segmented.npy`` for every image - also those that fail the area threshold, so that a
+    sensitivity analysis can score them (:func:`extra_set` with ``include="failed"``).
+    """
     from . import refine as rf
     from . import segment
 
@@ -163,20 +185,55 @@ def refine(cfg, states: list[dict], device: str, out: Path) -> pd.DataFrame:
     images = np.asarray(io.load_npy(cur / f"{PREFIX}cls_images.npy"))
     io.save_npy(raw_c, out / f"{PREFIX}masks_raw_cls.npy")
     io.save_npy(rf.apply_mask(images, ref_c), out / f"{PREFIX}segmented.npy")
-    ri = idx[["image_id", "patient_id", "label", "source"]].assign(
-        area=area, passed=area >= rf.area_threshold(p, p.seg_size))
+    thr = rf.area_threshold(p, p.seg_size)
+    ri = idx[["image_id", "patient_id", "label", "source"]].assign(area=area, threshold=thr, passed=area >= thr)
     io.save_csv(ri, out / f"{PREFIX}refine_index.csv")
     return ri
 
 
-def extra_set(cfg, segmented: bool) -> dict | None:
-    """The external images that passed refinement, as ``train.cross_validate(extra=...)`` wants."""
+def refine_counts(ri: pd.DataFrame) -> pd.DataFrame:
+    """Images that passed / failed refinement per source and label, with totals.
+
+    ri: an (external) refine index with ``source``, ``label`` and ``passed`` (bool or "True"/"False").
+    Returns columns source, label, total, passed, failed, failed_% ; rows per (source, label),
+    then per source over both labels (label "all") and the overall row (source "all").
+    """
+    cols = ["source", "label", "total", "passed", "failed", "failed_%"]
+    if ri is None or ri.empty:
+        return pd.DataFrame(columns=cols)
+    d = ri.assign(passed=ri["passed"].astype(str).str.lower().isin(["true", "1"]))
+
+    def agg(part: pd.DataFrame, **keys) -> dict:
+        n, k = len(part), int(part["passed"].sum())
+        return {**keys, "total": n, "passed": k, "failed": n - k,
+                "failed_%": round(100.0 * (n - k) / n, 1) if n else float("nan")}
+
+    rows = [agg(part, source=s, label=lab) for (s, lab), part in d.groupby(["source", "label"], sort=True)]
+    rows += [agg(part, source=s, label="all") for s, part in d.groupby("source", sort=True)]
+    rows += [agg(part, source="all", label=lab) for lab, part in d.groupby("label", sort=True)]
+    rows.append(agg(d, source="all", label="all"))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def extra_set(cfg, segmented: bool, include: str = "passed") -> dict | None:
+    """External images as ``train.cross_validate(extra=...)`` wants.
+
+    ``include``: "passed" (the images that passed refinement: the main external analysis),
+    "failed" (those that did not: their unsegmented images, or their segmented images with the
+    small refined mask, for a sensitivity analysis) or "all". The index carries ``area`` and
+    ``passed`` so that results can be split by them.
+    """
+    if include not in ("passed", "failed", "all"):
+        raise ValueError(f"include must be 'passed', 'failed' or 'all', got {include!r}")
     if not available(cfg):
         return None
     ri = io.read_stage_csv(cfg.out_dir / "refine" / f"{PREFIX}refine_index.csv", "03_mask_refinement.ipynb")
-    keep = np.flatnonzero(ri["passed"].astype(str).str.lower() == "true")
+    passed = ri["passed"].astype(str).str.lower() == "true"
+    sel = {"passed": passed, "failed": ~passed, "all": passed | ~passed}[include]
+    keep = np.flatnonzero(sel.to_numpy())
     idx = io.read_stage_csv(cfg.out_dir / "curation" / f"{PREFIX}cls_index.csv",
                             "01_data_curation.ipynb").iloc[keep].reset_index(drop=True)
+    idx = idx.assign(area=ri["area"].to_numpy()[keep], passed=passed.to_numpy()[keep])
     f = (cfg.out_dir / "refine" / f"{PREFIX}segmented.npy" if segmented
          else cfg.out_dir / "curation" / f"{PREFIX}cls_images.npy")
     return {"external": {"images": np.asarray(io.load_npy(f))[keep], "y": idx["y"].to_numpy(), "index": idx}}

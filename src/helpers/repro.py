@@ -20,7 +20,7 @@ from . import io, paths
 
 PACKAGES = ["torch", "torchvision", "timm", "segmentation-models-pytorch", "albumentations",
             "numpy", "scikit-learn", "scipy", "scikit-image", "pandas", "opencv-python-headless",
-            "grad-cam", "papermill", "matplotlib", "seaborn", "torchxrayvision", "imagehash"]
+            "grad-cam", "papermill", "matplotlib", "seaborn", "torchxrayvision", "imagehash", "pydicom"]
 
 
 def seed_everything(seed: int) -> None:

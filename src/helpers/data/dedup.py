@@ -60,6 +60,12 @@ class Fingerprints:
 
 def _small_gray(path: Path) -> Image.Image:
     """Decode ``path`` to a grayscale image whose longer side is about ``_WORK``..2x``_WORK``."""
+    from helpers import io
+
+    if io.is_dicom(path):
+        g = Image.fromarray(io.read_image(path), mode="L")
+        factor = min(g.size) // (_WORK * 2)
+        return g.reduce(factor) if factor >= 2 else g
     with Image.open(path) as im:
         if im.format == "JPEG":
             im.draft("L", (_WORK * 2, _WORK * 2))

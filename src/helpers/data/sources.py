@@ -32,13 +32,17 @@ Adapters
     row kept with a remark (age not stated, RGB image converted, mask resized, ...). Nothing is
     dropped silently.
 
-Image policy (:func:`check_image`)
+Image policy (:func:`check_image`, then :mod:`helpers.checks`)
     mode ``L`` is used as is; RGB / RGBA / LA / palette images whose content is gray
-    (channels equal up to JPEG noise) are kept and noted - :func:`helpers.io.read_gray` converts
+    (channels equal up to JPEG noise) are kept and noted - :func:`helpers.io.read_image` converts
     them losslessly on load; colour content, bilevel and unreadable files are excluded; 16-bit
     images are excluded (``"not 8-bit grayscale: mode I;16"``) unless ``allow_16bit=True``, which
-    keeps them with a note (rescaled min..max on load). Only the file header is read for mode
-    ``L`` images (plus a PNG CRC pass); ``deep=True`` decodes every image fully.
+    keeps them with a note (rescaled min..max on load). DICOM files (``.dcm``) are read by
+    :func:`helpers.io.read_image` (LUTs applied, mapped to 8 bits, noted); unsupported objects
+    are excluded with what was found. Every kept image is then decoded once and must be a
+    plausible frontal radiograph (:func:`helpers.checks.check_radiograph`: minimum size, not
+    near-constant, a DICOM's ViewPosition frontal); rows with a lung mask pass
+    :func:`helpers.checks.mask_reason` (values, geometry, coverage). Exclusions carry the reason.
 
 Offline counts
     The NIH ChestX-ray14 (``Data_Entry_2017_v2020.csv.gz``) and CheXpert (``chexpert_train.csv.gz``)
@@ -61,13 +65,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from helpers import checks, io
 from helpers.data.manifest import COLUMNS, read_manifest, normalise, validate
 from helpers.paths import shared_metadata_dir
 
 FLOW_COLUMNS = ["source", "step", "n_in", "n_kept", "n_removed", "reason"]
 EXCLUDED_COLUMNS = ["source", "row_id", "source_path", "step", "reason"]
 NOTE_COLUMNS = ["source", "row_id", "source_path", "step", "note"]
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".dcm", ".dicom")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 COLOUR_MODES = ("RGB", "RGBA", "RGBX", "LA", "La", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
 GRAY_TOLERANCE = 12  # 99th percentile of max-min channel difference still called "gray"
@@ -560,15 +565,8 @@ def parse_age(values: pd.Series) -> pd.Series:
 
 
 def _view_class(view: str) -> str:
-    """'frontal', 'lateral', 'other' or '' (not stated)."""
-    v = re.sub(r"\s+", " ", str(view).strip().lower())
-    if not v:
-        return ""
-    if v in ("pa", "ap", "aps") or v.startswith(("ap ", "pa ")) or v.startswith("frontal"):
-        return "frontal"
-    if v in ("l", "ll", "rl", "lat") or "lateral" in v:
-        return "lateral"
-    return "other"
+    """'frontal', 'lateral', 'other' or '' (not stated); see :func:`helpers.checks.view_class`."""
+    return checks.view_class(view)
 
 
 def _norm_sex(values: pd.Series) -> pd.Series:
@@ -652,11 +650,19 @@ def inspect_image(path: str | Path, allow_16bit: bool = False, deep: bool = Fals
 
     Mode ``L``: header plus PNG CRC check (``deep`` decodes fully). Colour modes: a reduced
     decode tells gray content (kept, noted) from colour (excluded). 16-bit: excluded unless
-    ``allow_16bit``. Missing / unreadable files are excluded with the reason.
+    ``allow_16bit``. Missing / unreadable files are excluded with the reason. DICOM files: the
+    header only (pixels, LUTs and unsupported objects are judged by :func:`helpers.io.read_image`
+    in the image step).
     """
     p = Path(path)
     if not p.is_file():
         return ImageInfo(str(p), reason="missing file")
+    if io.is_dicom(p):
+        try:
+            h, w = io.image_size(p)
+        except io.ImageError as exc:
+            return ImageInfo(str(p), "DICOM", reason=checks._short(exc, p))
+        return ImageInfo(str(p), "DICOM", (w, h))
     try:
         with Image.open(p) as im:
             mode, size, fmt = im.mode, im.size, im.format
@@ -694,21 +700,73 @@ def check_image(path: str | Path, allow_16bit: bool = False, deep: bool = False)
     return inspect_image(path, allow_16bit=allow_16bit, deep=deep).reason
 
 
+def _check_file(path: str, view: str, allow_16bit: bool, deep: bool) -> tuple[str, str, str]:
+    """(reason, note, view read from a DICOM) for one image: header policy, then pixel checks."""
+    info = inspect_image(path, allow_16bit=allow_16bit, deep=deep)
+    if info.reason:
+        return info.reason, "", ""
+    c = checks.check_radiograph(path, view)
+    notes = [n for n in (info.note, c.note) if n]
+    return c.reason or "", "; ".join(notes), (c.view if not view else "")
+
+
 def _image_step(sel: _Selection, check_images: bool, allow_16bit: bool, deep: bool,
                 step: str = "image check") -> None:
     if not check_images:
         sel.skip(step, "skipped (check_images=False): image files not opened")
         return
-    infos = _pmap(lambda p: inspect_image(p, allow_16bit=allow_16bit, deep=deep), sel.df["path"].tolist())
-    reasons = pd.Series([i.reason or "" for i in infos], index=sel.df.index, dtype=object)
-    notes = pd.Series([i.note or "" for i in infos], index=sel.df.index, dtype=object)
+    views = sel.df["view"].astype(str).tolist()
+    out = _pmap(lambda pv: _check_file(pv[0], pv[1], allow_16bit, deep),
+                list(zip(sel.df["path"].tolist(), views)))
+    reasons = pd.Series([o[0] for o in out], index=sel.df.index, dtype=object)
+    notes = pd.Series([o[1] for o in out], index=sel.df.index, dtype=object)
+    dicom_view = pd.Series([o[2] for o in out], index=sel.df.index, dtype=object)
+    sel.df.loc[dicom_view != "", "view"] = dicom_view[dicom_view != ""]  # stated only in the DICOM
     sel.note(step, (notes != "") & (reasons == ""), notes)
     crit = "image file present, readable, 8-bit grayscale (gray-content colour modes kept"
-    crit += ", 16-bit kept)" if allow_16bit else ", 16-bit excluded)"
+    crit += ", 16-bit kept)" if allow_16bit else ", 16-bit excluded; DICOM mapped to 8-bit)"
+    crit += (f"; a radiograph: shorter side >= {checks.MIN_SIDE} px, 1st-99th percentile range "
+             f">= {checks.MIN_RANGE} grey levels, frontal where a DICOM states its view")
     n_conv = int(((notes != "") & (reasons == "")).sum())
     if n_conv:
         crit += f"; {n_conv} kept with a conversion note"
     sel.keep(step, (reasons == "").to_numpy(), reasons, crit)
+
+
+def _check_mask_file(path: str, mask_path: str) -> tuple[str, str]:
+    """(reason, note) for the lung mask of one kept image (see :mod:`helpers.checks`)."""
+    if not mask_path:
+        return "", ""
+    try:
+        shape = io.image_size(path)
+    except io.ImageError as exc:
+        return checks._short(exc, path), ""
+    info: dict = {}
+    try:
+        m = io.read_mask(mask_path, image_shape=shape, info=info)
+    except io.ImageError as exc:
+        return checks._short(exc, mask_path, prefix="mask: "), ""
+    reason, note = checks.mask_reason(m)
+    notes = info.get("notes", []) + ([note] if note else [])
+    return reason or "", "; ".join(notes)
+
+
+def _mask_step(sel: _Selection, check_images: bool, step: str = "lung mask check") -> None:
+    has = sel.df["mask_path"].astype(str) != ""
+    if not check_images or not has.any():
+        sel.skip(step, "skipped (check_images=False): masks not opened" if not check_images
+                 else "no row has a lung mask")
+        return
+    out = _pmap(lambda pm: _check_mask_file(*pm), list(zip(sel.df["path"], sel.df["mask_path"])))
+    reasons = pd.Series([o[0] for o in out], index=sel.df.index, dtype=object)
+    notes = pd.Series([o[1] for o in out], index=sel.df.index, dtype=object)
+    sel.note(step, (notes != "") & (reasons == ""), notes)
+    lo, hi = checks.LUNG_FRACTION_RANGE
+    sel.keep(step, (reasons == "").to_numpy(), reasons,
+             "lung mask readable, binary ({0,255}, {0,1} or {False,True}; normalised), the size of its "
+             "image (same aspect: resized), covering "
+             f"{100 * checks.MASK_MIN_FRACTION:g}-{100 * checks.MASK_MAX_FRACTION:g} % of it "
+             f"(outside {lo:g}-{hi:g}: kept with a note)")
 
 
 def _one_row_per_file(sel: _Selection) -> None:
@@ -1082,40 +1140,38 @@ def _check_derived(derived_dir: str | Path | None, root: Path, name: str) -> Pat
     return d
 
 
-def _read_mask(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        if im.mode in SIXTEEN_BIT_MODES:
-            a = np.asarray(im, dtype=np.float64)
-            return a > (a.max() / 2 if a.max() > 0 else 0)
-        a = np.asarray(im.convert("L"))
-    return a > (127 if a.max() > 1 else 0)
-
-
 def build_mask(parts: list[Path], image_size: tuple[int, int], out: Path,
                max_aspect_diff: float = 0.02) -> tuple[str | None, str | None]:
-    """OR the binarised ``parts`` into one 0/255 mode-L PNG at ``out`` of ``image_size`` (W, H).
+    """OR the ``parts`` into one 0/255 mode-L PNG at ``out`` of ``image_size`` (W, H).
 
-    Masks are binarised at > 127 (> 0 for 0/1 masks). A mask of another size but the same
-    aspect ratio is resized with nearest neighbour (noted); otherwise excluded. Returns
+    Each part is read by :func:`helpers.io.read_mask`: {0, 255}, {0, 1} and {False, True}
+    normalised; a part of another size but the same aspect ratio (within ``max_aspect_diff``) is
+    resized with nearest neighbour (noted); otherwise the image is excluded. The merged mask must
+    pass :func:`helpers.checks.mask_reason` (not empty, near-empty or near-full). Returns
     ``(reason, note)``: reason when the mask cannot be used, note for a remark.
     """
     w, h = image_size
     merged = np.zeros((h, w), dtype=bool)
     notes = []
     for part in parts:
+        info: dict = {}
         try:
-            m = _read_mask(part)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            return f"unreadable mask {part.name} ({type(exc).__name__})", None
+            m = io.read_mask(part, None, info)
+        except io.ImageError as exc:
+            return f"mask {part.name}: {checks._short(exc, part)}", None
         mh, mw = m.shape
         if (mw, mh) != (w, h):
             if abs(mw / mh - w / h) > max_aspect_diff * (w / h):
                 return f"mask size {mw}x{mh} does not match image size {w}x{h}", None
-            m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
-            notes.append(f"mask {part.name} resized {mw}x{mh} -> {w}x{h} (nearest)")
-        merged |= m
-    if not merged.any():
-        return "empty lung mask", None
+            m = np.asarray(Image.fromarray(m * 255).resize((w, h), Image.NEAREST)) > 127
+            info["notes"].append(f"resized {mw}x{mh} -> {w}x{h} (nearest)")
+        notes += [f"mask {part.name} {n}" for n in info["notes"]]
+        merged |= m > 0
+    reason, note = checks.mask_reason(merged.astype(np.uint8))
+    if reason:
+        return reason, None
+    if note:
+        notes.append(note)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name("." + out.name + ".tmp")
     Image.fromarray(merged.astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
@@ -1172,10 +1228,10 @@ def _adapt_segment(name: str, root: Path, images_dir: Path, derived_dir: str | P
     for path, parts, src in zip(sel.df["path"], sel.df["_parts"], sel.df["source"]):
         out = derived / src / "masks" / (Path(path).stem + ".png")
         try:
-            with Image.open(path) as im:
-                size = im.size
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            reasons.append(f"unreadable image ({type(exc).__name__})")
+            ih, iw = io.image_size(path)
+            size = (iw, ih)
+        except io.ImageError as exc:
+            reasons.append(checks._short(exc, path))
             notes.append("")
             outs.append("")
             continue
@@ -1282,14 +1338,17 @@ def adapt_jsrt(root: str | Path, derived_dir: str | Path | None = None, check_im
 
 def adapt_manifest(root: str | Path, derived_dir: str | Path | None = None, check_images: bool = True,
                    *, allow_16bit: bool = False, deep: bool = False) -> AdapterResult:
-    """A ready manifest folder (e.g. the shared ``cxr/``): validated by ``read_manifest``.
+    """A ready manifest folder (e.g. the shared ``cxr/``): schema validated by ``read_manifest``.
 
-    Paths are made absolute. With ``check_images`` every image also passes :func:`check_image`
-    (exclusions reported like any other source); the masks are only checked to exist.
+    Paths are made absolute. Rows are filtered like any other source, each exclusion with its
+    reason: frontal view (lateral and other views out; not stated kept and noted); with
+    ``check_images`` the image (missing, unreadable, not grayscale, not a plausible radiograph:
+    see :func:`_image_step`) and its lung mask (:func:`_mask_step`). A missing file excludes its
+    row; only a broken schema (columns, roles, labels, duplicate paths) raises.
     """
     root = Path(root).expanduser().resolve()
     verify_layout("manifest", root)
-    df = read_manifest(root, check_files=check_images)
+    df = read_manifest(root, check_files=False)
     n = len(df)
     df = df.copy()
     df["_row_id"] = [f"manifest.csv:{i + 2}" for i in range(n)]
@@ -1297,9 +1356,10 @@ def adapt_manifest(root: str | Path, derived_dir: str | Path | None = None, chec
     df["path"] = [str(root / p) for p in df["path"]]
     df["mask_path"] = [str(root / p) if p else "" for p in df["mask_path"]]
     sel = _Selection("manifest", df, "rows of manifest.csv")
-    sel.skip("manifest validated", "schema (and files, with check_images) checked by "
-             "helpers.data.manifest.read_manifest")
+    sel.skip("manifest validated", "schema checked by helpers.data.manifest.read_manifest")
+    _frontal_step(sel, keep_unknown=True)
     _image_step(sel, check_images, allow_16bit, deep)
+    _mask_step(sel, check_images)
     return sel.result(root)
 
 

@@ -1,0 +1,38 @@
+"""Two cross-validation runs with the same seed give byte-identical fold predictions (README,
+"Determinism"). Trains two tiny classifiers twice: run under /tmp/hrnet-cpu.lock."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import config, curate, io, train
+from helpers.data import manifest as mf
+from helpers.data import phantoms
+
+
+@pytest.fixture(scope="module")
+def phantom_set(tmp_path_factory):
+    root = phantoms.generate(tmp_path_factory.mktemp("ph"), n_patients=16, images_per_patient=(1, 1),
+                             n_seg_pairs=6, size=64, seed=3)
+    p = config.make_profile("smoke", {"n_folds": 2, "seg_folds": 2, "cls_size": 32, "seg_size": 32,
+                                      "cls_epochs": 1, "cls_batch": 8, "cls_val_fraction": 0.25, "head_hidden": 8, "bf16": False,
+                                      "channels_last": False})
+    cls, _ = curate.build_indices(mf.read_manifest(root), p, seed=0)
+    images = io.load_stack([root / f for f in cls["path"]], p.cls_size)
+    return p, cls, images
+
+
+def test_same_seed_gives_identical_fold_predictions(phantom_set, tmp_path):
+    p, cls, images = phantom_set
+    y = cls["y"].to_numpy()
+    threads = torch.get_num_threads()
+    for run in ("a", "b"):
+        train.cross_validate(p, "resnet18", "det", images, y, cls, tmp_path / run, seed=7, save_weights=False)
+    assert torch.get_num_threads() == threads
+    a = (tmp_path / "a" / "det" / "preds.csv").read_bytes()
+    b = (tmp_path / "b" / "det" / "preds.csv").read_bytes()
+    assert a == b and len(a) > 100
+    other = train.cross_validate(p, "resnet18", "det", images, y, cls, tmp_path / "c", seed=8, save_weights=False)
+    assert (tmp_path / "c" / "det" / "preds.csv").read_bytes() != a  # the seed matters
+    assert len(other) == len(cls)
