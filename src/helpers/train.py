@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from . import augment, io, models
@@ -34,6 +35,13 @@ def to_input(imgs: np.ndarray, device: str, channels_last: bool = False) -> torc
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x.to(device)
+
+
+def _auc(y: np.ndarray, prob: np.ndarray) -> float:
+    """ROC-AUC of one validation pass; nan when ``y`` holds a single class."""
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, prob))
 
 
 def _groups(index: pd.DataFrame) -> pd.Series:
@@ -97,6 +105,10 @@ def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx:
                ) -> tuple[torch.nn.Module, pd.DataFrame]:
     """Train one classifier; returns (model, per-epoch history).
 
+    History columns: ``epoch, lr, train_loss, train_acc, val_loss, val_acc, val_auc, best``;
+    ``val_auc`` is the ROC-AUC on the inner validation split (nan when it holds one class), so
+    every model's loss and AUC curves can show whether training had settled when it stopped.
+
     The model keeps its last-epoch weights (Algorithm 2 tests the model after the epoch loop), or
     the weights with the lowest validation loss when ``profile.cls_select == "best_val_loss"``;
     the ``best`` column of the history marks that epoch either way.
@@ -120,7 +132,7 @@ def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx:
         vl = float(-np.mean(yv * np.log(pv_c) + (1 - yv) * np.log(1 - pv_c)))
         va = float(np.mean((pv >= 0.5) == (yv == 1)))
         rows.append({"epoch": epoch + 1, "lr": lr, "train_loss": tl, "train_acc": ta,
-                     "val_loss": vl, "val_acc": va, "best": False})
+                     "val_loss": vl, "val_acc": va, "val_auc": _auc(yv, pv), "best": False})
         if vl < best_loss:
             best_loss, best = vl, copy.deepcopy(model.state_dict())
             rows[-1]["best"] = True
