@@ -4,7 +4,9 @@ Not part of the paper. ``python -m helpers.bench [--profile cpu] [--csv PATH] [-
 [--models a,b] [--compile]`` builds each classifier of the profile (``hrnet``, the Table 7
 ``baselines`` and the ``audit_model``) at the profile's ``cls_size`` and batch ``cls_batch``,
 and times, after ``--warmup`` untimed steps, ``--steps`` training steps (SGD as in
-:func:`helpers.train.train_step`) and ``--steps`` inference batches, in two or three modes:
+:func:`helpers.train.train_step`) and ``--steps`` inference batches, each step timed alone;
+images/s come from the median step (the machine is shared: a median ignores the steps another
+process interrupted). Two or three modes:
 
 ``naive``     float32, NCHW, eager, the batch converted to float32 in numpy (the old
               ``to_input``), default threads;
@@ -104,33 +106,27 @@ def bench_model(profile, name: str, mode: str, steps: int = 3, warmup: int = 1, 
             loss.backward()
             opt.step()
 
+    def timed(fn, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            out.append(time.perf_counter() - t0)
+        return out
+
     model.train()
-    t0 = time.perf_counter()
-    train_once()
-    _sync(device)
-    first = time.perf_counter() - t0
-    for _ in range(max(warmup - 1, 0)):
-        train_once()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        train_once()
-    _sync(device)
-    train_s = time.perf_counter() - t0
+    first = timed(train_once, 1)[0]
+    timed(train_once, max(warmup - 1, 0))
+    train_s = float(np.median(timed(train_once, steps)))
 
     model.eval()
     with torch.no_grad(), train._autocast(device, bf16):
-        for _ in range(max(warmup, 1)):
-            net(batch_input(infer_batch))
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            net(batch_input(infer_batch)).float()
-        _sync(device)
-        infer_s = time.perf_counter() - t0
+        timed(lambda: net(batch_input(infer_batch)), max(warmup, 1))
+        infer_s = float(np.median(timed(lambda: net(batch_input(infer_batch)).float(), steps)))
     return dict(model=name, mode=mode, size=size, batch=batch, steps=steps, threads=torch.get_num_threads(),
                 bf16=bf16, channels_last=fast, compiled=mode == "compiled", first_step_s=round(first, 3),
-                train_img_s=steps * batch / train_s, infer_img_s=steps * infer_batch / infer_s)
+                train_img_s=batch / train_s, infer_img_s=infer_batch / infer_s)
 
 
 def run(profile, model_names: list[str] | None = None, steps: int = 3, warmup: int = 1,
