@@ -1,10 +1,11 @@
 """Run profiles: every tunable number of the pipeline, once, with the paper section it comes from.
 
-Three frozen profiles share one code path:
+Four frozen profiles share one code path:
 
 * ``smoke``  generated phantoms, tiny images, few folds and epochs; CPU, minutes (notebook defaults);
 * ``cpu``    the real chest X-rays at reduced size; at most 90 minutes on 2 CPU cores;
-* ``paper``  the paper's full protocol (512 px masks, 10 folds, the paper's epochs); for a GPU.
+* ``paper``  the paper's full protocol (512 px masks, 10 folds, the paper's epochs); for a GPU;
+* ``cpu-deconf`` ``cpu`` with the de-confounded classifier inputs of :mod:`helpers.preprocess`.
 
 ``resolve()`` is the only entry point notebooks use. Overrides are checked against the field names
 so that a typo fails loudly instead of silently running the default.
@@ -71,6 +72,11 @@ class Profile:
     cls_select: str = "last"       # Algorithm 2 tests after the epoch loop; "best_val_loss" also offered
     cls_augment: bool = True       # Table 3 augmentation for the classifier ("augment" is the UNet's)
     baselines: tuple[str, ...] = ("resnet152", "densenet121", "efficientnet_b4")  # Table 7
+    # --- de-confounded classifier inputs (beyond the paper; helpers.preprocess, issue 9) ----------------
+    cls_lung_standardise: bool = False  # grey levels rescaled by in-lung percentiles (exposure, processing)
+    cls_crop_lungs: bool = False   # square crop around the refined lung mask, resized to cls_size
+    cls_crop_margin: float = 0.05  # margin of that crop on each side, fraction of the lung box side
+    cls_film_only: bool = False    # keep the lung crop inside the film: no zero padding from io.square
     # --- shortcut audits (beyond the paper; DeGrave et al. 2021) ---------------------------------------
     audit_model: str = "hrnet_w18"  # CNN for the source / lungs-blacked-out / mask-only audits
     audit_cnn_permutation: bool = True  # also train the CNN on patient-level permuted labels
@@ -111,7 +117,8 @@ class Profile:
 _COMPUTE = ("bf16", "channels_last", "num_workers", "torch_threads")
 _CLASSIFIER = ("cls_size", "n_folds", "cls_val_fraction", "hrnet", "head_hidden", "head_dropout",
                "cls_epochs", "cls_batch", "cls_lr", "momentum", "weight_decay", "lr_factor", "lr_steps",
-               "lr_steps_ref_epochs", "cls_select", "cls_augment", *_COMPUTE)
+               "lr_steps_ref_epochs", "cls_select", "cls_augment", "cls_lung_standardise",
+               "cls_crop_lungs", "cls_crop_margin", "cls_film_only", *_COMPUTE)
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "curation": ("data", "n_patients", "images_per_patient", "n_seg_pairs", "shortcut_strength",
                  "phantom_size", "finding_contrast", "max_images_per_class", "strict", "seg_size",
@@ -168,6 +175,13 @@ PROFILES: dict[str, Profile] = {
     ),
     "paper": Profile(name="paper", data="real"),
 }
+# The cpu profile with the de-confounding ladder of issue 9 turned on (helpers.preprocess): inputs
+# standardised by their in-lung grey levels, cropped to the lungs inside the film (no padding
+# bars), and Table 3 augmentation for the classifier. Everything else, the budget included, is
+# cpu's, so the two runs differ only by the ladder (in cpu, augmentation alone cost 0.14 AUC on
+# one unsegmented fold in 8 epochs; see README). Run as ./run_all.sh cpu-deconf.
+PROFILES["cpu-deconf"] = replace(PROFILES["cpu"], name="cpu-deconf", cls_lung_standardise=True,
+                                 cls_crop_lungs=True, cls_film_only=True, cls_augment=True)
 
 
 @dataclass(frozen=True)
@@ -273,6 +287,10 @@ def validate(p: Profile) -> None:
         raise ValueError(f"shortcut_strength must lie in [0, 1], got {p.shortcut_strength}")
     if p.data == "synthetic" and (p.n_patients < p.n_folds or p.n_seg_pairs < p.seg_folds * 3):
         raise ValueError("synthetic profile needs n_patients >= n_folds and n_seg_pairs >= 3 * seg_folds")
+    if not 0.0 <= p.cls_crop_margin <= 0.5:
+        raise ValueError(f"cls_crop_margin must lie in [0, 0.5], got {p.cls_crop_margin}")
+    if p.cls_film_only and not p.cls_crop_lungs:
+        raise ValueError("cls_film_only only acts on the lung crop; set cls_crop_lungs too")
     lo, hi = p.images_per_patient
     if not 1 <= lo <= hi:
         raise ValueError(f"images_per_patient must be (lo, hi) with 1 <= lo <= hi, got {p.images_per_patient}")

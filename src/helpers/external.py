@@ -184,6 +184,7 @@ def refine(cfg, states: list[dict], device: str, out: Path) -> pd.DataFrame:
     raw_c, ref_c = rf.resize_masks(raw, p.cls_size), rf.resize_masks(refined, p.cls_size)
     images = np.asarray(io.load_npy(cur / f"{PREFIX}cls_images.npy"))
     io.save_npy(raw_c, out / f"{PREFIX}masks_raw_cls.npy")
+    io.save_npy(ref_c, out / f"{PREFIX}masks_refined_cls.npy")  # for helpers.preprocess
     io.save_npy(rf.apply_mask(images, ref_c), out / f"{PREFIX}segmented.npy")
     thr = rf.area_threshold(p, p.seg_size)
     ri = idx[["image_id", "patient_id", "label", "source"]].assign(area=area, threshold=thr, passed=area >= thr)

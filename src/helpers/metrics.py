@@ -15,7 +15,9 @@ predictions, so every figure in a results table can be regenerated from a predic
   bootstrap) and :func:`mcnemar`, :func:`compare_to_reference`;
 * calibration: :func:`brier`, :func:`ece`, :func:`reliability_table`;
 * tables: :func:`fold_table` (per fold, pooled out-of-fold, and the paper's "mean over folds"),
-  :func:`summarise_models`, :func:`stratified`, :func:`ppv_npv_at_prevalence`.
+  :func:`summarise_models`, :func:`stratified`, :func:`ppv_npv_at_prevalence`;
+* training dynamics: :func:`plateau_epochs` (when each run's validation loss settled, from a
+  history table) and :func:`auc_gap_table` (fold AUCs vs the pooled AUC, fold thresholds).
 
 Everything is a pure function of its arguments (numpy / scipy / pandas only). Degenerate inputs
 (a fold with one class, empty strata, tiny counts) give ``nan`` with a reason, never an
@@ -49,6 +51,8 @@ __all__ = [
     "choose_threshold",
     "stratified",
     "predict",
+    "plateau_epochs",
+    "auc_gap_table",
 ]
 
 _RATE_NAMES = ("accuracy", "sensitivity", "specificity", "ppv", "npv")
@@ -754,3 +758,103 @@ def compare_to_reference(preds_all: pd.DataFrame, reference: str = "hrnet",
                          mcnemar_p=mc["p"], mcnemar_method=mc["method"], note=t["reason"]))
     return pd.DataFrame(rows)
 
+
+
+# --------------------------------------------------------------------------------------------
+# training dynamics: plateaus and the pooled-vs-fold AUC gap
+# --------------------------------------------------------------------------------------------
+def plateau_epochs(history: pd.DataFrame, col: str = "val_loss", smooth: int = 3,
+                   window: int = 2, tol: float = 0.02,
+                   by: Sequence[str] = ("model", "fold")) -> pd.DataFrame:
+    """The epoch at which each training run's validation loss stopped improving.
+
+    history: the ``history.csv`` of :func:`helpers.train.cross_validate` (columns ``epoch`` and
+    ``col``, plus the grouping columns ``by`` that are present). Per run, ``col`` is smoothed by
+    a centred rolling mean of ``smooth`` epochs (1 = no smoothing); the plateau epoch is the
+    first epoch ``e`` whose smoothed value the next ``window`` epochs improve on (lower it) by
+    less than ``tol`` as a fraction of its value (``tol=0.02``: less than 2 %). A run with fewer
+    than ``window`` epochs after any such point has not been shown to settle: ``plateau_epoch``
+    is nan and ``reached`` False, i.e. it was still moving when training stopped.
+
+    Columns: the ``by`` columns, ``epochs``, ``plateau_epoch``, ``reached``, ``best_epoch``
+    (lowest raw ``col``), ``first_{col}``, ``min_{col}``, ``last_{col}``, and ``last_val_auc``
+    when the history has ``val_auc``.
+    """
+    if col not in history.columns or "epoch" not in history.columns:
+        raise KeyError(f"history needs columns 'epoch' and {col!r} (columns: {list(history.columns)})")
+    if smooth < 1 or window < 1 or tol < 0:
+        raise ValueError(f"need smooth >= 1, window >= 1, tol >= 0; got {smooth}, {window}, {tol}")
+    keys = [c for c in by if c in history.columns]
+    groups = history.groupby(keys, sort=True) if keys else [((), history)]
+    rows = []
+    for key, h in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        h = h.sort_values("epoch")
+        raw = h[col].to_numpy(dtype=np.float64)
+        epochs = h["epoch"].to_numpy()
+        sm = pd.Series(raw).rolling(smooth, center=True, min_periods=1).mean().to_numpy()
+        plateau = float("nan")
+        for i in range(len(sm) - window):
+            if sm[i] - np.nanmin(sm[i + 1:i + 1 + window]) < tol * abs(sm[i]):
+                plateau = epochs[i]
+                break
+        row = dict(zip(keys, key))
+        ok = ~np.isnan(raw)
+        row.update(epochs=len(h), plateau_epoch=plateau, reached=not np.isnan(plateau),
+                   best_epoch=epochs[np.nanargmin(raw)] if ok.any() else np.nan)
+        row[f"first_{col}"], row[f"min_{col}"], row[f"last_{col}"] = (
+            (raw[0], np.nanmin(raw), raw[-1]) if ok.any() else (np.nan,) * 3)
+        if "val_auc" in h.columns:
+            row["last_val_auc"] = float(h["val_auc"].iloc[-1])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def auc_gap_table(preds: pd.DataFrame) -> pd.DataFrame:
+    """Fold AUCs, their mean, the pooled out-of-fold AUC and every fold's threshold, per model.
+
+    preds: predictions in the schema of :func:`helpers.train.cross_validate` (``fold, y, prob,
+    model``, optional ``threshold`` and ``set``; only ``set == 'oof'`` rows are used). Fold
+    models that rank well within their own fold but put their scores on different scales (the
+    sign of models still moving when training stops) have high fold AUCs, a lower pooled AUC
+    and widely spread thresholds; this table shows all three.
+
+    Rows per model: one per fold (``kind='fold'``: ``n, n_pos, n_neg, auc, threshold``), then
+    ``fold='mean'`` (mean of the fold AUCs, those without an AUC excluded; mean threshold) and
+    ``fold='pooled'`` (the AUC of all out-of-fold predictions together). The two summary rows
+    also carry ``auc_gap`` (mean fold AUC minus pooled AUC), ``threshold_min``,
+    ``threshold_max`` and ``threshold_range``; nan on fold rows.
+    """
+    d = preds[preds["set"] == "oof"] if "set" in preds.columns else preds
+    if "model" not in d.columns:
+        d = d.assign(model="model")
+    rows = []
+    for model, m in d.groupby("model", sort=True):
+        fold_rows = []
+        for f, g in m.groupby("fold", sort=True):
+            y = _as_binary(g["y"].to_numpy())
+            thr = np.unique(g["threshold"].to_numpy(dtype=np.float64)) if "threshold" in g else [np.nan]
+            fold_rows.append(dict(model=model, fold=f, kind="fold", n=len(g), n_pos=int(y.sum()),
+                                  n_neg=int(len(y) - y.sum()),
+                                  auc=auc_ci(y, g["prob"].to_numpy(np.float64), n_boot=0)["auc"],
+                                  threshold=float(thr[0]) if len(thr) == 1 else np.nan))
+        fr = pd.DataFrame(fold_rows)
+        y = _as_binary(m["y"].to_numpy())
+        pooled_auc = auc_ci(y, m["prob"].to_numpy(np.float64), n_boot=0)["auc"]
+        aucs, thrs = fr["auc"].dropna(), fr["threshold"].dropna()
+        mean_auc = float(aucs.mean()) if len(aucs) else np.nan
+        summary = dict(auc_gap=mean_auc - pooled_auc,
+                       threshold_min=float(thrs.min()) if len(thrs) else np.nan,
+                       threshold_max=float(thrs.max()) if len(thrs) else np.nan)
+        summary["threshold_range"] = summary["threshold_max"] - summary["threshold_min"]
+        base = dict(model=model, n=len(m), n_pos=int(y.sum()), n_neg=int(len(y) - y.sum()))
+        rows += fold_rows
+        rows.append(dict(base, fold="mean", kind="mean over folds", auc=mean_auc,
+                         threshold=float(thrs.mean()) if len(thrs) else np.nan, **summary))
+        rows.append(dict(base, fold="pooled", kind="pooled out-of-fold", auc=pooled_auc,
+                         threshold=np.nan, **summary))
+    cols = ["model", "fold", "kind", "n", "n_pos", "n_neg", "auc", "threshold", "auc_gap",
+            "threshold_min", "threshold_max", "threshold_range"]
+    out = pd.DataFrame(rows, columns=cols)
+    out["fold"] = out["fold"].astype(object)
+    return out

@@ -69,6 +69,9 @@ def test_classifier_cross_validate_contract(tiny, tmp_path):
     assert (oof.groupby("fold")["threshold"].nunique() == 1).all()
     assert hook_calls == [(0, 6), (1, 6)]
     assert (tmp_path / "r18" / "fold1_extra.npz").is_file() and (tmp_path / "r18" / "preds.csv").is_file()
+    hist = pd.read_csv(tmp_path / "r18" / "history.csv")
+    assert {"val_loss", "val_auc"} <= set(hist.columns) and len(hist) == 2 * p.cls_epochs
+    assert hist["val_auc"].dropna().between(0, 1).all()
     again = train.cross_validate(p, "resnet18", "r18", imgs, y, index, tmp_path, seed=0, extra=ext)
     assert np.allclose(again["prob"].to_numpy(), preds["prob"].to_numpy())
     m = train.load_fold_model(p, "resnet18", tmp_path, "r18", 0)

@@ -1,0 +1,99 @@
+"""Trivial floors for Table 7: what a linear model on tiny thumbnails scores on the same folds.
+
+Not in the paper. A deep network is worth its cost only if it beats the crudest model that sees
+the same images. :func:`thumbnail_logreg` downsamples every image to ``size`` x ``size`` pixels
+(32 x 32 by default: far too coarse to show ground-glass opacities, fine enough to show a
+collection's exposure, borders, text and field of view), standardises every pixel and fits an L2
+logistic regression with a fixed ``C``. When such a model matches the CNNs, internal AUC is
+measuring how recognisable the collections are, not the disease (DeGrave, Janizek & Lee,
+Nature Machine Intelligence 2021).
+
+The protocol is the CNNs' (:func:`helpers.train.cross_validate`, Algorithm 2): per test fold,
+a patient-grouped inner split of the training part (:func:`helpers.data.splits.inner_split`,
+same fraction and seed ``seed + k``); the model is fitted on the inner training rows, the
+decision threshold chosen on the inner validation rows (:func:`helpers.metrics.choose_threshold`)
+and the test fold predicted once. Predictions come in the schema of ``cross_validate``, so
+:func:`helpers.metrics.summarise_models` puts them straight into Table 7.
+
+numpy / pandas / OpenCV / scikit-learn only; no torch.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from . import metrics
+from .data.splits import inner_split
+
+__all__ = ["FLOOR_SIZE", "FLOOR_C", "thumbnails", "thumbnail_logreg"]
+
+FLOOR_SIZE = 32    # thumbnail side: 1,024 pixels per image
+# Strong L2: 1,024 correlated pixels against a few hundred training images. Fixed in advance,
+# never tuned on the folds (a tuned floor would need its own nested validation).
+FLOOR_C = 0.01
+
+
+def thumbnails(images, size: int = FLOOR_SIZE) -> np.ndarray:
+    """Area-averaged thumbnails: uint8 (N, H, W) -> float32 (N, size * size) in [0, 1]."""
+    imgs = np.asarray(images)
+    if imgs.ndim != 3:
+        raise ValueError(f"images must be (N, H, W) grayscale, got shape {imgs.shape}")
+    out = np.empty((len(imgs), size * size), np.float32)
+    for i, im in enumerate(imgs):
+        out[i] = cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA).reshape(-1) / 255.0
+    return out
+
+
+def _model(C: float, seed: int) -> Pipeline:
+    return Pipeline([("scale", StandardScaler()),
+                     ("logreg", LogisticRegression(C=C, max_iter=5000, random_state=seed))])
+
+
+def _fit_predict(X_fit, y_fit, X_pred, C, seed) -> np.ndarray:
+    if len(np.unique(y_fit)) < 2:  # one class cannot train a classifier: predict its frequency
+        return np.full(len(X_pred), float(np.mean(y_fit)) if len(y_fit) else 0.5)
+    return _model(C, seed).fit(X_fit, y_fit).predict_proba(X_pred)[:, 1].astype(np.float64)
+
+
+def thumbnail_logreg(images, y, index: pd.DataFrame, seed: int = 0, model_name: str = "thumbnail_logreg",
+                     size: int = FLOOR_SIZE, C: float = FLOOR_C, val_fraction: float = 0.1
+                     ) -> pd.DataFrame:
+    """Out-of-fold predictions of the thumbnail logistic regression over ``index['fold']``.
+
+    images: uint8 (N, H, W); y: int (N,) in {0, 1}; index: the N rows of the classification
+    index (``image_id``, ``patient_id``, ``fold``, optional ``group_id``/``source``/``view``/
+    ``label``). ``val_fraction`` and ``seed`` should be the CNNs' (``profile.cls_val_fraction``,
+    the run seed) so the inner splits are theirs. Returns the columns of
+    :func:`helpers.train.cross_validate` in its order: ``image_id, patient_id`` (and
+    ``source, view, label`` when present), ``fold, set`` ('oof')``, y, prob, threshold, pred,
+    model``; every image once, ordered by fold.
+    """
+    X = thumbnails(images, size)
+    y = np.asarray(y).astype(np.int64).ravel()
+    if not (len(X) == len(y) == len(index)):
+        raise ValueError(f"images ({len(X)}), y ({len(y)}) and index ({len(index)}) differ in length")
+    if "fold" not in index:
+        raise KeyError("index has no 'fold' column (the patient-grouped folds of curation)")
+    groups = index["group_id"] if "group_id" in index else index["patient_id"]
+    folds = index["fold"].to_numpy()
+    keep_cols = [c for c in ("image_id", "patient_id", "source", "view", "label") if c in index]
+    parts = []
+    with threadpool_limits(1):  # small fits: extra BLAS threads only contend with other work
+        for k in sorted(np.unique(folds)):
+            test = np.flatnonzero(folds == k)
+            tr, va = inner_split(np.flatnonzero(folds != k), groups, y, val_fraction, seed + int(k))
+            model_fit = _fit_predict(X[tr], y[tr], np.concatenate([X[va], X[test]]), C, seed)
+            pv, pt = model_fit[:len(va)], model_fit[len(va):]
+            thr = metrics.choose_threshold(y[va], pv)
+            t = index.iloc[test][keep_cols].copy().reset_index(drop=True)
+            t["fold"], t["set"], t["y"], t["prob"] = k, "oof", y[test], pt
+            t["threshold"] = thr
+            t["pred"] = (pt >= thr).astype(int)
+            t["model"] = model_name
+            parts.append(t)
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,75 @@
+"""Training dynamics from stored files: plateau epochs of a history, the pooled-vs-fold AUC gap."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import metrics
+
+
+def _history(curves: dict) -> pd.DataFrame:
+    rows = []
+    for (model, fold), losses in curves.items():
+        for e, v in enumerate(losses, start=1):
+            rows.append({"model": model, "fold": fold, "epoch": e, "val_loss": v, "val_auc": 0.5 + 0.05 * e})
+    return pd.DataFrame(rows)
+
+
+def test_plateau_epoch_known_answers():
+    h = _history({
+        ("m", 0): [1.0, 0.8, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5],    # flat from epoch 4
+        ("m", 1): [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3],    # still falling at the end
+        ("m", 2): [0.7, 0.6, 0.595, 0.594, 0.6, 0.61, 0.6, 0.6],  # < 2 % better after epoch 2
+    })
+    t = metrics.plateau_epochs(h, smooth=1, window=2, tol=0.02).set_index("fold")
+    assert t.loc[0, "plateau_epoch"] == 4 and t.loc[0, "reached"]
+    assert np.isnan(t.loc[1, "plateau_epoch"]) and not t.loc[1, "reached"]
+    assert t.loc[2, "plateau_epoch"] == 2
+    assert t.loc[1, "best_epoch"] == 8 and t.loc[1, "last_val_loss"] == pytest.approx(0.3)
+    assert t.loc[0, "last_val_auc"] == pytest.approx(0.9)
+    assert set(t["epochs"]) == {8}
+
+
+def test_plateau_smoothing_ignores_a_staircase():
+    # falls in steps: every other epoch improves by only 1 %, which unsmoothed reads as a plateau
+    h = _history({("m", 0): [1.0, 0.99, 0.8, 0.79, 0.6, 0.59, 0.4, 0.39, 0.38, 0.38]})
+    raw = metrics.plateau_epochs(h, smooth=1, window=1, tol=0.02)
+    sm = metrics.plateau_epochs(h, smooth=3, window=1, tol=0.02)
+    assert raw["plateau_epoch"].iloc[0] == 1
+    assert sm["plateau_epoch"].iloc[0] == 8   # 3-epoch mean 0.390 -> 0.383: under 2 %
+
+
+def test_plateau_needs_columns():
+    with pytest.raises(KeyError, match="val_loss"):
+        metrics.plateau_epochs(pd.DataFrame({"epoch": [1]}))
+
+
+def test_auc_gap_table_known_answer():
+    # two folds, each perfectly ranked, on different scales: fold AUCs 1, pooled 12/16 = 0.75
+    preds = pd.DataFrame({
+        "fold": [0] * 4 + [1] * 4, "set": "oof", "model": "m",
+        "y": [0, 0, 1, 1] * 2, "prob": [0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9],
+        "threshold": [0.25] * 4 + [0.65] * 4,
+    })
+    ext = preds.assign(set="external", prob=0.5)  # ignored: not out-of-fold
+    t = metrics.auc_gap_table(pd.concat([preds, ext]))
+    folds = t[t["kind"] == "fold"]
+    assert list(folds["auc"]) == [1.0, 1.0] and list(folds["threshold"]) == [0.25, 0.65]
+    mean = t[t["fold"].astype(str) == "mean"].iloc[0]
+    pooled = t[t["fold"].astype(str) == "pooled"].iloc[0]
+    assert mean["auc"] == 1.0 and pooled["auc"] == pytest.approx(0.75)
+    assert pooled["auc_gap"] == pytest.approx(0.25) and mean["threshold_range"] == pytest.approx(0.4)
+    assert mean["threshold"] == pytest.approx(0.45) and pooled["n"] == 8
+    assert folds["auc_gap"].isna().all()
+
+
+def test_auc_gap_table_one_class_fold_and_several_models():
+    preds = pd.DataFrame({
+        "fold": [0, 0, 0, 1, 1, 1] * 2, "set": "oof", "model": ["a"] * 6 + ["b"] * 6,
+        "y": [0, 1, 1, 1, 1, 1] * 2, "prob": [0.1, 0.9, 0.8, 0.7, 0.6, 0.5] * 2, "threshold": 0.5,
+    })
+    t = metrics.auc_gap_table(preds)
+    assert sorted(t["model"].unique()) == ["a", "b"]
+    a = t[t["model"] == "a"].set_index(t[t["model"] == "a"]["fold"].astype(str))
+    assert a.loc["0", "auc"] == 1.0 and np.isnan(a.loc["1", "auc"])
+    assert a.loc["mean", "auc"] == 1.0   # the one-class fold is left out of the mean
+    assert a.loc["mean", "threshold_range"] == 0.0

@@ -1,0 +1,71 @@
+"""The thumbnail logistic-regression floor: the CNNs' folds, inner splits and prediction schema."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import floors, metrics
+from helpers.data import phantoms, splits
+
+SCHEMA = ["image_id", "patient_id", "source", "view", "label", "fold", "set", "y", "prob", "threshold",
+          "pred", "model"]  # the columns of train.cross_validate, in its order
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    """60 phantoms of 30 patients; site marker planted on every COVID film (a pure shortcut)."""
+    rng = np.random.default_rng(0)
+    imgs, rows = [], []
+    for p in range(30):
+        covid = p % 2 == 0
+        anat = phantoms.sample_anatomy(rng)
+        for j in range(2):
+            img, _ = phantoms.render(rng, 64, covid, "a" if covid else "b", severity=0.5, anatomy=anat)
+            imgs.append(img)
+            rows.append({"image_id": f"p{p}_{j}", "patient_id": f"p{p}", "source": "site_" + ("a" if covid else "b"),
+                         "view": "PA", "label": "covid" if covid else "normal", "y": int(covid)})
+    index = pd.DataFrame(rows)
+    index["fold"] = splits.patient_folds(index["patient_id"], index["label"], 3, 0)
+    return np.stack(imgs), index
+
+
+def test_thumbnails_shape_and_range():
+    x = floors.thumbnails(np.full((2, 64, 48), 255, np.uint8), size=8)
+    assert x.shape == (2, 64) and x.dtype == np.float32 and np.allclose(x, 1.0)
+    with pytest.raises(ValueError, match="grayscale"):
+        floors.thumbnails(np.zeros((2, 8, 8, 3), np.uint8))
+
+
+def test_floor_schema_folds_and_shortcut(cohort, monkeypatch):
+    imgs, index = cohort
+    X = floors.thumbnails(imgs)
+    fitted = []
+    real = floors._fit_predict
+
+    def spy(X_fit, y_fit, X_pred, C, seed):
+        fitted.append({r.tobytes() for r in X_fit})
+        return real(X_fit, y_fit, X_pred, C, seed)
+
+    monkeypatch.setattr(floors, "_fit_predict", spy)
+    p = floors.thumbnail_logreg(imgs, index["y"], index, seed=0, model_name="thumbnail_logreg_unsegmented")
+    assert list(p.columns) == SCHEMA
+    assert sorted(p["image_id"]) == sorted(index["image_id"]) and (p["set"] == "oof").all()
+    assert (p["model"] == "thumbnail_logreg_unsegmented").all()
+    assert (p.groupby("fold")["threshold"].nunique() == 1).all()
+    assert ((p["prob"] >= p["threshold"]).astype(int) == p["pred"]).all()
+    # the test fold never enters a fit; one fit per fold
+    assert len(fitted) == 3
+    folds = index.set_index("image_id").loc[p["image_id"], "fold"].to_numpy()
+    assert (folds == p["fold"].to_numpy()).all()
+    for k, rows in zip(sorted(index["fold"].unique()), fitted):
+        test = {r.tobytes() for r in X[index["fold"].to_numpy() == k]}
+        assert not (test & rows)
+    # a planted site marker is an easy target for 32 x 32 pixels
+    assert metrics.summarise_models(p, n_boot=0).iloc[0]["roc_auc"] > 0.9
+
+
+def test_floor_rejects_misaligned_inputs(cohort):
+    imgs, index = cohort
+    with pytest.raises(ValueError, match="differ in length"):
+        floors.thumbnail_logreg(imgs[:-1], index["y"], index)
+    with pytest.raises(KeyError, match="fold"):
+        floors.thumbnail_logreg(imgs, index["y"], index.drop(columns="fold"))
