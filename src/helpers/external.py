@@ -237,4 +237,5 @@ def extra_set(cfg, segmented: bool, include: str = "passed") -> dict | None:
     idx = idx.assign(area=ri["area"].to_numpy()[keep], passed=passed.to_numpy()[keep])
     f = (cfg.out_dir / "refine" / f"{PREFIX}segmented.npy" if segmented
          else cfg.out_dir / "curation" / f"{PREFIX}cls_images.npy")
-    return {"external": {"images": np.asarray(io.load_npy(f))[keep], "y": idx["y"].to_numpy(), "index": idx}}
+    name = {"passed": "external", "failed": "external_failed", "all": "external_all"}[include]
+    return {name: {"images": np.asarray(io.load_npy(f))[keep], "y": idx["y"].to_numpy(), "index": idx}}

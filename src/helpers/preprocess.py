@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 __all__ = ["lung_box", "film_box", "crop_to_lungs", "standardise_in_lungs", "classifier_inputs",
-           "external_inputs", "uses_preprocessing", "LUNG_PERCENTILES", "LUNG_TARGETS"]
+           "external_inputs", "external_sets", "uses_preprocessing", "LUNG_PERCENTILES", "LUNG_TARGETS"]
 
 LUNG_PERCENTILES = (1.0, 99.0)   # in-lung percentiles that define an image's grey scale
 LUNG_TARGETS = (32.0, 224.0)     # where they land: room on both sides for bone and air
@@ -198,7 +198,7 @@ def _crop_mask(mask: np.ndarray, box: tuple[int, int, int, int], size: int) -> n
                       interpolation=cv2.INTER_NEAREST)
 
 
-def external_inputs(cfg, segmented: bool) -> dict | None:
+def external_inputs(cfg, segmented: bool, include: str = "passed") -> dict | None:
     """:func:`helpers.external.extra_set` with the same :func:`classifier_inputs` steps applied.
 
     Fold models trained on preprocessed inputs must score external films preprocessed the same
@@ -206,7 +206,7 @@ def external_inputs(cfg, segmented: bool) -> dict | None:
     """
     from . import audits, external, io
 
-    ex = external.extra_set(cfg, segmented)
+    ex = external.extra_set(cfg, segmented, include=include)
     if ex is None or not uses_preprocessing(cfg.profile):
         return ex
     f = cfg.out_dir / "refine" / f"{external.PREFIX}masks_refined_cls.npy"
@@ -215,9 +215,28 @@ def external_inputs(cfg, segmented: bool) -> dict | None:
                                 "refined masks of the external films that preprocessing needs")
     ri = io.read_stage_csv(cfg.out_dir / "refine" / f"{external.PREFIX}refine_index.csv",
                            "03_mask_refinement.ipynb")
-    keep = np.flatnonzero(ri["passed"].astype(str).str.lower() == "true")
-    e = ex["external"]
+    passed = ri["passed"].astype(str).str.lower() == "true"
+    sel = {"passed": passed, "failed": ~passed, "all": passed | ~passed}[include]
+    keep = np.flatnonzero(sel.to_numpy())
+    (e,) = ex.values()
     shapes = audits.original_shapes(e["index"]["file"]) if cfg.profile.cls_film_only else None
     e["images"] = classifier_inputs(e["images"], np.asarray(io.load_npy(f))[keep], cfg.profile,
                                     segmented=segmented, shapes=shapes)["images"]
     return ex
+
+
+def external_sets(cfg, segmented: bool) -> dict | None:
+    """The external sets every fold model scores: ``external`` (films whose lung mask passed
+    refinement, the main analysis) and, when some failed, ``external_all`` (every film, the failed
+    ones with their small refined mask or unsegmented), a sensitivity analysis that keeps the
+    external AUC from being computed on the easy part alone."""
+    from . import external, io
+
+    main = external_inputs(cfg, segmented)
+    if main is None:
+        return None
+    ri = io.read_stage_csv(cfg.out_dir / "refine" / f"{external.PREFIX}refine_index.csv",
+                           "03_mask_refinement.ipynb")
+    if (ri["passed"].astype(str).str.lower() != "true").any():
+        main.update(external_inputs(cfg, segmented, include="all"))
+    return main

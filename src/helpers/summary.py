@@ -639,9 +639,37 @@ def _external(run: _Run) -> list[str]:
              "sensitivity": fmt_pct(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi),
              "specificity": fmt_pct(r.specificity, r.specificity_lo, r.specificity_hi)}
             for r in e.itertuples(index=False)]
-    return L + ["Mean of the fold models' probabilities on the external images, per model and source "
-                "(patient-level bootstrap interval for AUC, Wilson for rates):", "",
-                md_table(pd.DataFrame(rows))]
+    L += ["Mean of the fold models' probabilities on the external images, per model and source "
+          "(patient-level bootstrap interval for AUC, Wilson for rates):", "", md_table(pd.DataFrame(rows)), ""]
+    return L + _external_selection(run)
+
+
+def _external_selection(run: _Run) -> list[str]:
+    """Which external films failed refinement, and the AUC when they are scored too."""
+    from .external import refine_counts
+
+    ri = run.csv("refine/ext_refine_index.csv")
+    if ri is None or ri.empty:
+        return []
+    rc = refine_counts(ri)
+    tot = rc[(rc["source"] == "all") & (rc["label"] == "all")].iloc[0]
+    L = [f"**Selection by refinement.** {_int(tot.failed)} of {_int(tot.total)} external films failed the "
+         "lung-area check and are not in the tables above (`refine/ext_refine_index.csv`), per source and "
+         "class:", "", md_table(rc[rc["label"] != "all"].astype(str)), ""]
+    ea = run.csv("baselines/external_table_all.csv")
+    if int(tot.failed) == 0:
+        return L + ["No external film failed refinement, so no sensitivity analysis was needed.", ""]
+    if ea is None or ea.empty:
+        return L + ["The sensitivity analysis (every external film scored) is missing from this run.", ""]
+    ea = ea.assign(fold=ea["fold"].astype(str), source=ea["source"].astype(str))
+    rows = [{"model": r.model, "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
+             "AUC, every external film": fmt_auc(r.auc, r.auc_lo, r.auc_hi),
+             "sensitivity": fmt_pct(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi),
+             "specificity": fmt_pct(r.specificity, r.specificity_lo, r.specificity_hi)}
+            for r in ea[(ea["fold"] == "mean") & (ea["source"] == "all")].itertuples(index=False)]
+    return L + ["Sensitivity analysis: the same fold models on every external film, the failed ones with "
+                "their small refined mask (segmented models) or whole (unsegmented models) "
+                "(`baselines/external_table_all.csv`):", "", md_table(pd.DataFrame(rows)), ""]
 
 
 def _limitations(run: _Run) -> list[str]:

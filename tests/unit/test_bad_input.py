@@ -302,7 +302,7 @@ def test_external_refine_counts_and_failed_images(tmp_path):
     io.save_csv(ri.astype({"passed": str}), cfg.out_dir / "refine/ext_refine_index.csv")
     io.save_npy(np.arange(6, dtype=np.uint8)[:, None, None] * np.ones((6, 4, 4), np.uint8),
                 cfg.out_dir / "curation/ext_cls_images.npy")
-    failed = external.extra_set(cfg, segmented=False, include="failed")["external"]
+    failed = external.extra_set(cfg, segmented=False, include="failed")["external_failed"]
     assert failed["index"]["image_id"].tolist() == ["a", "d"] and failed["y"].tolist() == [1, 1]
     assert failed["images"][:, 0, 0].tolist() == [0, 3]
     assert len(external.extra_set(cfg, segmented=False)["external"]["y"]) == 4

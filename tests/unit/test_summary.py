@@ -198,3 +198,29 @@ def test_smoke_summary(tmp_path):
     t7 = pd.read_csv(te.SMOKE / "baselines/table7.csv").set_index("model")
     row = _row(_section(text, "Classification"), "hrnet")
     assert row[5].startswith(f"{t7.loc['hrnet', 'roc_auc']:.3f}")
+
+
+def test_external_section_reports_refinement_failures_and_the_sensitivity_analysis(tmp_path):
+    from helpers import external
+
+    out = te.make_run(tmp_path / "run", data="real", with_external=True)
+    ext = pd.read_csv(out / "baselines/external_preds.csv")
+    ids = ext.drop_duplicates("image_id")
+    failed = ids["image_id"].iloc[:3].tolist()
+    src = ids["source"] if "source" in ids else "ext"
+    ri = pd.DataFrame({"image_id": ids["image_id"], "patient_id": ids["patient_id"],
+                       "label": ["covid" if v == 1 else "normal" for v in ids["y"]], "source": src,
+                       "area": 1000, "threshold": 500, "passed": ~ids["image_id"].isin(failed)})
+    ri.to_csv(out / "refine/ext_refine_index.csv", index=False)
+    # the sensitivity set: the same films plus the failed ones scored anyway
+    extra = ext[ext["image_id"].isin(failed)].assign(set="external_all")
+    allset = pd.concat([ext.assign(set="external_all"), extra.assign(image_id=extra["image_id"] + "_f")])
+    ea = external.table(allset, n_boot=50, seed=0, set_name="external_all")
+    ea.to_csv(out / "baselines/external_table_all.csv", index=False)
+    sec = _section(S.summary_markdown(out, n_boot=50), "External validation")
+    assert f"3 of {len(ri)} external films failed the lung-area check" in sec
+    rc = external.refine_counts(ri)
+    for r in rc[(rc["label"] != "all") & (rc["failed"] > 0)].itertuples():
+        assert f"| {r.source} | {r.label} | {r.total} | {r.passed} | {r.failed} |" in sec
+    e = ea[(ea.fold.astype(str) == "mean") & (ea.source == "all") & (ea.model == "hrnet")].iloc[0]
+    assert "Sensitivity analysis" in sec and S.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in sec
