@@ -168,22 +168,21 @@ def make_unet(arch: str = "paper", base: int = 32, batchnorm: bool = False) -> n
     raise ValueError(f"unknown UNet arch {arch!r}; choose 'paper' or 'smp'")
 
 
-def table4_shapes(size: int = 512, base: int = 32) -> list[tuple[str, tuple[int, int, int]]]:
-    """(module name, output shape (C, H, W)) for every Table 4 row, from forward hooks.
+def _trace_table4(size: int, base: int) -> list[tuple[str, tuple, tuple]]:
+    """(module name, input shape, output shape) of every Table 4 layer, in forward order.
 
-    Runs on the ``meta`` device: shapes only, no memory or compute. Names map to the paper's via
-    :data:`TABLE4_NAMES`.
+    Runs on the ``meta`` device: shapes only, no memory or compute. Shapes are (C, H, W).
     """
     with torch.device("meta"):
         model = PaperUNet(base=base)
-    rows: list[tuple[str, tuple[int, int, int]]] = [("input", (1, size, size))]
+    rows: list[tuple[str, tuple, tuple]] = []
     handles = []
     for name in TABLE4_NAMES:
         if name == "input":
             continue
-        mod = getattr(model, name)
-        handles.append(mod.register_forward_hook(
-            lambda _m, _i, out, name=name: rows.append((name, tuple(int(s) for s in out.shape[1:])))))
+        handles.append(getattr(model, name).register_forward_hook(
+            lambda _m, inputs, out, name=name: rows.append(
+                (name, tuple(int(v) for v in inputs[0].shape[1:]), tuple(int(v) for v in out.shape[1:])))))
     try:
         with torch.no_grad():
             model(torch.empty(1, 1, size, size, device="meta"))
@@ -193,45 +192,33 @@ def table4_shapes(size: int = 512, base: int = 32) -> list[tuple[str, tuple[int,
     return rows
 
 
+def table4_shapes(size: int = 512, base: int = 32) -> list[tuple[str, tuple[int, int, int]]]:
+    """(module name, output shape (C, H, W)) for every Table 4 row, from forward hooks.
+
+    Names map to the paper's via :data:`TABLE4_NAMES`.
+    """
+    return [("input", (1, size, size))] + [(n, out) for n, _, out in _trace_table4(size, base)]
+
+
 def table4_frame(size: int = 512, base: int = 32):
     """Table 4 as the paper lays it out: Layer, Parameters (the input), Activation, Output Shape.
 
-    Shapes are written H x W x C as in the paper and come from forward hooks on the ``meta``
-    device (no memory or compute). The output layer returns logits (the sigmoid is applied in the
-    loss and in ``predict_proba``), where the paper's table says ReLU.
+    Shapes are written H x W x C as in the paper. The output layer returns logits (the sigmoid is
+    applied in the loss and in ``predict_proba``), where the paper's table says ReLU.
     """
     import pandas as pd
 
     def hwc(shape) -> str:
-        c, h, w = (int(v) for v in shape[1:])
+        c, h, w = shape
         return f"{h} x {w} x {c}"
 
-    with torch.device("meta"):
-        model = PaperUNet(base=base)
     rows = [{"Layer": "Input", "Parameters": "-", "Activation": "-", "Output Shape": f"{size} x {size} x 1"}]
-    handles = []
-    for name in TABLE4_NAMES:
-        if name == "input":
-            continue
-
-        def hook(_m, inputs, out, name=name):
-            paper = TABLE4_NAMES[name]
-            if name.startswith("concat"):
-                params = paper.split("(", 1)[1].rstrip(")")
-                paper = "Concatenate"
-            else:
-                params = hwc(inputs[0].shape)
-            act = ("ReLU" if name.startswith("conv") and name != "conv10"
-                   else "none (logits)" if name == "conv10" else "-")
-            rows.append({"Layer": paper, "Parameters": params, "Activation": act, "Output Shape": hwc(out.shape)})
-
-        handles.append(getattr(model, name).register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(torch.empty(1, 1, size, size, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
+    for name, inp, out in _trace_table4(size, base):
+        paper = TABLE4_NAMES[name]
+        params = paper.split("(", 1)[1].rstrip(")") if name.startswith("concat") else hwc(inp)
+        act = "none (logits)" if name == "conv10" else "ReLU" if name.startswith("conv") else "-"
+        rows.append({"Layer": "Concatenate" if name.startswith("concat") else paper, "Parameters": params,
+                     "Activation": act, "Output Shape": hwc(out)})
     return pd.DataFrame(rows)
 
 

@@ -50,7 +50,7 @@ class Line:
         count = f"{self.n}/{self.total}" if self.total is not None else f"{self.n}"
         took = time.time() - self.t0
         when = f"in {took:.0f} s" if final else f"{took:.0f} s"
-        units = self.unit + ("es" if self.unit.endswith(("ch", "sh", "s", "x")) else "s")
+        units = {"batch": "batches"}.get(self.unit, self.unit + "s")
         return f"{self.desc}: {count} {units} {when}" + (f" · {self.note}" if self.note else "")
 
     def step(self, note: str = "", n: int = 1) -> None:

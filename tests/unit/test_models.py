@@ -199,3 +199,26 @@ def test_count_parameters():
     assert M.count_parameters(lin) == 8
     lin.bias.requires_grad_(False)
     assert M.count_parameters(lin, trainable_only=True) == 6
+
+
+def test_table4_frame_is_laid_out_as_the_paper_prints_it():
+    from helpers import models
+
+    t = models.table4_frame(512, 32)
+    assert list(t.columns) == ["Layer", "Parameters", "Activation", "Output Shape"]
+    assert len(t) == 32  # Input + 31 rows, Conv2d_1a ... Conv2d_10, as in Table 4
+    rows = {r.Layer: r for r in t.itertuples(index=False) if r.Layer != "Concatenate"}
+    # a few rows copied from the paper's Table 4
+    assert (rows["Conv2d_1a"].Parameters, rows["Conv2d_1a"]._3) == ("512 x 512 x 1", "512 x 512 x 32")
+    assert (rows["Conv2d_6a"].Parameters, rows["Conv2d_6a"]._3) == ("64 x 64 x 512", "64 x 64 x 256")
+    assert rows["Conv2D_trans_4"]._3 == "512 x 512 x 32" and rows["MaxPooling2d_4"]._3 == "32 x 32 x 256"
+    concat = t[t["Layer"] == "Concatenate"]
+    assert concat["Parameters"].tolist()[0] == "Conv2D_trans_1, Conv2d_4b" and len(concat) == 4
+
+
+def test_table3_frame_keeps_the_papers_columns():
+    from helpers import augment
+
+    t = augment.table3_frame()
+    assert list(t.columns[:3]) == ["Process", "Values", "Probability"]
+    assert t.set_index("Process").loc["Shear", "Probability"] == 0.7 and len(t) == 9
