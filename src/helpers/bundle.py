@@ -138,7 +138,8 @@ def _copy_state(src: Path, dest: Path) -> dict:
 def _fold_thresholds(folder: Path, model: str) -> dict[int, float]:
     f = folder / "preds.csv"
     if not f.is_file():
-        raise BundleError(f"{f} not found: the notebook that trains {model!r} has not finished")
+        raise BundleError(f"model {model!r} was not trained in this run ({f} not found); exportable "
+                          "models: hrnet, hrnet_unsegmented, or a baseline whose weights were saved")
     p = pd.read_csv(f, keep_default_na=False)
     p = p[p["set"].astype(str) == "oof"]
     out = {}
@@ -178,10 +179,10 @@ def _data_sources(run_dir: Path) -> list[dict]:
     licence summary where the source is a registered public one."""
     from .data.sources import get_source
 
-    idx = _csv(run_dir, "curation/cls_index.csv")
+    f = run_dir / "curation/cls_index.csv"
+    idx = pd.read_csv(f, dtype=str, keep_default_na=False) if f.is_file() else None
     if idx is None or idx.empty:
         return []
-    idx = idx.fillna("")
     ri = _csv(run_dir, "refine/refine_index.csv")
     if ri is not None and len(ri) == len(idx):
         idx = idx.assign(used=ri["passed"].astype(str).str.lower().eq("true").to_numpy())
