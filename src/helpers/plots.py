@@ -133,7 +133,7 @@ def refinement_examples(images, raw, refined, titles, caption: str = ""):
     return finish(fig)
 
 
-def table_figure(df: pd.DataFrame, title: str, caption: str = "", fontsize: float = 9, **_ignored):
+def table_figure(df: pd.DataFrame, title: str, caption: str = "", fontsize: float = 9):
     """Render a DataFrame as a compact table figure (Tables 6 and 7).
 
     Column widths follow the longest entry of each column, the figure is as large as the table,

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import evidence as ev
-from .figures import readable_folds
+from .figures import fold_label, readable_folds
 
 def _display_path(p: Path) -> str:
     """``outputs/<profile>`` style path when the run lives in a repository, else the folder name."""
@@ -368,7 +368,7 @@ def _table6(run: _Run) -> list[str]:
     rows = []
     for r in ft.itertuples(index=False):
         f = str(r.fold)
-        label = f if f in ("pooled", "mean") else str(int(float(f)) + 1)
+        label = fold_label(f)
         ci = f != "mean"
         row = {"fold": label, "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
                "tp/fn/fp/tn": f"{_int(r.tp)}/{_int(r.fn)}/{_int(r.fp)}/{_int(r.tn)}",
