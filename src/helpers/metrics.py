@@ -765,7 +765,8 @@ def compare_to_reference(preds_all: pd.DataFrame, reference: str = "hrnet",
 # --------------------------------------------------------------------------------------------
 def plateau_epochs(history: pd.DataFrame, col: str = "val_loss", smooth: int = 3,
                    window: int = 2, tol: float = 0.02,
-                   by: Sequence[str] = ("model", "fold")) -> pd.DataFrame:
+                   by: Sequence[str] = ("model", "fold"), final: int = 3,
+                   auc_tol: float = 0.03) -> pd.DataFrame:
     """The epoch at which each training run's validation loss stopped improving.
 
     history: the ``history.csv`` of :func:`helpers.train.cross_validate` (columns ``epoch`` and
@@ -776,9 +777,15 @@ def plateau_epochs(history: pd.DataFrame, col: str = "val_loss", smooth: int = 3
     than ``window`` epochs after any such point has not been shown to settle: ``plateau_epoch``
     is nan and ``reached`` False, i.e. it was still moving when training stopped.
 
+    A first plateau can be followed by more movement (a constant learning rate often jumps
+    again), so the end of the run is judged too: with ``val_auc`` in the history,
+    ``last_auc_range`` is the range of the validation AUC over the ``final`` last epochs and
+    ``settled`` says whether it is at most ``auc_tol``, i.e. the model that is tested had stopped
+    moving.
+
     Columns: the ``by`` columns, ``epochs``, ``plateau_epoch``, ``reached``, ``best_epoch``
-    (lowest raw ``col``), ``first_{col}``, ``min_{col}``, ``last_{col}``, and ``last_val_auc``
-    when the history has ``val_auc``.
+    (lowest raw ``col``), ``first_{col}``, ``min_{col}``, ``last_{col}``, and ``last_val_auc``,
+    ``last_auc_range`` and ``settled`` when the history has ``val_auc``.
     """
     if col not in history.columns or "epoch" not in history.columns:
         raise KeyError(f"history needs columns 'epoch' and {col!r} (columns: {list(history.columns)})")
@@ -805,7 +812,12 @@ def plateau_epochs(history: pd.DataFrame, col: str = "val_loss", smooth: int = 3
         row[f"first_{col}"], row[f"min_{col}"], row[f"last_{col}"] = (
             (raw[0], np.nanmin(raw), raw[-1]) if ok.any() else (np.nan,) * 3)
         if "val_auc" in h.columns:
-            row["last_val_auc"] = float(h["val_auc"].iloc[-1])
+            auc = h["val_auc"].to_numpy(dtype=np.float64)
+            tail = auc[-final:]
+            row["last_val_auc"] = float(auc[-1])
+            row["last_auc_range"] = (float(np.nanmax(tail) - np.nanmin(tail))
+                                     if len(auc) >= final and np.isfinite(tail).any() else float("nan"))
+            row["settled"] = bool(row["last_auc_range"] <= auc_tol)  # nan compares False
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -47,18 +47,28 @@ def setup_torch(profile) -> str:
 
 
 def git_revision(root: Path | None = None) -> str:
+    """``HEAD`` of the checkout, ``+dirty`` when tracked code differs from it, ``+unchecked`` when
+    that could not be told in time; ``unknown`` outside a git checkout.
+
+    The first status check after a checkout or a run can take tens of seconds (git re-runs the
+    notebooks' nbstripout filter), so it gets a long timeout of its own."""
     root = root or paths.repo_root()
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
+                             text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not rev:
+        return "unknown"
+    try:
         # figures/ holds published run outputs (06 writes there), not code: it does not make a
         # checkout dirty
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
                                 ":(exclude)figures"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (rev or "unknown") + ("+dirty" if dirty else "")
+                               capture_output=True, text=True, timeout=180).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return rev + "+unchecked"
+    return rev + ("+dirty" if dirty else "")
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:

@@ -51,8 +51,9 @@ _PROTOCOL = [("UNet input (px)", "seg_size"), ("UNet folds", "seg_folds"),
              ("UNet epochs", "unet_epochs"), ("UNet base channels", "unet_base_channels"),
              ("classifier input (px)", "cls_size"), ("classification folds", "n_folds"),
              ("HRNet", "hrnet"), ("classifier epochs", "cls_epochs"), ("batch", "cls_batch"),
-             ("learning-rate steps", "lr_milestones"), ("classifier augmentation", "cls_augment"),
-             ("baselines", "baselines")]
+             ("learning-rate schedule", "lr_schedule"), ("learning-rate steps", "lr_milestones"),
+             ("classifier augmentation", "cls_augment"), ("baselines", "baselines"),
+             ("baseline epochs", "baseline_epochs_used"), ("audit CNN epochs", "audit_epochs_used")]
 
 
 # --------------------------------------------------------------------------------------------

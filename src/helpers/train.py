@@ -110,6 +110,15 @@ def _run_epoch(model, opt, images, y, idx, profile, device, pipe, rng):
     return loss_sum / max(n, 1), correct / max(n, 1)
 
 
+def make_scheduler(opt, profile):
+    """Section 4.3's steps (``lr_schedule="steps"``), or a cosine decay from ``cls_lr`` to 0 over
+    ``cls_epochs`` so that a short run ends with small steps and its last epochs settle."""
+    if profile.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=profile.cls_epochs)
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=profile.lr_milestones(),
+                                                gamma=profile.lr_factor)
+
+
 def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx: np.ndarray,
                val_idx: np.ndarray, seed: int, device: str = "cpu", desc: str = ""
                ) -> tuple[torch.nn.Module, pd.DataFrame]:
@@ -127,8 +136,7 @@ def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx:
     model = build(profile, name, device)
     opt = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.momentum,
                           weight_decay=profile.weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=profile.lr_milestones(),
-                                                 gamma=profile.lr_factor)
+    sched = make_scheduler(opt, profile)
     rng = np.random.default_rng(seed)
     best, best_loss, rows = None, float("inf"), []
     yv = y[val_idx].astype(np.float64)
@@ -158,8 +166,11 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
                    index: pd.DataFrame, out_dir: Path, seed: int, device: str = "cpu",
                    extra: dict[str, dict] | None = None,
                    after_fold: Callable[[int, torch.nn.Module, np.ndarray], dict] | None = None,
-                   save_weights: bool = True) -> pd.DataFrame:
+                   save_weights: bool = True, role: str = "proposed") -> pd.DataFrame:
     """Algorithm 2 over ``index['fold']``; returns out-of-fold predictions of every image.
+
+    ``role`` ("proposed", "baseline" or "audit") selects the network's epochs and compute path
+    through :meth:`helpers.config.Profile.for_network`.
 
     images: uint8 (N, S, S); y: int (N,) in {0, 1}; index: the N rows (``image_id``,
     ``patient_id``, ``fold``, optional ``source``/``view``). ``extra``: named sets ``{"images", "y", "index"}`` (e.g. an
@@ -172,6 +183,7 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     Prediction columns: image_id, patient_id, fold, set ('oof' or an extra name), y, prob,
     threshold, pred, model, plus source/view/label when present in ``index``.
     """
+    profile = profile.for_network(name, role)
     d = Path(out_dir) / tag
     d.mkdir(parents=True, exist_ok=True)
     y = np.asarray(y).astype(np.int64)

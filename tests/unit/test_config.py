@@ -76,3 +76,41 @@ def test_resolve_real_profile_without_data_explains(tmp_path, monkeypatch):
 def test_missing_external_dir_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="EXTERNAL_DATA_DIR"):
         config.resolve("smoke", out_dir=tmp_path, external_data_dir=tmp_path / "missing")
+
+
+def test_cosine_schedule_ends_near_zero_and_has_no_steps():
+    import torch
+
+    from helpers import train
+
+    p = config.make_profile("cpu")
+    assert p.lr_schedule == "cosine" and p.lr_milestones() == []
+    opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=p.cls_lr)
+    sched = train.make_scheduler(opt, p)
+    lrs = []
+    for _ in range(p.cls_epochs):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(p.cls_lr) and all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] < 0.02 * p.cls_lr
+    paper = config.make_profile("paper")
+    assert paper.lr_schedule == "steps" and paper.lr_milestones() == [30, 60, 90]
+
+
+def test_for_network_roles_and_fast_path():
+    p = config.make_profile("cpu")
+    assert p.for_network(p.hrnet).cls_epochs == p.cls_epochs
+    assert p.for_network("resnet152", "baseline").cls_epochs == p.baseline_epochs < p.cls_epochs
+    assert p.for_network(p.audit_model, "audit").cls_epochs == p.audit_epochs
+    eff = p.for_network("efficientnet_b4", "baseline")
+    assert not eff.bf16 and not eff.channels_last
+    assert p.for_network("densenet121", "baseline").bf16
+    paper = config.make_profile("paper")  # 0 = the classifier's epochs, the paper's protocol
+    assert paper.for_network("resnet152", "baseline").cls_epochs == paper.cls_epochs == 100
+    with pytest.raises(ValueError, match="role"):
+        p.for_network("resnet152", "teacher")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        config.make_profile("cpu", {"lr_schedule": "linear"})
+    with pytest.raises(ValueError, match="baseline_epochs"):
+        config.make_profile("cpu", {"baseline_epochs": -1})

@@ -38,6 +38,21 @@ def test_plateau_smoothing_ignores_a_staircase():
     assert sm["plateau_epoch"].iloc[0] == 8   # 3-epoch mean 0.390 -> 0.383: under 2 %
 
 
+def test_settled_judges_the_end_of_the_run():
+    # a constant-rate run whose validation AUC jumps in its last epochs is not settled, even
+    # though its loss showed an early plateau; a decayed run whose last three AUCs agree is
+    h = pd.DataFrame({"model": "m", "fold": [0] * 8 + [1] * 8, "epoch": list(range(1, 9)) * 2,
+                      "val_loss": [0.66, 0.53, 0.46, 0.59, 0.42, 0.50, 0.45, 2.01,
+                                   0.66, 0.53, 0.48, 0.46, 0.40, 0.39, 0.39, 0.39],
+                      "val_auc": [0.82, 0.87, 0.90, 0.85, 0.88, 0.88, 0.92, 0.69,
+                                  0.82, 0.87, 0.88, 0.89, 0.90, 0.905, 0.91, 0.90]})
+    t = metrics.plateau_epochs(h, final=3, auc_tol=0.03).set_index("fold")
+    assert t.loc[0, "last_auc_range"] == pytest.approx(0.23) and not t.loc[0, "settled"]
+    assert t.loc[1, "last_auc_range"] == pytest.approx(0.01) and t.loc[1, "settled"]
+    short = metrics.plateau_epochs(h[h["epoch"] <= 2], final=3)
+    assert short["last_auc_range"].isna().all() and not short["settled"].any()
+
+
 def test_plateau_needs_columns():
     with pytest.raises(KeyError, match="val_loss"):
         metrics.plateau_epochs(pd.DataFrame({"epoch": [1]}))
