@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the whole pipeline: notebooks 01..06 with papermill, one profile.
+# Run the whole pipeline: notebooks 01..06 (with 05b) with papermill, one profile.
 #
 #   ./run_all.sh                      smoke profile: generated phantoms, CPU, a few minutes
 #   ./run_all.sh cpu                  real data at reduced size (DATA_DIR, $CXR_DATA_DIR or ../shared/data/cxr)
@@ -7,15 +7,19 @@
 #   ./run_all.sh --setup-only         only create/update the environment (.venv), e.g. before `jupyter lab`
 #
 # Options: --data DIR  --out DIR  --seed N  --external DIR  --overrides JSON  --from N (1-6)
+#          --reuse-from RUN_DIR   start from copies of another run's finished stages
 # Executed notebooks go to OUT/notebooks/ (OUT defaults to outputs/<profile>). Re-running resumes:
 # finished folds are reused; results of a different configuration are moved aside, never deleted.
+# --reuse-from copies (never links or moves) each finished stage of RUN_DIR that OUT lacks; a
+# copied stage whose settings differ from this run's is moved aside and re-run as usual, so only
+# stages with the same settings are reused (e.g. ./run_all.sh cpu-deconf --reuse-from outputs/cpu).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 die() { echo "run_all.sh: $*" >&2; exit 2; }
 need_value() { [ $# -ge 2 ] && [ -n "$2" ] && [[ "$2" != --* ]] || die "option $1 needs a value (see ./run_all.sh --help)"; }
 
-PROFILE=smoke DATA="" OUT="" SEED=0 EXTERNAL="" OVERRIDES="{}" FROM=1 SETUP_ONLY=0
+PROFILE=smoke DATA="" OUT="" SEED=0 EXTERNAL="" OVERRIDES="{}" FROM=1 SETUP_ONLY=0 REUSE=""
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then PROFILE="$1"; shift; fi
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -25,8 +29,9 @@ while [ $# -gt 0 ]; do
     --external) need_value "$@"; EXTERNAL="$2"; shift 2 ;;
     --overrides) need_value "$@"; OVERRIDES="$2"; shift 2 ;;
     --from) need_value "$@"; FROM="$2"; shift 2 ;;
+    --reuse-from) need_value "$@"; REUSE="$2"; shift 2 ;;
     --setup-only) SETUP_ONLY=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see ./run_all.sh --help)" ;;
   esac
 done
@@ -35,6 +40,7 @@ done
 [[ "$FROM" =~ ^0?[1-6]$ ]] || die "--from must be a notebook number from 1 to 6, got '$FROM'"
 [ -z "$DATA" ] || [ -e "$DATA" ] || die "--data: '$DATA' does not exist"
 [ -z "$EXTERNAL" ] || [ -d "$EXTERNAL" ] || die "--external: '$EXTERNAL' is not a folder"
+[ -z "$REUSE" ] || ls "$REUSE"/*/DONE.json >/dev/null 2>&1 || die "--reuse-from: '$REUSE' holds no finished stage (no */DONE.json)"
 
 source scripts/env.sh
 hrnet_env
@@ -68,6 +74,20 @@ print(cfg.summary())
 PY
 OUT="$(cd "$OUT" && pwd)"
 mkdir -p "$OUT/notebooks"
+if [ -n "$REUSE" ]; then
+  REUSE="$(cd "$REUSE" && pwd)"
+  [ "$REUSE" != "$OUT" ] || die "--reuse-from: '$REUSE' is the output folder itself"
+  for done in "$REUSE"/*/DONE.json; do
+    stage="$(basename "$(dirname "$done")")"
+    [ "$stage" = figures ] && continue  # always re-drawn
+    if [ -e "$OUT/$stage" ]; then
+      echo "[run_all] --reuse-from: $OUT/$stage exists; kept as it is"
+    else
+      cp -a "$REUSE/$stage" "$OUT/$stage"
+      echo "[run_all] --reuse-from: copied $stage from $REUSE"
+    fi
+  done
+fi
 
 # Stopping this script (Ctrl-C, `kill PID`, a scheduler's time limit) stops the notebook it runs
 # and that notebook's kernel; nothing goes on writing into OUT.
@@ -94,6 +114,7 @@ NOTEBOOKS=(
   03_mask_refinement
   04_hrnet_cv_training
   05_baseline_comparison
+  05b_deconfounding_ladder
   06_figure_generation
 )
 DEVICE=$("$PY" -c "import torch; print('GPU: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU')")

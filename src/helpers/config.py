@@ -5,7 +5,7 @@ Four frozen profiles share one code path:
 * ``smoke``  generated phantoms, tiny images, few folds and epochs; CPU, minutes (notebook defaults);
 * ``cpu``    the real chest X-rays at reduced size; at most 90 minutes on 2 CPU cores;
 * ``paper``  the paper's full protocol (512 px masks, 10 folds, the paper's epochs); for a GPU;
-* ``cpu-deconf`` ``cpu`` with the de-confounded classifier inputs of :mod:`helpers.preprocess`.
+* ``cpu-deconf`` ``cpu`` plus the de-confounding ladder of :mod:`helpers.ladder` (notebook 05b).
 
 ``resolve()`` is the only entry point notebooks use. Overrides are checked against the field names
 so that a typo fails loudly instead of silently running the default.
@@ -22,6 +22,8 @@ from . import paths
 
 PAPER_MASK_SIZE = 512          # section 3.2: images and masks resized to 512 x 512
 PAPER_AREA_THRESHOLD = 50_000  # section 3.2: minimum lung area in pixels, defined at 512 x 512
+#: the rungs of the de-confounding ladder (helpers.ladder.RUNGS defines them), in their order
+LADDER_RUNGS = ("paper", "crop", "standardise", "augment", "film")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Profile:
     cls_crop_lungs: bool = False   # square crop around the refined lung mask, resized to cls_size
     cls_crop_margin: float = 0.05  # margin of that crop on each side, fraction of the lung box side
     cls_film_only: bool = False    # keep the lung crop inside the film: no zero padding from io.square
+    ladder: tuple[str, ...] = ()   # rungs of helpers.ladder to train and audit in notebook 05b
     # --- shortcut audits (beyond the paper; DeGrave et al. 2021) ---------------------------------------
     audit_model: str = "hrnet_w18"  # CNN for the source / lungs-blacked-out / mask-only audits
     audit_cnn_permutation: bool = True  # also train the CNN on patient-level permuted labels
@@ -151,6 +154,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "hrnet": _CLASSIFIER,
     "baselines": (*_CLASSIFIER, "baselines", "baseline_epochs", "audit_model", "audit_epochs",
                   "audit_cnn_permutation", "n_permutations"),
+    "ladder": (*_CLASSIFIER, "ladder"),
     "figures": ("gradcam_per_class", "*"),  # "*": every setting, for the summary
 }
 
@@ -180,7 +184,7 @@ PROFILES: dict[str, Profile] = {
         cls_epochs=7, cls_batch=16, cls_augment=False, lr_steps=(),
         gradcam_per_class=3, bf16=True, channels_last=True,
         baselines=("resnet18", "densenet121", "efficientnet_b0"), audit_model="resnet18",
-        audit_cnn_permutation=False,
+        audit_cnn_permutation=False, ladder=("paper", "crop"),  # the ladder's code path, two rungs
     ),
     "cpu": Profile(
         # Real radiographs within 90 minutes on 2 CPU cores: 128 px, 3 classification folds. UNet
@@ -207,13 +211,12 @@ PROFILES: dict[str, Profile] = {
     ),
     "paper": Profile(name="paper", data="real"),
 }
-# The cpu profile with the de-confounding ladder of issue 9 turned on (helpers.preprocess): inputs
-# standardised by their in-lung grey levels, cropped to the lungs inside the film (no padding
-# bars), and Table 3 augmentation for the classifier. Everything else, the budget included, is
-# cpu's, so the two runs differ only by the ladder (in cpu, augmentation alone cost 0.14 AUC on
-# one unsegmented fold in 8 epochs; see README). Run as ./run_all.sh cpu-deconf.
-PROFILES["cpu-deconf"] = replace(PROFILES["cpu"], name="cpu-deconf", cls_lung_standardise=True,
-                                 cls_crop_lungs=True, cls_film_only=True, cls_augment=True)
+# The cpu profile plus the de-confounding ladder of notebook 05b (helpers.ladder): every rung
+# trains the proposed model with cpu's recipe and is audited on its own inputs. The main
+# classifier keeps the paper's inputs, so every stage but the ladder is cpu's and a finished cpu
+# run can be reused: ./run_all.sh cpu-deconf --reuse-from outputs/cpu.
+PROFILES["cpu-deconf"] = replace(PROFILES["cpu"], name="cpu-deconf",
+                                 ladder=LADDER_RUNGS)
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,9 @@ def validate(p: Profile) -> None:
         raise ValueError("synthetic profile needs n_patients >= n_folds and n_seg_pairs >= 3 * seg_folds")
     if not 0.0 <= p.cls_crop_margin <= 0.5:
         raise ValueError(f"cls_crop_margin must lie in [0, 0.5], got {p.cls_crop_margin}")
+    unknown = [r for r in p.ladder if r not in LADDER_RUNGS]
+    if unknown:
+        raise ValueError(f"ladder: unknown rung(s) {unknown}; choose from {list(LADDER_RUNGS)}")
     if p.cls_film_only and not p.cls_crop_lungs:
         raise ValueError("cls_film_only only acts on the lung crop; set cls_crop_lungs too")
     lo, hi = p.images_per_patient

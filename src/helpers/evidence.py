@@ -60,7 +60,7 @@ __all__ = [
     "FIGURE_FILES",
 ]
 
-STAGES = ("curation", "unet", "refine", "hrnet", "baselines", "figures")
+STAGES = ("curation", "unet", "refine", "hrnet", "baselines", "ladder", "figures")
 
 #: One-line reading of each known audit (the label in :func:`audit_figure`).
 AUDIT_SHORT = {

@@ -84,6 +84,8 @@ MODEL_LABELS: dict[str, str] = {
     "efficientnet_b0": "EfficientNet-B0 (smoke stand-in for EfficientNet-B4)",
     "thumbnail_logreg_segmented": "Thumbnail logistic regression, segmented",
     "thumbnail_logreg_unsegmented": "Thumbnail logistic regression, full image",
+    "audit_source": "Audit: source", "audit_lungs_blacked_out": "Audit: lungs blacked out",
+    "audit_mask_only": "Audit: mask only", "audit_permuted_labels": "Audit: permuted labels",
 }
 #: Table 7 of the paper (accuracy, sensitivity, specificity in %); HRNet is its "Proposed Model"
 PAPER_TABLE7: dict[str, tuple[float, float, float]] = {
@@ -294,7 +296,80 @@ def fig_heat_share(cfg) -> Figure:
     return Figure(f, "fig09_12_heat_share.png", "Figs. 9 and 12 (quantified)", "04/05", cap)
 
 
-BUILDERS = [fig7, fig10, fig6, table6, table7, fig13, fig14, fig9_12, fig_heat_share]
+def history_frame(cfg) -> pd.DataFrame:
+    """Every classifier's per-epoch history of this run (``<stage>/<model>/history.csv``)."""
+    files = sorted((cfg.out_dir / "hrnet").glob("*/history.csv")) + \
+        sorted((cfg.out_dir / "baselines").glob("*/history.csv"))
+    if not files:
+        raise FileNotFoundError(f"no classifier history under {cfg.out_dir}: run notebooks 04 and 05")
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
+def planned_epochs(cfg, names) -> dict[str, int]:
+    """The epochs each model trains for under this profile (baselines and audits may be cut)."""
+    P = cfg.profile
+    role = lambda n: "audit" if n.startswith("audit_") else (  # noqa: E731
+        "proposed" if n.startswith("hrnet") else "baseline")
+    return {n: P.for_network(n, role(n)).cls_epochs for n in names}
+
+
+def training_dynamics(cfg) -> Figure:
+    h = history_frame(cfg)
+    P = cfg.profile
+    names = model_order(h["model"].unique(), P.baselines)
+    planned = {n: P.cls_epochs for n in names}  # the proposed model's epochs, for comparison
+    epochs = planned_epochs(cfg, names)
+    cut = [model_label(n) for n in names if epochs[n] < P.cls_epochs]
+    cap = (f"{data_note(cfg)}; {P.cls_epochs} epochs, learning-rate schedule {P.lr_schedule}"
+           + (f"; cut to fewer epochs for the budget: {', '.join(cut)}" if cut else ""))
+    f = plots.fold_curves(h, [(n, model_label(n)) for n in names],
+                          "Training dynamics: every fold of every classifier", cap, planned)
+    return Figure(f, "ev_training_dynamics.png", "beyond the paper (training dynamics)",
+                  "04/05", cap)
+
+
+def ladder_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The ladder table as a reader sees it: one row per rung, AUCs to three decimals."""
+    from . import ladder
+
+    if table is None or table.empty:
+        return pd.DataFrame({"note": ["no ladder in this profile (./run_all.sh cpu-deconf runs one)"]})
+    t = table.copy()
+    out = pd.DataFrame({"rung": t["rung"], "steps": t["steps"],
+                        "internal AUC [95% CI]": [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi
+                                                  in zip(t["auc"], t["auc_lo"], t["auc_hi"])]})
+    for key in ladder.AUDITS:
+        out[f"probe {key.replace('_', ' ')}"] = t[f"audit_{key}"].round(3)
+    out["shortcut excess"] = t["shortcut_excess"].round(3)
+    out["heat in lungs / lung area"] = [f"{h:.2f} / {a:.2f}" for h, a in
+                                         zip(t["heat_share_lungs"], t["lung_area"])]
+    out["within-source AUC"] = t["within_source"].fillna("").replace("", "none with both classes")
+    return out
+
+
+def ladder_figure(cfg, table: pd.DataFrame | None = None) -> Figure | None:
+    """The de-confounding ladder (notebook 05b); None when the profile runs no ladder."""
+    from . import ladder
+
+    if table is None:
+        f = cfg.out_dir / "ladder/ladder_table.csv"
+        table = io.read_stage_csv(f, "05b_deconfounding_ladder.ipynb") if f.is_file() else None
+    if table is None or table.empty:
+        return None
+    table = table.copy()
+    table["within_source"] = table["within_source"].fillna("") if "within_source" in table else ""
+    fav = ladder.favoured(table)
+    cap = (f"{data_note(cfg)}; probes = logistic regression on the rung's inputs; * = favoured by the "
+           f"audits ({fav}): lowest mean |probe AUC - 0.5|, ties within {ladder.TIE} broken by heat "
+           "inside the lungs; internal AUC does not choose")
+    f = plots.ladder_plot(table, ladder.AUDITS, fav, "De-confounding ladder: the proposed model per rung",
+                          cap)
+    return Figure(f, "ev_ladder.png", "beyond the paper (de-confounding ladder)",
+                  "05b_deconfounding_ladder", cap)
+
+
+BUILDERS = [fig7, fig10, fig6, table6, table7, fig13, fig14, fig9_12, fig_heat_share,
+            training_dynamics, ladder_figure]
 
 
 def evidence_records(cfg) -> list[Figure]:
@@ -315,7 +390,7 @@ def write_all(cfg, dest: Path, builders=None, with_evidence: bool = True) -> pd.
     dest = Path(dest)
     rows = []
     rev = repro.git_revision()
-    records = [b(cfg) for b in builders or BUILDERS]
+    records = [r for r in (b(cfg) for b in builders or BUILDERS) if r is not None]
     if with_evidence:
         records += evidence_records(cfg)
     for fig in records:

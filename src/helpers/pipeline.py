@@ -26,6 +26,7 @@ STAGES: dict[str, str] = {
     "refine": "03_mask_refinement.ipynb",
     "hrnet": "04_hrnet_cv_training.ipynb",
     "baselines": "05_baseline_comparison.ipynb",
+    "ladder": "05b_deconfounding_ladder.ipynb",
     "figures": "06_figure_generation.ipynb",
 }
 UPSTREAM: dict[str, list[str]] = {
@@ -34,7 +35,8 @@ UPSTREAM: dict[str, list[str]] = {
     "refine": ["curation", "unet"],
     "hrnet": ["curation", "refine"],
     "baselines": ["curation", "refine", "hrnet"],
-    "figures": ["curation", "unet", "refine", "hrnet", "baselines"],
+    "ladder": ["curation", "refine", "hrnet"],
+    "figures": ["curation", "unet", "refine", "hrnet", "baselines", "ladder"],
 }
 
 

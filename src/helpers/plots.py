@@ -114,6 +114,84 @@ def training_curves(history: pd.DataFrame, metrics: Sequence[tuple[str, str]], t
     return finish(fig)
 
 
+def fold_curves(history: pd.DataFrame, rows: Sequence[tuple[str, str]], title: str, caption: str = "",
+                planned: dict | None = None):
+    """Per-epoch validation loss and AUC of every fold, one row per model.
+
+    history: columns model, fold, epoch, train_loss, val_loss, val_auc (``helpers.train``);
+    rows: (model name, row label) in display order; planned: model -> the epochs the profile
+    gives the proposed model, drawn as a dotted line where a model's own run was cut shorter.
+    """
+    fig, axes = plt.subplots(len(rows), 2, figsize=(8.4, 1.9 * len(rows) + 0.9), squeeze=False,
+                             sharex=False)
+    for (name, label), (ax_l, ax_a) in zip(rows, axes):
+        h = history[history["model"].astype(str) == name]
+        for i, (fold, g) in enumerate(h.groupby("fold")):
+            g = g.sort_values("epoch")
+            c = f"C{i}"
+            ax_l.plot(g["epoch"], g["val_loss"], color=c, label=f"fold {int(fold) + 1} val")
+            ax_l.plot(g["epoch"], g["train_loss"], color=c, ls="--", lw=0.8, alpha=0.7)
+            ax_a.plot(g["epoch"], g["val_auc"], color=c, marker=".", ms=3)
+        top = float(np.nanpercentile(h["val_loss"], 95)) if len(h) else 1.0
+        ax_l.set_ylim(0, max(top * 1.15, 0.1))
+        ax_a.set_ylim(0.4, 1.0)
+        ax_a.axhline(0.5, color="0.6", lw=0.7, ls=":")
+        want = (planned or {}).get(name)
+        if want and len(h) and h["epoch"].max() < want:
+            for ax in (ax_l, ax_a):
+                ax.axvline(h["epoch"].max(), color="0.3", lw=0.8, ls=":")
+                ax.set_xlim(0.5, want + 0.5)
+            label = f"{label}\n(cut at {int(h['epoch'].max())} of {want} epochs)"
+        ax_l.set_ylabel(label, fontsize=8)
+        ax_l.tick_params(labelsize=7)
+        ax_a.tick_params(labelsize=7)
+    axes[0, 0].set_title("loss (solid: validation, dashed: training)", fontsize=9)
+    axes[0, 1].set_title("validation AUC", fontsize=9)
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    fig.suptitle(title, fontsize=10)
+    _caption(fig, caption)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    return finish(fig)
+
+
+def ladder_plot(table: pd.DataFrame, audits: dict[str, str], favoured: str, title: str,
+                caption: str = ""):
+    """The de-confounding ladder: per rung, the probe audits' AUCs and the internal AUC (left),
+    and the share of Grad-CAM heat inside the lungs against the lungs' share of the input (right).
+    """
+    t = table.reset_index(drop=True)
+    ypos = np.arange(len(t))[::-1]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 1.0 + 0.75 * len(t)), sharey=True,
+                                 gridspec_kw={"width_ratios": [2.2, 1]})
+    markers = "osv^D"
+    for j, (key, text) in enumerate(audits.items()):
+        ax.scatter(t[f"audit_{key}"], ypos, marker=markers[j % len(markers)], s=36, color=f"C{j}",
+                   label=f"probe: {text}", zorder=3)
+    ax.errorbar(t["auc"], ypos, xerr=[t["auc"] - t["auc_lo"], t["auc_hi"] - t["auc"]], fmt="none",
+                ecolor="k", lw=1, zorder=2)
+    ax.scatter(t["auc"], ypos, marker="D", s=46, color="k", label="internal pooled AUC (95 % CI)",
+               zorder=4)
+    ax.axvline(0.5, color="0.5", ls=":", lw=1)
+    ax.set_xlim(0.3, 1.0)
+    ax.set_xlabel("AUC (0.5 = no signal)")
+    labels = [("* " if r == favoured else "") + str(r) for r in t["rung"]]
+    ax.set_yticks(ypos, labels)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28 if len(t) > 2 else -0.45),
+              ncol=2, frameon=False)
+    bx.barh(ypos + 0.18, t["heat_share_lungs"], height=0.34, color="C3", label="heat inside the lungs")
+    bx.barh(ypos - 0.18, t["lung_area"], height=0.34, color="0.7", label="lungs' share of the input")
+    bx.set_xlim(0, 1)
+    bx.set_xlabel("fraction")
+    bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28 if len(t) > 2 else -0.45),
+              frameon=False)
+    fig.suptitle(title, fontsize=10)
+    _caption(fig, caption)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    return finish(fig)
+
+
 def refinement_examples(images, raw, refined, titles, caption: str = ""):
     """Fig. 6: image, predicted mask, refined mask (dilate + close), segmented image per row."""
     n = len(images)

@@ -41,8 +41,8 @@ __all__ = ["SECTIONS", "summary_markdown", "write_summary", "fmt_pct", "fmt_auc"
 
 #: Section headings, in order (``## <heading>``); "Figures" only when ``figures_rel`` is given.
 SECTIONS = ["What was run", "Cohort and curation", "Splits", "Segmentation", "Classification",
-            "Claims ledger", "Shortcut audits", "Saliency", "External validation", "Limitations",
-            "Checklist"]
+            "Claims ledger", "Shortcut audits", "De-confounding ladder", "Saliency",
+            "External validation", "Limitations", "Checklist"]
 
 PHANTOM_BANNER = "GENERATED PHANTOMS: plumbing, not science"
 
@@ -404,6 +404,92 @@ def _table7(run: _Run) -> list[str]:
             md_table(pd.DataFrame(rows)), "", run.fig("ev_auc_forest.png", "ROC-AUC per model"), ""]
 
 
+def _dynamics(run: _Run) -> list[str]:
+    """Did each classifier settle before it was tested, and how far apart are its folds?"""
+    parts = [run.csv(f"{s}/plateau.csv") for s in ("hrnet", "baselines")]
+    gaps = [run.csv(f"{s}/auc_gap.csv") for s in ("hrnet", "baselines")]
+    settle = pd.concat([p for p in parts if p is not None], ignore_index=True) if any(
+        p is not None for p in parts) else None
+    gap = pd.concat([g for g in gaps if g is not None], ignore_index=True) if any(
+        g is not None for g in gaps) else None
+    if settle is None or gap is None or settle.empty:
+        return [_missing("hrnet/plateau.csv", "04_hrnet_cv_training.ipynb")]
+    gap = gap.drop_duplicates(["model", "fold"])
+    planned = _num(run.profile.get("cls_epochs"))
+    rows, cut = [], []
+    for name in ev.model_order(settle["model"].astype(str)):
+        s = settle[settle["model"].astype(str) == name]
+        g = gap[gap["model"].astype(str) == name]
+        folds = g[g["kind"].astype(str) == "fold"]
+        pooled = g[g["fold"].astype(str) == "pooled"]
+        mean = g[g["fold"].astype(str) == "mean"]
+        ep = int(s["epochs"].max())
+        if math.isfinite(planned) and ep < planned:
+            cut.append(f"{name} ({ep} of {int(planned)})")
+        settled = (f'{s["settled"].astype(str).str.lower().eq("true").sum()}/{len(s)}'
+                   if "settled" in s else "n/a")
+        row = {"model": name, "epochs": ep, "folds settled": settled,
+               "last val AUC per fold": ", ".join(f"{v:.2f}" for v in s["last_val_auc"])}
+        if len(folds):
+            row.update({"fold AUCs": ", ".join(f"{v:.3f}" for v in folds["auc"]),
+                        "mean of folds": fmt_auc(mean["auc"].iloc[0]) if len(mean) else "n/a",
+                        "pooled": fmt_auc(pooled["auc"].iloc[0]) if len(pooled) else "n/a",
+                        "fold thresholds": ", ".join(f"{v:.2f}" for v in folds["threshold"])})
+        rows.append(row)
+    L = ["### Training dynamics", "",
+         "Per model: the epochs it trained, how many of its fold runs had settled when they stopped "
+         "(validation AUC within 0.03 over the last three epochs; `plateau.csv`), and the gap between "
+         "the mean of the fold AUCs and the pooled out-of-fold AUC (`auc_gap.csv`). Each fold model "
+         "picks its threshold on its own validation split; when fold models put their scores on "
+         "different scales, the thresholds spread and the pooled AUC, which ranks every fold's scores "
+         "together, falls below the fold AUCs. A model that settled gives similar scales in every "
+         "fold, so a small gap and close thresholds are what a finished training run looks like. "
+         "The pooled value is the one to quote.", "", md_table(pd.DataFrame(rows)), ""]
+    if cut:
+        L += [f"- Cut to fit the budget (epochs trained of the proposed model's "
+              f"{int(planned)}): {', '.join(cut)}. Their curves show where they stopped.", ""]
+    L += [run.fig("ev_training_dynamics.png", "validation loss and AUC per epoch, every fold"), ""]
+    return L
+
+
+def _ladder(run: _Run) -> list[str]:
+    """The de-confounding ladder of notebook 05b, read from ``ladder/ladder_table.csv``."""
+    from . import figures, ladder
+
+    t = run.csv("ladder/ladder_table.csv")
+    if t is None:
+        return [_missing("ladder/ladder_table.csv", "05b_deconfounding_ladder.ipynb")]
+    if t.empty:
+        return [f"Not run in profile `{run.profile.get('name', '?')}`: its `ladder` field names no "
+                "rung. `./run_all.sh cpu-deconf --reuse-from outputs/cpu` runs the ladder on top of a "
+                "finished cpu run (notebook 05b).", ""]
+    t = t.copy()
+    t["within_source"] = t["within_source"].fillna("") if "within_source" in t else ""
+    fav = ladder.favoured(t)
+    frame = figures.ladder_frame(t)
+    best_auc = str(t.loc[t["auc"].astype(float).idxmax(), "rung"])
+    row = t[t["rung"].astype(str) == fav].iloc[0]
+    L = ["Each rung switches on one more input step on top of the rungs above it and trains the "
+         "proposed HRNet with the same recipe on the same folds. The audits are linear probes on "
+         "that rung's inputs (logistic regression on 32 x 32 thumbnails or on grey-level "
+         "statistics): the source from what the model sees, the label with the lungs blacked out, "
+         "from the lung mask alone, and from grey levels inside and outside the lungs. *Shortcut "
+         "excess* is their mean distance from chance. Heat is the share of Grad-CAM heat inside the "
+         "lung mask, beside the lungs' share of the input.", "", md_table(frame), "",
+         f"- **Favoured by the audits: `{fav}`** (shortcut excess {row['shortcut_excess']:.3f}, "
+         f"heat inside the lungs {row['heat_share_lungs']:.2f} against a lung area of "
+         f"{row['lung_area']:.2f}; internal AUC {fmt_auc(row['auc'], row['auc_lo'], row['auc_hi'])}). "
+         f"Rule: lowest shortcut excess, ties within {ladder.TIE} broken by the larger heat excess; "
+         "internal AUC plays no part."
+         + (f" The highest internal AUC belongs to `{best_auc}`." if best_auc != fav else ""),
+         "- Probes bound from below what a network can find in the same inputs; notebook 05's CNN "
+         "audits measure the paper rung with a network. Source and mask probes can stay far from "
+         "chance on every rung when the hospitals differ in anatomy or disease mix, which no input "
+         "step can remove.", "",
+         run.fig("ev_ladder.png", "probe AUCs, internal AUC and heat per rung"), ""]
+    return L
+
+
 def _comparisons(run: _Run, preds: pd.DataFrame) -> list[str]:
     c = ev.comparisons(preds, reference="hrnet", method="delong", n_boot=run.n_boot, seed=run.seed)
     if c.empty:
@@ -461,7 +547,7 @@ def _prevalence(run: _Run, preds: pd.DataFrame) -> list[str]:
 
 
 def _classification(run: _Run) -> list[str]:
-    L = _table6(run) + _table7(run)
+    L = _table6(run) + _table7(run) + _dynamics(run)
     preds = run.preds()
     if preds is None:
         return L + [_missing("baselines/all_preds.csv", "05_baseline_comparison.ipynb")]
@@ -801,7 +887,7 @@ def _figures(run: _Run) -> list[str]:
 _BUILDERS: dict[str, Callable[[_Run], list[str]]] = {
     "What was run": _what_was_run, "Cohort and curation": _cohort, "Splits": _splits,
     "Segmentation": _segmentation, "Classification": _classification, "Claims ledger": _ledger,
-    "Shortcut audits": _audits, "Saliency": _saliency, "External validation": _external,
+    "Shortcut audits": _audits, "De-confounding ladder": _ladder, "Saliency": _saliency, "External validation": _external,
     "Limitations": _limitations, "Checklist": _checklist,
 }
 

@@ -15,8 +15,12 @@ def _nb(path):
     return json.loads(path.read_text())
 
 
-def test_six_numbered_notebooks():
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
+def test_numbered_notebooks_in_pipeline_order():
+    # the design card's six steps, with the de-confounding ladder (05b) between 05 and 06
+    from helpers import pipeline
+
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "05b", "06_"]
+    assert [p.name for p in NOTEBOOKS] == list(pipeline.STAGES.values())
 
 
 def _strip_filter_installed() -> bool:

@@ -115,10 +115,23 @@ def test_classifier_override_keeps_curation_unet_and_refinement(tmp_path):
     cfg = config.resolve("smoke", out_dir=tmp_path, overrides={"cls_epochs": 2})
     done = {s: pipeline.is_done(cfg, s) for s in pipeline.STAGES}
     assert done == {"curation": True, "unet": True, "refine": True, "hrnet": False, "baselines": False,
-                    "figures": False}
+                    "ladder": False, "figures": False}
     pipeline.open_stage(cfg, "hrnet")  # re-running 04: its old results move aside, upstream stays
     assert (tmp_path / "unet" / "result.csv").is_file() and len(list(tmp_path.glob("hrnet.old-*"))) == 1
     assert not list(tmp_path.glob("unet.old-*"))
+
+
+def test_ladder_profile_reuses_every_stage_of_its_base_profile(tmp_path):
+    # cpu-deconf differs from cpu only by its ladder: a finished cpu run serves it up to 05
+    base, deconf = config.PROFILES["cpu"], config.PROFILES["cpu-deconf"]
+    for stage in ("curation", "unet", "refine", "hrnet", "baselines"):
+        assert config.stage_settings(base, stage) == config.stage_settings(deconf, stage), stage
+    assert config.stage_settings(base, "ladder") != config.stage_settings(deconf, "ladder")
+    _finish_all(config.resolve("smoke", out_dir=tmp_path))
+    cfg = config.resolve("smoke", out_dir=tmp_path, overrides={"ladder": ["paper"]})
+    done = {s: pipeline.is_done(cfg, s) for s in pipeline.STAGES}
+    assert done == {"curation": True, "unet": True, "refine": True, "hrnet": True, "baselines": True,
+                    "ladder": False, "figures": False}
 
 
 def test_unet_override_reruns_unet_and_what_follows(tmp_path):
