@@ -110,23 +110,18 @@ def confusion(y, pred) -> dict:
 
 
 def wilson_ci(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion ``k / n``; ``n == 0`` gives (nan, nan)."""
+    """Wilson score interval for a binomial proportion ``k / n``; ``n == 0`` gives (nan, nan).
+
+    Computed by ``scipy.stats.binomtest(k, n).proportion_ci(1 - alpha, method="wilson")``.
+    """
     if n is None or n <= 0 or (isinstance(n, float) and math.isnan(n)):
         return (float("nan"), float("nan"))
     if k < 0 or k > n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    z = float(stats.norm.ppf(1.0 - alpha / 2.0))
-    p = k / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2.0 * n)) / denom
-    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
-    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
-    if k == 0:
-        lo = 0.0
-    if k == n:
-        hi = 1.0
-    return (lo, hi)
+    if int(k) != k or int(n) != n:
+        raise ValueError(f"counts must be whole numbers, got k={k}, n={n}")
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=1.0 - alpha, method="wilson")
+    return (max(0.0, float(ci.low)), min(1.0, float(ci.high)))
 
 
 def rates(tp: int, fn: int, fp: int, tn: int, alpha: float = 0.05) -> dict:
