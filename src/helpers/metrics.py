@@ -19,9 +19,9 @@ predictions, so every figure in a results table can be regenerated from a predic
 * training dynamics: :func:`plateau_epochs` (when each run's validation loss settled, from a
   history table) and :func:`auc_gap_table` (fold AUCs vs the pooled AUC, fold thresholds).
 
-Everything is a pure function of its arguments (numpy / scipy / pandas only). Degenerate inputs
-(a fold with one class, empty strata, tiny counts) give ``nan`` with a reason, never an
-exception or a warning.
+Everything is a pure function of its arguments (numpy / scipy / scikit-learn / pandas only).
+Degenerate inputs (a fold with one class, empty strata, tiny counts) give ``nan`` with a reason,
+never an exception or a warning.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn import metrics as skm
 
 __all__ = [
     "confusion",
@@ -102,10 +103,9 @@ def confusion(y, pred) -> dict:
     y = _as_binary(y)
     pred = _as_binary(pred)
     _check_same_length(y, pred)
-    tp = int(np.sum((y == 1) & (pred == 1)))
-    fn = int(np.sum((y == 1) & (pred == 0)))
-    fp = int(np.sum((y == 0) & (pred == 1)))
-    tn = int(np.sum((y == 0) & (pred == 0)))
+    if len(y) == 0:   # scikit-learn refuses empty inputs
+        return dict(tp=0, fn=0, fp=0, tn=0)
+    tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y, pred, labels=[0, 1]).ravel())
     return dict(tp=tp, fn=fn, fp=fp, tn=tn)
 
 
@@ -276,12 +276,15 @@ def pr_auc_ci(y, prob, n_boot: int = 2000, seed: int = 0, groups=None,
 # calibration
 # --------------------------------------------------------------------------------------------
 def brier(y, prob) -> float:
-    """Brier score: mean squared difference between probability and 0/1 label (nan if empty)."""
+    """Brier score: mean squared difference between probability and 0/1 label (nan if empty).
+
+    ``sklearn.metrics.brier_score_loss``; a missing (nan) probability gives nan, as empty input does.
+    """
     y, prob = _as_binary(y), _as_prob(prob)
     _check_same_length(y, prob)
-    if len(y) == 0:
+    if len(y) == 0 or np.isnan(prob).any():
         return float("nan")
-    return float(np.mean((prob - y) ** 2))
+    return float(skm.brier_score_loss(y, prob, pos_label=1))
 
 
 def reliability_table(y, prob, n_bins: int = 10) -> pd.DataFrame:
