@@ -10,9 +10,10 @@ predictions, so every figure in a results table can be regenerated from a predic
   ``threshold`` (per fold, chosen on the inner validation split with :func:`choose_threshold`),
   ``source`` and ``view``;
 * counts and rates: :func:`confusion`, :func:`rates` (with Wilson intervals, :func:`wilson_ci`);
-* ranking: :func:`auc_ci`, :func:`pr_auc_ci` (percentile bootstrap, optionally resampling
-  patients instead of images), paired comparisons :func:`paired_auc_test` (DeLong or paired
-  bootstrap) and :func:`mcnemar`, :func:`compare_to_reference`;
+* ranking: :func:`auc_or_nan` (one plain ROC-AUC), :func:`auc_ci`, :func:`pr_auc_ci` (percentile
+  bootstrap, optionally resampling patients instead of images), paired comparisons
+  :func:`paired_auc_test` (DeLong or paired bootstrap) and :func:`mcnemar`,
+  :func:`compare_to_reference`;
 * calibration: :func:`brier`, :func:`ece`, :func:`reliability_table`;
 * tables: :func:`fold_table` (per fold, pooled out-of-fold, and the paper's "mean over folds"),
   :func:`summarise_models`, :func:`stratified`, :func:`ppv_npv_at_prevalence`;
@@ -37,6 +38,7 @@ __all__ = [
     "confusion",
     "wilson_ci",
     "rates",
+    "auc_or_nan",
     "auc_ci",
     "pr_auc_ci",
     "brier",
@@ -250,6 +252,18 @@ def _ranking_ci(kind, y, prob, n_boot, seed, groups, alpha):
     else:
         out["reason"] = "no bootstrap requested"
     return out
+
+
+def auc_or_nan(y, score) -> float:
+    """ROC-AUC by ``sklearn.metrics.roc_auc_score`` (ties count 1/2); nan unless ``y`` holds two classes.
+
+    The one plain AUC of the package: training's validation AUC and the audits' permutation test
+    use it. (:func:`auc_ci` keeps its own weighted form, which scores all bootstrap resamples at once.)
+    """
+    y = np.asarray(y).ravel()
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(skm.roc_auc_score(y, np.asarray(score).ravel()))
 
 
 def auc_ci(y, prob, n_boot: int = 2000, seed: int = 0, groups=None, alpha: float = 0.05) -> dict:

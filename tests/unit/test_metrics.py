@@ -113,6 +113,21 @@ def test_auc_and_ap_match_sklearn():
             average_precision_score(y, p), abs=1e-12)
 
 
+def test_auc_or_nan_is_the_rank_sum_auc_and_nan_for_one_class():
+    for seed in range(6):
+        y, p = _data(n=60 + 7 * seed, seed=seed, ties=seed % 2 == 0)
+        n1, n0 = int(y.sum()), int(len(y) - y.sum())
+        r = stats.rankdata(p)
+        mann_whitney = (r[y == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+        assert M.auc_or_nan(y, p) == pytest.approx(mann_whitney, abs=1e-12)
+        assert M.auc_or_nan(y, p) == pytest.approx(M.auc_ci(y, p, n_boot=0)["auc"], abs=1e-12)
+        assert type(M.auc_or_nan(y, p)) is float
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(M.auc_or_nan([1, 1, 1], [0.2, 0.5, 0.9]))
+        assert math.isnan(M.auc_or_nan([0, 0], [0.2, 0.5]))
+        assert math.isnan(M.auc_or_nan([], []))
+
 def test_weighted_statistics_equal_explicit_resample():
     y, p = _data(n=80, seed=4)
     rng = np.random.default_rng(0)
