@@ -1,7 +1,6 @@
 """Near-duplicate guard (helpers.data.dedup; paper 3.1 / Table 2) on planted fixtures and the shared data."""
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 
