@@ -58,7 +58,6 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -196,13 +195,8 @@ def _fit_predict(X_fit: np.ndarray, y_fit: np.ndarray, X_pred: np.ndarray, C: fl
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC-AUC (ties count 1/2) by the Mann-Whitney rank sum; nan with one class."""
-    n1 = int(y.sum())
-    n0 = len(y) - n1
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = rankdata(score)
-    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+    """ROC-AUC (ties count 1/2); nan with one class (:func:`helpers.metrics.auc_or_nan`)."""
+    return metrics.auc_or_nan(y, score)
 
 
 # --------------------------------------------------------------------------------------------

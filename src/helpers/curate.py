@@ -282,19 +282,10 @@ def duplicate_guard(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, p
     from .data import dedup
 
     pairs = dedup.find_duplicates(manifest, root=root)
-    group = dict(zip(manifest["patient_id"], manifest["patient_id"]))
-
-    def find(x):
-        while group[x] != x:
-            group[x] = group[group[x]]
-            x = group[x]
-        return x
-
-    for a, b in zip(pairs["patient_a"], pairs["patient_b"]):
-        if a and b and a in group and b in group:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                group[max(ra, rb)] = min(ra, rb)
+    known = set(manifest["patient_id"])
+    edges = [(a, b) for a, b in zip(pairs["patient_a"], pairs["patient_b"])
+             if a and b and a in known and b in known]
+    root_of = dedup.component_roots(known, [a for a, _ in edges], [b for _, b in edges])
     out = manifest.copy()
-    out["group_id"] = out["patient_id"].map(find)
+    out["group_id"] = out["patient_id"].map(root_of)   # the smallest patient id of the group
     return pairs, out

@@ -10,18 +10,19 @@ predictions, so every figure in a results table can be regenerated from a predic
   ``threshold`` (per fold, chosen on the inner validation split with :func:`choose_threshold`),
   ``source`` and ``view``;
 * counts and rates: :func:`confusion`, :func:`rates` (with Wilson intervals, :func:`wilson_ci`);
-* ranking: :func:`auc_ci`, :func:`pr_auc_ci` (percentile bootstrap, optionally resampling
-  patients instead of images), paired comparisons :func:`paired_auc_test` (DeLong or paired
-  bootstrap) and :func:`mcnemar`, :func:`compare_to_reference`;
+* ranking: :func:`auc_or_nan` (one plain ROC-AUC), :func:`auc_ci`, :func:`pr_auc_ci` (percentile
+  bootstrap, optionally resampling patients instead of images), paired comparisons
+  :func:`paired_auc_test` (DeLong or paired bootstrap) and :func:`mcnemar`,
+  :func:`compare_to_reference`;
 * calibration: :func:`brier`, :func:`ece`, :func:`reliability_table`;
 * tables: :func:`fold_table` (per fold, pooled out-of-fold, and the paper's "mean over folds"),
   :func:`summarise_models`, :func:`stratified`, :func:`ppv_npv_at_prevalence`;
 * training dynamics: :func:`plateau_epochs` (when each run's validation loss settled, from a
   history table) and :func:`auc_gap_table` (fold AUCs vs the pooled AUC, fold thresholds).
 
-Everything is a pure function of its arguments (numpy / scipy / pandas only). Degenerate inputs
-(a fold with one class, empty strata, tiny counts) give ``nan`` with a reason, never an
-exception or a warning.
+Everything is a pure function of its arguments (numpy / scipy / scikit-learn / pandas only).
+Degenerate inputs (a fold with one class, empty strata, tiny counts) give ``nan`` with a reason,
+never an exception or a warning.
 """
 from __future__ import annotations
 
@@ -31,11 +32,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn import metrics as skm
 
 __all__ = [
     "confusion",
     "wilson_ci",
     "rates",
+    "auc_or_nan",
     "auc_ci",
     "pr_auc_ci",
     "brier",
@@ -102,31 +105,25 @@ def confusion(y, pred) -> dict:
     y = _as_binary(y)
     pred = _as_binary(pred)
     _check_same_length(y, pred)
-    tp = int(np.sum((y == 1) & (pred == 1)))
-    fn = int(np.sum((y == 1) & (pred == 0)))
-    fp = int(np.sum((y == 0) & (pred == 1)))
-    tn = int(np.sum((y == 0) & (pred == 0)))
+    if len(y) == 0:   # scikit-learn refuses empty inputs
+        return dict(tp=0, fn=0, fp=0, tn=0)
+    tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y, pred, labels=[0, 1]).ravel())
     return dict(tp=tp, fn=fn, fp=fp, tn=tn)
 
 
 def wilson_ci(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion ``k / n``; ``n == 0`` gives (nan, nan)."""
+    """Wilson score interval for a binomial proportion ``k / n``; ``n == 0`` gives (nan, nan).
+
+    Computed by ``scipy.stats.binomtest(k, n).proportion_ci(1 - alpha, method="wilson")``.
+    """
     if n is None or n <= 0 or (isinstance(n, float) and math.isnan(n)):
         return (float("nan"), float("nan"))
     if k < 0 or k > n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    z = float(stats.norm.ppf(1.0 - alpha / 2.0))
-    p = k / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2.0 * n)) / denom
-    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
-    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
-    if k == 0:
-        lo = 0.0
-    if k == n:
-        hi = 1.0
-    return (lo, hi)
+    if int(k) != k or int(n) != n:
+        raise ValueError(f"counts must be whole numbers, got k={k}, n={n}")
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=1.0 - alpha, method="wilson")
+    return (max(0.0, float(ci.low)), min(1.0, float(ci.high)))
 
 
 def rates(tp: int, fn: int, fp: int, tn: int, alpha: float = 0.05) -> dict:
@@ -257,6 +254,18 @@ def _ranking_ci(kind, y, prob, n_boot, seed, groups, alpha):
     return out
 
 
+def auc_or_nan(y, score) -> float:
+    """ROC-AUC by ``sklearn.metrics.roc_auc_score`` (ties count 1/2); nan unless ``y`` holds two classes.
+
+    The one plain AUC of the package: training's validation AUC and the audits' permutation test
+    use it. (:func:`auc_ci` keeps its own weighted form, which scores all bootstrap resamples at once.)
+    """
+    y = np.asarray(y).ravel()
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(skm.roc_auc_score(y, np.asarray(score).ravel()))
+
+
 def auc_ci(y, prob, n_boot: int = 2000, seed: int = 0, groups=None, alpha: float = 0.05) -> dict:
     """ROC-AUC with a percentile bootstrap ``1 - alpha`` interval.
 
@@ -281,12 +290,15 @@ def pr_auc_ci(y, prob, n_boot: int = 2000, seed: int = 0, groups=None,
 # calibration
 # --------------------------------------------------------------------------------------------
 def brier(y, prob) -> float:
-    """Brier score: mean squared difference between probability and 0/1 label (nan if empty)."""
+    """Brier score: mean squared difference between probability and 0/1 label (nan if empty).
+
+    ``sklearn.metrics.brier_score_loss``; a missing (nan) probability gives nan, as empty input does.
+    """
     y, prob = _as_binary(y), _as_prob(prob)
     _check_same_length(y, prob)
-    if len(y) == 0:
+    if len(y) == 0 or np.isnan(prob).any():
         return float("nan")
-    return float(np.mean((prob - y) ** 2))
+    return float(skm.brier_score_loss(y, prob, pos_label=1))
 
 
 def reliability_table(y, prob, n_bins: int = 10) -> pd.DataFrame:

@@ -18,11 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 
 from . import augment, io, models, progress
 from .data.splits import inner_split
-from .metrics import choose_threshold
+from .metrics import auc_or_nan, choose_threshold
 
 MEAN, STD = 0.5, 0.25  # images are scaled to [0, 1] then standardised with these constants
 
@@ -42,9 +41,7 @@ def to_input(imgs, device: str, channels_last: bool = False) -> torch.Tensor:
 
 def _auc(y: np.ndarray, prob: np.ndarray) -> float:
     """ROC-AUC of one validation pass; nan when ``y`` holds a single class."""
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    return float(roc_auc_score(y, prob))
+    return auc_or_nan(y, prob)
 
 
 def _groups(index: pd.DataFrame) -> pd.Series:

@@ -44,3 +44,18 @@ def test_one_class_cohort_is_rejected(phantom_root):
     df = mf.read_manifest(phantom_root)
     with pytest.raises(ValueError, match="both covid and normal"):
         curate.build_indices(df[df["label"] != "normal"], config.make_profile("smoke"), 0)
+
+
+def test_duplicate_guard_groups_patients_under_their_smallest_id(monkeypatch):
+    from helpers.data import dedup
+
+    manifest = pd.DataFrame({"path": [f"f{i}.png" for i in range(7)],
+                             "patient_id": ["p5", "p3", "p9", "p1", "p3", "p7", "p8"]})
+    pairs = pd.DataFrame({"patient_a": ["p5", "p9", "p7", "", "p8"],
+                          "patient_b": ["p3", "p5", "p7", "p1", "elsewhere"]})
+    monkeypatch.setattr(dedup, "find_duplicates", lambda m, root=None: pairs)
+    got_pairs, out = curate.duplicate_guard(manifest, root=None)
+    assert got_pairs is pairs
+    # p5-p3 and p9-p5 join {p3, p5, p9}; a self pair, an empty id and an unknown id join nothing
+    assert out["group_id"].tolist() == ["p3", "p3", "p3", "p1", "p3", "p7", "p8"]
+    assert out.drop(columns="group_id").equals(manifest)

@@ -1,7 +1,6 @@
 """Near-duplicate guard (helpers.data.dedup; paper 3.1 / Table 2) on planted fixtures and the shared data."""
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 
@@ -115,6 +114,44 @@ def test_duplicate_groups_components():
     assert g.set_index("path").loc["d", "n_labels"] == 0
     assert D.duplicate_groups(pairs.iloc[:0]).empty
 
+
+
+def _union_find_roots(nodes, a, b):
+    """Reference: the union-find this module used before scipy (smallest member as the root)."""
+    parent = {x: x for x in nodes}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for u, v in zip(a, b):
+        ru, rv = find(u), find(v)
+        if ru != rv:
+            parent[max(ru, rv)] = min(ru, rv)
+    return {x: find(x) for x in nodes}
+
+
+def test_component_roots_match_union_find():
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        n = int(rng.integers(1, 60))
+        nodes = [f"n{int(k):03d}" for k in rng.permutation(200)[:n]]
+        m = int(rng.integers(0, 2 * n))
+        a = [nodes[int(k)] for k in rng.integers(0, n, m)]
+        b = [nodes[int(k)] for k in rng.integers(0, n, m)]   # self-loops and repeats included
+        assert D.component_roots(nodes, a, b) == _union_find_roots(nodes, a, b), trial
+    assert D.component_roots([], [], []) == {}
+    assert D.component_roots(["b", "a"], [], []) == {"a": "a", "b": "b"}
+
+
+def test_duplicate_groups_numbered_by_smallest_path():
+    pairs = pd.DataFrame({"path_a": ["z", "m", "y", "k"], "path_b": ["b", "x", "m", "z"],
+                          "source_a": "s", "source_b": "s", "patient_a": "p", "patient_b": "p",
+                          "label_a": "", "label_b": ""})
+    g = D.duplicate_groups(pairs)
+    assert g.groupby("group")["path"].apply(list).tolist() == [["b", "k", "z"], ["m", "x", "y"]]
 
 SHARED = find_shared_data()
 

@@ -67,6 +67,30 @@ def test_wilson_known_values():
     assert all(math.isnan(v) for v in M.wilson_ci(0, 0))
 
 
+def _wilson_formula(k, n, alpha):
+    """The Wilson score interval written out (the formula wilson_ci used before scipy's)."""
+    z = float(stats.norm.ppf(1.0 - alpha / 2.0))
+    p, z2 = k / n, z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2.0 * n)) / denom
+    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if k == 0 else lo, 1.0 if k == n else hi)
+
+
+def test_wilson_agrees_with_formula_on_a_grid():
+    for alpha in (0.05, 0.1, 0.01):
+        for n in list(range(1, 60)) + [91, 137, 500, 1000, 4321]:
+            for k in sorted({0, 1, 2, n // 3, n // 2, n - 2, n - 1, n} & set(range(n + 1))):
+                lo, hi = M.wilson_ci(k, n, alpha)
+                elo, ehi = _wilson_formula(k, n, alpha)
+                assert abs(lo - elo) <= 1e-12 and abs(hi - ehi) <= 1e-12, (k, n, alpha)
+                assert type(lo) is float and type(hi) is float
+    assert M.wilson_ci(np.int64(3), np.int64(7)) == M.wilson_ci(3, 7)
+    with pytest.raises(ValueError):
+        M.wilson_ci(8, 7)
+
+
 def test_rates_values_and_zero_denominators():
     r = M.rates(tp=39, fn=2, fp=3, tn=47)  # ResNet152 in Table 7, 41 + 50 images
     assert r["accuracy"] == pytest.approx(86 / 91)
@@ -88,6 +112,21 @@ def test_auc_and_ap_match_sklearn():
         assert M.pr_auc_ci(y, p, n_boot=0)["pr_auc"] == pytest.approx(
             average_precision_score(y, p), abs=1e-12)
 
+
+def test_auc_or_nan_is_the_rank_sum_auc_and_nan_for_one_class():
+    for seed in range(6):
+        y, p = _data(n=60 + 7 * seed, seed=seed, ties=seed % 2 == 0)
+        n1, n0 = int(y.sum()), int(len(y) - y.sum())
+        r = stats.rankdata(p)
+        mann_whitney = (r[y == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+        assert M.auc_or_nan(y, p) == pytest.approx(mann_whitney, abs=1e-12)
+        assert M.auc_or_nan(y, p) == pytest.approx(M.auc_ci(y, p, n_boot=0)["auc"], abs=1e-12)
+        assert type(M.auc_or_nan(y, p)) is float
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(M.auc_or_nan([1, 1, 1], [0.2, 0.5, 0.9]))
+        assert math.isnan(M.auc_or_nan([0, 0], [0.2, 0.5]))
+        assert math.isnan(M.auc_or_nan([], []))
 
 def test_weighted_statistics_equal_explicit_resample():
     y, p = _data(n=80, seed=4)

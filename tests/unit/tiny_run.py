@@ -48,7 +48,7 @@ def build_run(out_dir: Path, profile: str = "smoke", overrides: dict | None = No
     passed = area >= refine.area_threshold(P, P.seg_size)
     images = np.asarray(io.load_npy(cfg.out_dir / "curation/cls_images.npy"))
     raw_c, ref_c = refine.resize_masks(raw, P.cls_size), refine.resize_masks(refined, P.cls_size)
-    for name, arr in {"masks_raw": raw, "masks_refined": refined, "masks_raw_cls": raw_c,
+    for name, arr in {"masks_refined": refined, "masks_raw_cls": raw_c,
                       "masks_refined_cls": ref_c, "segmented": refine.apply_mask(images, ref_c)}.items():
         io.save_npy(arr, out / f"{name}.npy")
     io.save_csv(cls[["image_id", "patient_id", "label", "source", "fold"]].assign(area=area, passed=passed),

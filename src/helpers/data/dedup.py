@@ -35,6 +35,8 @@ import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter, UnidentifiedImageError
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 
 PAIR_COLUMNS = ["path_a", "path_b", "source_a", "source_b", "patient_a", "patient_b", "label_a",
                 "label_b", "hamming", "dhash_hamming", "corr", "detail_corr", "same_patient",
@@ -218,32 +220,43 @@ def find_duplicates(df: pd.DataFrame, root: str | Path | None = None, max_hammin
     return out
 
 
+def component_roots(nodes, a, b) -> dict:
+    """Each of ``nodes`` -> the smallest node of its connected component under the edges ``(a[i], b[i])``.
+
+    ``scipy.sparse.csgraph.connected_components`` on the undirected adjacency matrix; the smallest
+    member (Python ordering) names the component, so names do not depend on the order of the edges.
+    Every endpoint in ``a`` and ``b`` must be one of ``nodes``.
+    """
+    names = sorted(set(nodes))
+    if not names:
+        return {}
+    pos = {x: i for i, x in enumerate(names)}
+    ia = np.fromiter((pos[x] for x in a), dtype=np.int64)
+    ib = np.fromiter((pos[x] for x in b), dtype=np.int64)
+    n = len(names)
+    adj = sparse.coo_matrix((np.ones(len(ia), dtype=np.int8), (ia, ib)), shape=(n, n))
+    _, label = connected_components(adj, directed=False)
+    first = np.full(int(label.max()) + 1, n, dtype=np.int64)
+    np.minimum.at(first, label, np.arange(n))   # names are sorted: the lowest index is the smallest
+    return {x: names[first[label[i]]] for i, x in enumerate(names)}
+
+
 def duplicate_groups(pairs: pd.DataFrame) -> pd.DataFrame:
     """Connected components of the duplicate pairs: one row per image in a group.
 
-    Columns: ``group`` (0..), ``size``, ``path``, ``source``, ``patient_id``, ``label``,
-    ``n_patients``, ``n_sources``, ``n_labels`` (per group), sorted by group then path.
+    Columns: ``group`` (0.., numbered in the order of each group's smallest path), ``size``,
+    ``path``, ``source``, ``patient_id``, ``label``, ``n_patients``, ``n_sources``, ``n_labels``
+    (per group), sorted by group then path.
     """
     cols = ["group", "size", "path", "source", "patient_id", "label", "n_patients", "n_sources", "n_labels"]
     if pairs.empty:
         return pd.DataFrame(columns=cols)
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
     info: dict[str, tuple[str, str, str]] = {}
     for r in pairs.itertuples(index=False):
         info[r.path_a] = (r.source_a, r.patient_a, r.label_a)
         info[r.path_b] = (r.source_b, r.patient_b, r.label_b)
-        ra, rb = find(r.path_a), find(r.path_b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    rows = [(find(p), p, *info[p]) for p in info]
+    root = component_roots(info, pairs["path_a"], pairs["path_b"])
+    rows = [(root[p], p, *info[p]) for p in info]
     g = pd.DataFrame(rows, columns=["root", "path", "source", "patient_id", "label"])
     order = {r: k for k, r in enumerate(sorted(g["root"].unique()))}
     g["group"] = g["root"].map(order)
