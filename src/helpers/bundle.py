@@ -168,7 +168,7 @@ def training_features(run_dir: Path) -> pd.DataFrame:
     """:func:`helpers.ood.features` of the training cohort: the classification images that
     passed refinement, from the run's saved arrays (the classifier's own inputs)."""
     ri = io.read_stage_csv(run_dir / "refine/refine_index.csv", "03_mask_refinement.ipynb")
-    keep = np.flatnonzero(ri["passed"].astype(str).str.lower() == "true")
+    keep = np.flatnonzero(io.bool_column(ri, "passed"))
     images = np.asarray(io.load_npy(run_dir / "curation/cls_images.npy"))[keep]
     refined = np.asarray(io.load_npy(run_dir / "refine/masks_refined.npy"))[keep]
     return ood.features(images, refined)
@@ -185,7 +185,7 @@ def _data_sources(run_dir: Path) -> list[dict]:
         return []
     ri = _csv(run_dir, "refine/refine_index.csv")
     if ri is not None and len(ri) == len(idx):
-        idx = idx.assign(used=ri["passed"].astype(str).str.lower().eq("true").to_numpy())
+        idx = idx.assign(used=io.bool_column(ri, "passed"))
     else:
         idx = idx.assign(used=True)
     if "license" not in idx:

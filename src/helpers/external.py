@@ -202,7 +202,7 @@ def refine_counts(ri: pd.DataFrame) -> pd.DataFrame:
     cols = ["source", "label", "total", "passed", "failed", "failed_%"]
     if ri is None or ri.empty:
         return pd.DataFrame(columns=cols)
-    d = ri.assign(passed=ri["passed"].astype(str).str.lower().isin(["true", "1"]))
+    d = ri.assign(passed=io.bool_column(ri, "passed"))
 
     def agg(part: pd.DataFrame, **keys) -> dict:
         n, k = len(part), int(part["passed"].sum())
@@ -229,12 +229,12 @@ def extra_set(cfg, segmented: bool, include: str = "passed") -> dict | None:
     if not available(cfg):
         return None
     ri = io.read_stage_csv(cfg.out_dir / "refine" / f"{PREFIX}refine_index.csv", "03_mask_refinement.ipynb")
-    passed = ri["passed"].astype(str).str.lower() == "true"
+    passed = io.bool_column(ri, "passed")
     sel = {"passed": passed, "failed": ~passed, "all": passed | ~passed}[include]
-    keep = np.flatnonzero(sel.to_numpy())
+    keep = np.flatnonzero(sel)
     idx = io.read_stage_csv(cfg.out_dir / "curation" / f"{PREFIX}cls_index.csv",
                             "01_data_curation.ipynb").iloc[keep].reset_index(drop=True)
-    idx = idx.assign(area=ri["area"].to_numpy()[keep], passed=passed.to_numpy()[keep])
+    idx = idx.assign(area=ri["area"].to_numpy()[keep], passed=passed[keep])
     f = (cfg.out_dir / "refine" / f"{PREFIX}segmented.npy" if segmented
          else cfg.out_dir / "curation" / f"{PREFIX}cls_images.npy")
     name = {"passed": "external", "failed": "external_failed", "all": "external_all"}[include]

@@ -25,15 +25,15 @@ class Figure:
 
 
 def data_note(cfg) -> str:
-    if cfg.profile.data == "synthetic":
-        return (f"profile {cfg.profile.name}: generated phantoms, not radiographs - shows the pipeline "
-                "works, not how well it detects COVID-19")
-    return f"profile {cfg.profile.name}: real chest X-rays from {Path(cfg.data_dir).name}"
+    """The one caption line saying what the data are (:func:`helpers.evidence.data_note`)."""
+    from . import evidence
+
+    return evidence.data_note(cfg.out_dir, cfg.to_dict())
 
 
 def _kept(cfg) -> tuple[pd.DataFrame, np.ndarray]:
     ri = io.read_stage_csv(cfg.out_dir / "refine/refine_index.csv", "03_mask_refinement.ipynb")
-    keep = np.flatnonzero(ri["passed"].astype(str).str.lower() == "true")
+    keep = np.flatnonzero(io.bool_column(ri, "passed"))
     cls = io.read_stage_csv(cfg.out_dir / "curation/cls_index.csv", "01_data_curation.ipynb")
     return cls.iloc[keep].reset_index(drop=True), keep
 
@@ -60,13 +60,13 @@ def fig6(cfg, n: int = 6) -> Figure:
     images = io.load_npy(cfg.out_dir / "curation/cls_images.npy")
     raw = io.load_npy(cfg.out_dir / "refine/masks_raw_cls.npy")
     ref = io.load_npy(cfg.out_dir / "refine/masks_refined_cls.npy")
-    passed = ri["passed"].astype(str).str.lower() == "true"
+    passed = io.bool_column(ri, "passed")
     rng = np.random.default_rng(cfg.seed)
     pick = []
     for lab in ("covid", "normal"):
-        pool = np.flatnonzero((cls["label"] == lab).to_numpy() & passed.to_numpy())
+        pool = np.flatnonzero((cls["label"] == lab).to_numpy() & passed)
         pick += list(rng.choice(pool, size=min(len(pool), n // 2 - (1 if (~passed).any() else 0)), replace=False))
-    failed = np.flatnonzero(~passed.to_numpy())
+    failed = np.flatnonzero(~passed)
     pick += list(failed[:2])
     titles = [f"{cls.label[i]} {'kept' if passed[i] else 'below threshold'}" for i in pick]
     cap = f"{data_note(cfg)}; {int(passed.sum())}/{len(passed)} images pass the area threshold"
@@ -383,7 +383,8 @@ def evidence_records(cfg) -> list[Figure]:
 def write_all(cfg, dest: Path, builders=None, with_evidence: bool = True) -> pd.DataFrame:
     """Build and save every figure into ``dest``; returns the figure index (one row per file).
 
-    Also writes ``SUMMARY.md`` (the generated results summary) beside the figures.
+    Writes ``index.csv`` and ``README.md``, then ``SUMMARY.md`` (the generated results summary,
+    which reads the index, with the run's seed for its intervals) beside the figures.
     """
     from . import summary
 
@@ -398,11 +399,27 @@ def write_all(cfg, dest: Path, builders=None, with_evidence: bool = True) -> pd.
         rows.append({"file": fig.file, "paper": fig.panel, "notebook": fig.notebook,
                      "profile": cfg.profile.name, "data": data_note(cfg), "git_revision": rev,
                      "caption": fig.caption})
-    summary.write_summary(cfg.out_dir, dest / "SUMMARY.md", cfg_dict=cfg.to_dict(), figures_rel=".")
     index = pd.DataFrame(rows)
     io.save_csv(index, dest / "index.csv")
     write_readme(cfg, index, dest)
+    summary.write_summary(cfg.out_dir, dest / "SUMMARY.md", cfg_dict=cfg.to_dict(), figures_rel=".",
+                          seed=cfg.seed)
     return index
+
+
+def publish(src: Path, dest: Path) -> list[Path]:
+    """Copy a finished figures folder (every file of its ``index.csv``, ``index.csv``,
+    ``README.md``, ``SUMMARY.md``) to ``dest``: publishing recomputes nothing."""
+    import shutil
+
+    src, dest = Path(src), Path(dest)
+    index = pd.read_csv(src / "index.csv")
+    names = [*index["file"], "index.csv", "README.md", "SUMMARY.md"]
+    missing = [n for n in names if not (src / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{src} lacks {missing}: run figures.write_all into it first")
+    dest.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(src / n, dest / n)) for n in names]
 
 
 def write_readme(cfg, index: pd.DataFrame, dest: Path) -> Path:

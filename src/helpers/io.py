@@ -371,6 +371,17 @@ def read_stage_csv(path: str | Path, producer: str) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False)
 
 
+def bool_column(df: pd.DataFrame, col: str) -> np.ndarray:
+    """A true/false column of a saved table as a bool array.
+
+    CSV round trips turn booleans into "True"/"False" text (or 1/0): this is the one place that
+    reads them back, e.g. ``bool_column(refine_index, "passed")`` for the images that passed
+    refinement."""
+    if col not in df.columns:
+        raise KeyError(f"no column {col!r} (columns: {list(df.columns)})")
+    return df[col].astype(str).str.strip().str.lower().isin(("true", "1", "1.0")).to_numpy()
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)

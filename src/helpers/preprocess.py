@@ -215,9 +215,9 @@ def external_inputs(cfg, segmented: bool, include: str = "passed") -> dict | Non
                                 "refined masks of the external films that preprocessing needs")
     ri = io.read_stage_csv(cfg.out_dir / "refine" / f"{external.PREFIX}refine_index.csv",
                            "03_mask_refinement.ipynb")
-    passed = ri["passed"].astype(str).str.lower() == "true"
+    passed = io.bool_column(ri, "passed")
     sel = {"passed": passed, "failed": ~passed, "all": passed | ~passed}[include]
-    keep = np.flatnonzero(sel.to_numpy())
+    keep = np.flatnonzero(sel)
     (e,) = ex.values()
     shapes = audits.original_shapes(e["index"]["file"]) if cfg.profile.cls_film_only else None
     e["images"] = classifier_inputs(e["images"], np.asarray(io.load_npy(f))[keep], cfg.profile,
@@ -237,6 +237,6 @@ def external_sets(cfg, segmented: bool) -> dict | None:
         return None
     ri = io.read_stage_csv(cfg.out_dir / "refine" / f"{external.PREFIX}refine_index.csv",
                            "03_mask_refinement.ipynb")
-    if (ri["passed"].astype(str).str.lower() != "true").any():
+    if not io.bool_column(ri, "passed").all():
         main.update(external_inputs(cfg, segmented, include="all"))
     return main

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import evidence as ev
+from . import io
 from .figures import fold_label, readable_folds
 
 def _display_path(p: Path) -> str:
@@ -194,7 +195,8 @@ def _what_was_run(run: _Run) -> list[str]:
     L = []
     info = run.info
     data = ("generated phantoms (no real images)" if info["synthetic"] else
-            f"real chest X-rays from `{info['data_dir']}`" if info["data"] == "real" else "unknown")
+            f"real chest X-rays from `{Path(str(info['data_dir'])).name}` (the run's data folder; "
+            "its full path is in the stage's `run_manifest.json`)" if info["data"] == "real" else "unknown")
     L.append(f"- Profile: **{info['profile']}**; data: {data}.")
     if run.cfg:
         L.append(f"- Seed: {run.cfg.get('seed', 'n/a')}; overrides: "
@@ -292,7 +294,7 @@ def _cohort(run: _Run) -> list[str]:
     if dup is not None:
         if len(dup):
             def count(col):
-                return int(dup[col].astype(str).str.lower().eq("true").sum()) if col in dup.columns else 0
+                return int(io.bool_column(dup, col).sum()) if col in dup.columns else 0
             L.append(f"- Near-duplicate pairs found: {len(dup)} (same patient {count('same_patient')}, "
                      f"across sources {count('cross_source')}, with conflicting labels "
                      f"{count('conflicting_label')}).")
@@ -325,7 +327,7 @@ def _splits(run: _Run) -> list[str]:
                  f"{len(idx)} images).")
     ri = run.csv("refine/refine_index.csv")
     if ri is not None and len(ri) and "passed" in ri.columns:
-        kept = int(ri["passed"].astype(str).str.lower().eq("true").sum())
+        kept = int(io.bool_column(ri, "passed").sum())
         L.append(f"- Classification uses the {kept} of {len(ri)} images whose lung mask passed refinement.")
     L.append("- Decision thresholds: each fold model's threshold (Youden's J) is chosen on an inner "
              "validation split of its training part, never on the test fold.")
@@ -426,7 +428,7 @@ def _dynamics(run: _Run) -> list[str]:
         ep = int(s["epochs"].max())
         if math.isfinite(planned) and ep < planned:
             cut.append(f"{name} ({ep} of {int(planned)})")
-        settled = (f'{s["settled"].astype(str).str.lower().eq("true").sum()}/{len(s)}'
+        settled = (f'{io.bool_column(s, "settled").sum()}/{len(s)}'
                    if "settled" in s else "n/a")
         row = {"model": name, "epochs": ep, "folds settled": settled,
                "last val AUC per fold": ", ".join(f"{v:.2f}" for v in s["last_val_auc"])}
