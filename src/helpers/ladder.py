@@ -155,6 +155,17 @@ def rung_row(rung: str, text: str, preds: pd.DataFrame, probes: dict[str, pd.Dat
     return row
 
 
+#: columns of the ladder table (``ladder/ladder_table.csv``), also when the profile runs no rung
+TABLE_COLUMNS = ["rung", "steps", "n", "auc", "auc_lo", "auc_hi",
+                 *[f"audit_{k}" for k in AUDITS], "shortcut_excess", "heat_share_lungs",
+                 "lung_area", "heat_excess", "within_source"]
+
+
+def table(rows: list[dict]) -> pd.DataFrame:
+    """The ladder table from :func:`rung_row` rows; an empty table keeps its columns."""
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
 def favoured(table: pd.DataFrame) -> str:
     """The rung the audits favour: shortcut audits nearest chance (lowest mean |AUC - 0.5| over
     the probes), ties within :data:`TIE` broken by the larger heat excess inside the lungs
