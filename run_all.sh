@@ -80,6 +80,7 @@ if [ -n "$REUSE" ]; then
   for done in "$REUSE"/*/DONE.json; do
     stage="$(basename "$(dirname "$done")")"
     [ "$stage" = figures ] && continue  # always re-drawn
+    [[ "$stage" == *.old-* ]] && continue  # results another configuration made, moved aside
     if [ -e "$OUT/$stage" ]; then
       echo "[run_all] --reuse-from: $OUT/$stage exists; kept as it is"
     else
