@@ -441,12 +441,13 @@ def _dynamics(run: _Run) -> list[str]:
     L = ["### Training dynamics", "",
          "Per model: the epochs it trained, how many of its fold runs had settled when they stopped "
          "(validation AUC within 0.03 over the last three epochs; `plateau.csv`), and the gap between "
-         "the mean of the fold AUCs and the pooled out-of-fold AUC (`auc_gap.csv`). Each fold model "
-         "picks its threshold on its own validation split; when fold models put their scores on "
-         "different scales, the thresholds spread and the pooled AUC, which ranks every fold's scores "
-         "together, falls below the fold AUCs. A model that settled gives similar scales in every "
-         "fold, so a small gap and close thresholds are what a finished training run looks like. "
-         "The pooled value is the one to quote.", "", md_table(pd.DataFrame(rows)), ""]
+         "the mean of the fold AUCs and the pooled out-of-fold AUC (`auc_gap.csv`). When fold models "
+         "put their scores on different scales, the pooled AUC, which ranks every fold's scores "
+         "together, falls below the fold AUCs; the gap measures that, and a small gap is what "
+         "finished training runs look like. Each fold's threshold is chosen on its own small inner "
+         "validation split, so thresholds can spread even when the scales agree: spread thresholds "
+         "with a small gap point to a noisy threshold choice, not to unsettled models. The pooled "
+         "value is the one to quote.", "", md_table(pd.DataFrame(rows)), ""]
     if cut:
         L += [f"- Cut to fit the budget (epochs trained of the proposed model's "
               f"{int(planned)}): {', '.join(cut)}. Their curves show where they stopped.", ""]
