@@ -485,6 +485,12 @@ def _ladder(run: _Run) -> list[str]:
          f"Rule: lowest shortcut excess, ties within {ladder.TIE} broken by the larger heat excess; "
          "internal AUC plays no part."
          + (f" The highest internal AUC belongs to `{best_auc}`." if best_auc != fav else ""),
+         *([f"- **Caution:** the favoured rung's model shows little in-lung signal: heat excess "
+            f"{row['heat_excess']:.2f} against {t['heat_excess'].max():.2f} on the best rung, "
+            f"internal AUC {row['auc']:.3f}. Its inputs carry the least hospital signal, but its model "
+            "learned little from them; the rule ranks the audits first and uses heat only to break "
+            "ties, so read the within-source AUCs before adopting it."]
+           if row["heat_excess"] < 0.5 * t["heat_excess"].max() else []),
          "- Probes bound from below what a network can find in the same inputs; notebook 05's CNN "
          "audits measure the paper rung with a network. Source and mask probes can stay far from "
          "chance on every rung when the hospitals differ in anatomy or disease mix, which no input "
