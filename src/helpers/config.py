@@ -217,6 +217,12 @@ PROFILES: dict[str, Profile] = {
 # run can be reused: ./run_all.sh cpu-deconf --reuse-from outputs/cpu.
 PROFILES["cpu-deconf"] = replace(PROFILES["cpu"], name="cpu-deconf",
                                  ladder=LADDER_RUNGS)
+# The rung the audits favoured in cpu-deconf on the shared data (figures/cpu-deconf, 2026-12-02:
+# the lowest probe excess, though its model showed little in-lung signal; see that summary) as a
+# profile of its own: every ladder step on in the main model. Its stages after refinement differ
+# from cpu's: ./run_all.sh cpu-film --reuse-from outputs/cpu retrains notebooks 04-05.
+PROFILES["cpu-film"] = replace(PROFILES["cpu"], name="cpu-film", cls_crop_lungs=True,
+                               cls_lung_standardise=True, cls_augment=True, cls_film_only=True)
 
 
 @dataclass(frozen=True)

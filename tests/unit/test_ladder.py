@@ -91,3 +91,12 @@ def test_rung_row_and_within_source():
     assert row["heat_share_lungs"] == pytest.approx(0.7) and row["heat_excess"] == pytest.approx(0.2)
     assert row["within_source"] == "s1 1.00 (n=4); s2 0.00 (n=2)"
     assert row["auc"] == pytest.approx(8 / 9)
+
+
+def test_favoured_profile_trains_the_film_rung():
+    # cpu-film is the film rung of cpu-deconf as a main model: same classifier settings
+    rungs = {r: p for r, p, _ in ladder.rung_profiles(config.make_profile("cpu-deconf"))}
+    film = config.make_profile("cpu-film")
+    assert ladder.same_inputs_and_training(rungs["film"], film)
+    for stage in ("curation", "unet", "refine"):
+        assert config.stage_settings(film, stage) == config.stage_settings(config.make_profile("cpu"), stage)
