@@ -163,7 +163,8 @@ def ladder_plot(table: pd.DataFrame, audits: dict[str, str], favoured: str, titl
     """
     t = table.reset_index(drop=True)
     ypos = np.arange(len(t))[::-1]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, 1.0 + 0.75 * len(t)), sharey=True,
+    height = 2.6 + 0.6 * len(t)  # rungs, plus fixed room for the legend and the caption below
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10.5, height), sharey=True,
                                  gridspec_kw={"width_ratios": [2.2, 1]})
     markers = "osv^D"
     for j, (key, text) in enumerate(audits.items()):
@@ -178,17 +179,17 @@ def ladder_plot(table: pd.DataFrame, audits: dict[str, str], favoured: str, titl
     ax.set_xlabel("AUC (0.5 = no signal)")
     labels = [("* " if r == favoured else "") + str(r) for r in t["rung"]]
     ax.set_yticks(ypos, labels)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28 if len(t) > 2 else -0.45),
-              ncol=2, frameon=False)
     bx.barh(ypos + 0.18, t["heat_share_lungs"], height=0.34, color="C3", label="heat inside the lungs")
     bx.barh(ypos - 0.18, t["lung_area"], height=0.34, color="0.7", label="lungs' share of the input")
     bx.set_xlim(0, 1)
     bx.set_xlabel("fraction")
-    bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28 if len(t) > 2 else -0.45),
-              frameon=False)
+    handles = [h for a in (ax, bx) for h in a.get_legend_handles_labels()[0]]
+    labels = [lab for a in (ax, bx) for lab in a.get_legend_handles_labels()[1]]
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, 0.55 / height))
     fig.suptitle(title, fontsize=10)
     _caption(fig, caption)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    fig.tight_layout(rect=(0, 1.45 / height, 1, 1 - 0.35 / height))
     return finish(fig)
 
 
