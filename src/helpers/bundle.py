@@ -42,7 +42,7 @@ DECISION_RULE = "mean probability >= median of the fold thresholds"
 EVIDENCE = ("curation/cohort.csv", "curation/flow.csv", "unet/dice_table.csv", "refine/pass_counts.csv",
             "hrnet/fold_table.csv", "baselines/table7.csv", "baselines/audit_table.csv",
             "baselines/external_table.csv", "baselines/stratified.csv", "figures/calibration.csv",
-            "baselines/permutation_null.json")
+            "figures/heat_share_ci.csv", "baselines/permutation_null.json")
 REQUIRED_STAGES = {"curation": "01_data_curation.ipynb", "unet": "02_unet_training.ipynb",
                    "refine": "03_mask_refinement.ipynb", "hrnet": "04_hrnet_cv_training.ipynb"}
 

@@ -372,28 +372,97 @@ BUILDERS = [fig7, fig10, fig6, table6, table7, fig13, fig14, fig9_12, fig_heat_s
             training_dynamics, ladder_figure]
 
 
-def evidence_records(cfg) -> list[Figure]:
-    """The evidence figures (calibration, predictive values, AUC forest, heat share, audits)."""
+# The evidence figures draw the tables notebook 06 computed once and saved
+# (:func:`helpers.evidence.read_tables`); each builder takes ``(cfg, tables)`` and returns None
+# when its inputs are missing.
+def ev_calibration(cfg, tables: dict) -> Figure | None:
+    cal, rel = tables.get("calibration"), tables.get("reliability")
+    if cal is None or rel is None:
+        return None
+    note = data_note(cfg)
+    return Figure(plots.calibration_plot(cal, rel, caption=note), "ev_calibration.png",
+                  "beyond the paper (calibration of Table 7 models)", "06_figure_generation",
+                  f"{note}; Brier and ECE of the pooled out-of-fold probabilities")
+
+
+def ev_ppv_npv(cfg, tables: dict) -> Figure | None:
+    prev = tables.get("ppv_npv")
+    if prev is None:
+        return None
+    note = data_note(cfg)
+    return Figure(plots.prevalence_plot(prev, caption=note), "ev_ppv_npv.png",
+                  "beyond the paper (predictive values behind Tables 6-7)", "06_figure_generation",
+                  f"{note}; PPV / NPV at 1-20 % prevalence by Bayes' rule")
+
+
+def ev_auc_forest(cfg, tables: dict) -> Figure | None:
     from . import evidence
 
-    return [Figure(fig, name, panel, "06_figure_generation", cap) for name, panel, cap, fig in
-            evidence.evidence_figures(cfg.out_dir, seed=cfg.seed, cfg_dict=cfg.to_dict())]
+    t7 = evidence.read_artefact(cfg.out_dir, "baselines/table7.csv")
+    if t7 is None or t7.empty:
+        return None
+    ext = evidence.read_artefact(cfg.out_dir, "baselines/external_table.csv")
+    note = data_note(cfg)
+    f = plots.auc_forest(t7, ext, caption=note, order=evidence.model_order(t7["model"].astype(str)))
+    return Figure(f, "ev_auc_forest.png", "Table 7 (ROC-AUC with intervals)", "06_figure_generation",
+                  f"{note}; internal pooled out-of-fold AUC"
+                  + ("; external mean-of-folds AUC" if ext is not None and len(ext) else ""))
+
+
+def ev_heat_share(cfg, tables: dict) -> Figure | None:
+    hs = tables.get("heat_share_ci")
+    if hs is None or hs.empty:
+        return None
+    note = data_note(cfg)
+    return Figure(plots.heat_share_plot(hs, caption=note), "ev_heat_share.png",
+                  "Figs. 9 and 12 (quantified, with intervals)", "06_figure_generation",
+                  f"{note}; heat share inside the lung mask, segmented vs unsegmented HRNet")
+
+
+def ev_audits(cfg, tables: dict) -> Figure | None:
+    from . import evidence
+
+    at = evidence.read_artefact(cfg.out_dir, "baselines/audit_table.csv")
+    if at is None or at.empty:
+        return None
+    null = evidence.read_json(cfg.out_dir, "baselines/permutation_null.json")
+    note = data_note(cfg)
+    f = plots.audit_plot(at, null, caption=note, descriptions=evidence.AUDIT_SHORT)
+    return Figure(f, "ev_audits.png", "beyond the paper (shortcut audits, DeGrave et al. 2021)",
+                  "06_figure_generation", f"{note}; audit AUCs against chance")
+
+
+EVIDENCE_BUILDERS = [ev_calibration, ev_ppv_npv, ev_auc_forest, ev_heat_share, ev_audits]
+
+
+def evidence_records(cfg, tables: dict) -> list[Figure]:
+    """The evidence figures (calibration, predictive values, AUC forest, heat share, audits) drawn
+    from the saved evidence ``tables``; a figure whose inputs are missing is left out."""
+    return [r for r in (b(cfg, tables) for b in EVIDENCE_BUILDERS) if r is not None]
 
 
 def write_all(cfg, dest: Path, builders=None, with_evidence: bool = True) -> pd.DataFrame:
-    """Build and save every figure into ``dest``; returns the figure index (one row per file).
+    """Draw and save every figure into ``dest``; returns the figure index (one row per file).
 
-    Writes ``index.csv`` and ``README.md``, then ``SUMMARY.md`` (the generated results summary,
-    which reads the index, with the run's seed for its intervals) beside the figures.
+    ``dest`` is the figures stage folder: the evidence tables must already be saved there
+    (:func:`helpers.evidence.save_tables`, as notebook 06 does); they are read, never recomputed.
+    Writes the PNGs, ``index.csv`` and ``README.md``, then ``SUMMARY.md`` (which reads the index
+    and the saved tables).
     """
-    from . import summary
+    from . import evidence, summary
 
     dest = Path(dest)
+    tables = evidence.read_tables(dest)
+    missing = [evidence.TABLES[n] for n, t in tables.items() if t is None]
+    if with_evidence and missing:
+        raise FileNotFoundError(f"{dest} lacks the evidence tables {missing}: save them there first "
+                                "with evidence.save_tables(evidence.evidence_tables(...), dest) "
+                                "(notebooks/06_figure_generation.ipynb does)")
     rows = []
     rev = repro.git_revision()
     records = [r for r in (b(cfg) for b in builders or BUILDERS) if r is not None]
     if with_evidence:
-        records += evidence_records(cfg)
+        records += evidence_records(cfg, tables)
     for fig in records:
         plots.save(fig.fig, dest / fig.file)
         rows.append({"file": fig.file, "paper": fig.panel, "notebook": fig.notebook,
@@ -403,18 +472,21 @@ def write_all(cfg, dest: Path, builders=None, with_evidence: bool = True) -> pd.
     io.save_csv(index, dest / "index.csv")
     write_readme(cfg, index, dest)
     summary.write_summary(cfg.out_dir, dest / "SUMMARY.md", cfg_dict=cfg.to_dict(), figures_rel=".",
-                          seed=cfg.seed)
+                          figures_dir=dest)
     return index
 
 
 def publish(src: Path, dest: Path) -> list[Path]:
     """Copy a finished figures folder (every file of its ``index.csv``, ``index.csv``,
-    ``README.md``, ``SUMMARY.md``) to ``dest``: publishing recomputes nothing."""
+    ``README.md``, ``SUMMARY.md`` and the evidence tables those were made from) to ``dest``:
+    publishing recomputes nothing."""
     import shutil
+
+    from . import evidence
 
     src, dest = Path(src), Path(dest)
     index = pd.read_csv(src / "index.csv")
-    names = [*index["file"], "index.csv", "README.md", "SUMMARY.md"]
+    names = [*index["file"], "index.csv", "README.md", "SUMMARY.md", *evidence.TABLES.values()]
     missing = [n for n in names if not (src / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{src} lacks {missing}: run figures.write_all into it first")
@@ -429,7 +501,7 @@ def write_readme(cfg, index: pd.DataFrame, dest: Path) -> Path:
     lines = [f"# Figures: profile `{cfg.profile.name}`", "",
              f"Data: {data_note(cfg)}.  ", f"Git revision: `{index['git_revision'].iloc[0]}`.  ",
              f"Written by `notebooks/06_figure_generation.ipynb` from the artefacts in "
-             f"`{summary._display_path(cfg.out_dir)}/`.", "",
+             f"`{summary.display_path(cfg.out_dir)}/`.", "",
              "The generated results summary is [SUMMARY.md](SUMMARY.md).", "",
              "| file | paper | notebook | caption |", "|---|---|---|---|"]
     for r in index.itertuples(index=False):

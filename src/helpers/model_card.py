@@ -94,7 +94,7 @@ def _preprocessing(meta: dict) -> list[str]:
 
 
 def _calibration(run, meta: dict) -> list[str]:
-    cal = run.csv("figures/calibration.csv")
+    cal = run.table("calibration")
     src = "`figures/calibration.csv`"
     if cal is None or cal.empty:
         cal, src = run.csv("baselines/table7.csv"), "`baselines/table7.csv`"
@@ -189,9 +189,12 @@ def _licences(meta: dict) -> list[str]:
     return L
 
 
-def model_card_markdown(run_dir: str | Path, meta: dict, n_boot: int = 200, seed: int = 0) -> str:
-    """The model card of a bundle as markdown text (``meta``: the bundle's ``bundle.json``)."""
-    run = sm._Run(Path(run_dir), meta["provenance"].get("run_config") or None, None, n_boot, seed)
+def model_card_markdown(run_dir: str | Path, meta: dict) -> str:
+    """The model card of a bundle as markdown text (``meta``: the bundle's ``bundle.json``).
+
+    Reads the run's saved tables only; the evidence tables (calibration, heat share) are the ones
+    notebook 06 saved in ``run_dir/figures/``."""
+    run = sm._Run(Path(run_dir), meta["provenance"].get("run_config") or None, None)
     models = ", ".join(f"`{m}`" for m in meta["classifiers"])
     L = [f"# Model card: {models} from profile `{meta['profile']['name']}`", ""]
     L += sm._banner(run)
@@ -221,7 +224,6 @@ def model_card_markdown(run_dir: str | Path, meta: dict, n_boot: int = 200, seed
     text = "\n".join(L)
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
-    sm.ev.plt.close("all")
     return text.rstrip() + "\n"
 
 

@@ -1,5 +1,8 @@
 """Figures: one function per paper figure or table, each returning a matplotlib Figure.
 
+All drawing lives here; the functions take tables (from the stage CSVs or from
+:mod:`helpers.evidence`) and compute no reported number themselves.
+
 ``save`` writes PNGs at a fixed size and dpi with fixed metadata, so the same data give the same
 file. Notebooks display the figures; ``06_figure_generation`` writes them.
 
@@ -17,6 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+
+from . import metrics
 
 DPI = 120
 METADATA = {"Software": "hrnet-cxr", "Creation Time": None}
@@ -341,3 +346,337 @@ def metric_forest(df: pd.DataFrame, label: str, est: str, lo: str, hi: str, titl
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return finish(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# evidence figures: drawn from the tables helpers.evidence computes (notebook 06 saves them)
+# --------------------------------------------------------------------------------------------
+def _colours(models: Sequence[str]) -> dict:
+    pal = sns.color_palette("tab10", max(10, len(models)))
+    return {m: pal[i % len(pal)] for i, m in enumerate(models)}
+
+
+def _empty_fig(title: str, message: str, caption: str = ""):
+    fig, ax = plt.subplots(figsize=(6.4, 2.4))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=10, color="0.3", wrap=True)
+    ax.set_title(title, fontsize=10)
+    _caption(fig, caption)
+    return finish(fig)
+
+
+def calibration_plot(table: pd.DataFrame, reliability: pd.DataFrame, caption: str = ""):
+    """Reliability diagram (one line per model, the diagonal = perfect calibration) above the
+    number of images per bin. ``table``: :func:`helpers.evidence.calibration` (Brier and ECE in the
+    legend; its order and ``n_bins``); ``reliability``: :func:`helpers.evidence.reliability`."""
+    title = "Calibration of the pooled out-of-fold probabilities"
+    if table.empty or table["n"].sum() == 0:
+        return _empty_fig(title, "no out-of-fold predictions", caption)
+    n_bins = int(table["n_bins"].iloc[0])
+    models = list(table["model"])
+    col = _colours(models)
+    fig, (ax, axh) = plt.subplots(2, 1, figsize=(6.4, 6.2), sharex=True,
+                                  gridspec_kw=dict(height_ratios=[3, 1.1]))
+    ax.plot([0, 1], [0, 1], ls="--", color="0.5", lw=1, label="perfect calibration")
+    width = 1.0 / n_bins
+    bw = width * 0.85 / max(1, len(models))
+    for i, r in enumerate(table.itertuples(index=False)):
+        t = reliability[reliability["model"] == r.model]
+        ok = t["n"] > 0
+        ax.plot(t.loc[ok, "mean_prob"], t.loc[ok, "frac_pos"], marker="o", ms=4, lw=1.4,
+                color=col[r.model], label=f"{r.model}: Brier {r.brier:.3f}, ECE {r.ece:.3f}")
+        left = t["bin_lo"].to_numpy() + width * 0.075 + i * bw
+        axh.bar(left, t["n"], width=bw, align="edge", color=col[r.model], alpha=0.45, lw=0)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("observed fraction COVID")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7.5, loc="upper left", frameon=True)
+    axh.set_xlabel(f"predicted probability of COVID ({n_bins} equal-width bins)")
+    axh.set_ylabel("images\nper bin", fontsize=8)
+    axh.tick_params(labelsize=8)
+    cap = "; ".join(x for x in [caption, "bins with no images are not drawn; ECE weights each bin "
+                                "by its share of images"] if x)
+    _caption(fig, cap)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return finish(fig)
+
+
+def prevalence_plot(table: pd.DataFrame, caption: str = ""):
+    """PPV (left) and NPV (right) against prevalence, one curve + band per model (log x axis).
+
+    ``table``: :func:`helpers.evidence.prevalence_table`. The dotted extension to the study's
+    prevalence is drawn with the same formula (:func:`helpers.metrics.ppv_npv_at_prevalence`);
+    it is a curve, not a reported number.
+
+    The table's prevalence range is shaded; curves continue (same formula, thinner) up to the
+    study's own prevalence, which is marked with a dashed line.
+    """
+    title = "Predictive values at other prevalences (pooled out-of-fold sensitivity/specificity)"
+    if table.empty:
+        return _empty_fig(title, "no out-of-fold predictions", caption)
+    models = list(dict.fromkeys(table["model"]))
+    col = _colours(models)
+    pmin, pmax = float(table["prevalence"].min()), float(table["prevalence"].max())
+    study = float(np.nanmedian(table["study_prevalence"])) if table["study_prevalence"].notna().any() \
+        else np.nan
+    top = max(pmax, study if np.isfinite(study) else pmax)
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.4))
+    for ax, what in zip(axes, ("ppv", "npv")):
+        for m in models:
+            t = table[table["model"] == m]
+            r = t.iloc[0]
+            if not (np.isfinite(r["sensitivity"]) and np.isfinite(r["specificity"])):
+                continue
+            ax.plot(t["prevalence"], t[what], color=col[m], lw=1.6,
+                    label=f"{m} (se {100 * r['sensitivity']:.1f} %, sp {100 * r['specificity']:.1f} %)")
+            ax.fill_between(t["prevalence"], t[f"{what}_lo"], t[f"{what}_hi"], color=col[m],
+                            alpha=0.15, lw=0)
+            if top > pmax:
+                ext = metrics.ppv_npv_at_prevalence(
+                    r["sensitivity"], r["specificity"], np.geomspace(pmax, top, 30))
+                ax.plot(ext["prevalence"], ext[what], color=col[m], lw=0.9, ls=":")
+            if np.isfinite(study):
+                at = metrics.ppv_npv_at_prevalence(r["sensitivity"], r["specificity"], [study])
+                ax.plot([study], at[what], "o", color=col[m], ms=4)
+        ax.axvspan(pmin, pmax, color="0.95", zorder=0)
+        if np.isfinite(study):
+            ax.axvline(study, ls="--", color="0.4", lw=1)
+            ax.text(study, 0.02, f" this study\n {100 * study:.1f} %", fontsize=7.5,
+                    color="0.3", ha="right", va="bottom", transform=ax.get_xaxis_transform())
+        ax.set_xscale("log")
+        ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5) if pmin * 0.99 <= t <= top * 1.05]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{100 * t:g} %" for t in ticks])
+        ax.set_xlim(pmin * 0.9, top * 1.15)
+        if what == "npv":
+            low = np.nanmin(np.r_[table["npv_lo"].to_numpy(float), table["npv"].to_numpy(float), 1.0])
+            if np.isfinite(study):
+                for m in models:
+                    r = table[table["model"] == m].iloc[0]
+                    low = np.nanmin([low, metrics.ppv_npv_at_prevalence(
+                        r["sensitivity_lo"], r["specificity_lo"], [study])["npv"].iloc[0]])
+            ax.set_ylim(max(0.0, np.floor((low - 0.02) * 20) / 20), 1.005)
+        else:
+            ax.set_ylim(0, 1.02)
+        ax.set_xlabel("prevalence of COVID-19 (log scale)")
+        ax.set_ylabel(what.upper())
+        ax.set_title({"ppv": "PPV: P(COVID | positive)", "npv": "NPV: P(not COVID | negative)"}[what],
+                     fontsize=9.5)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=10)
+    cap = "; ".join(x for x in [caption, f"shaded: {100 * pmin:g}-{100 * pmax:g} % (table range); "
+                                "bands from the Wilson bounds of sensitivity and specificity; "
+                                "dotted: extrapolated to the study's own prevalence"] if x)
+    _caption(fig, cap)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+    return finish(fig)
+
+
+def _external_mean_rows(external_table: pd.DataFrame | None) -> pd.DataFrame:
+    if external_table is None or external_table.empty or "fold" not in external_table.columns:
+        return pd.DataFrame()
+    e = external_table
+    m = e["fold"].astype(str) == "mean"
+    if "source" in e.columns:
+        m &= e["source"].astype(str) == "all"
+    return e[m]
+
+
+def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
+               caption: str = "", order: Sequence[str] | None = None):
+    """ROC-AUC with its 95 % interval per model: pooled out-of-fold (internal, circles) and, when
+    an external table is given, the mean-of-folds model on the external set (squares).
+
+    Rows are drawn top to bottom in the order of ``order`` (model names; default: as given)."""
+    title = "ROC-AUC per model with 95 % intervals"
+    if table7 is None or table7.empty:
+        return _empty_fig(title, "no Table 7 rows", caption)
+    t = table7.copy()
+    order = list(order) if order is not None else list(t["model"].astype(str))
+    t = t.set_index(t["model"].astype(str)).loc[order].reset_index(drop=True)
+    ext = _external_mean_rows(external_table)
+    ext = ext.set_index(ext["model"].astype(str)) if len(ext) else ext
+    n = len(t)
+    fig, ax = plt.subplots(figsize=(8.2 if len(ext) else 7.0, 0.55 * n + 2.0))
+    ypos = np.arange(n)[::-1].astype(float)
+    off = 0.14 if len(ext) else 0.0
+    ext_labelled = False
+    for i, r in enumerate(t.itertuples(index=False)):
+        a, lo, hi = (float(getattr(r, k)) for k in ("roc_auc", "roc_auc_lo", "roc_auc_hi"))
+        if np.isfinite(a):
+            xerr = [[a - lo], [hi - a]] if np.isfinite(lo) and np.isfinite(hi) else None
+            ax.errorbar([a], [ypos[i] + off], xerr=xerr, fmt="o", color="C0", capsize=3, ms=5,
+                        label="internal (pooled out-of-fold)" if i == 0 else None)
+            ax.text(1.005, ypos[i] + off, f"{a:.3f}", va="center", fontsize=7.5, color="C0",
+                    transform=ax.get_yaxis_transform())
+        if len(ext) and r.model in ext.index:
+            e = ext.loc[[r.model]].iloc[0]
+            ea, elo, ehi = float(e["auc"]), float(e["auc_lo"]), float(e["auc_hi"])
+            if np.isfinite(ea):
+                xerr = [[ea - elo], [ehi - ea]] if np.isfinite(elo) and np.isfinite(ehi) else None
+                ax.errorbar([ea], [ypos[i] - off], xerr=xerr, fmt="s", color="C3", capsize=3,
+                            ms=5, label=None if ext_labelled else "external (mean of fold models)")
+                ext_labelled = True
+                ax.text(1.005, ypos[i] - off, f"{ea:.3f}", va="center", fontsize=7.5, color="C3",
+                        transform=ax.get_yaxis_transform())
+    ax.axvline(0.5, ls="--", color="0.5", lw=1)
+    ax.text(0.5, 0.01, " chance", ha="left", va="bottom", fontsize=7, color="0.4",
+            transform=ax.get_xaxis_transform())
+    labels = []
+    for m, k in zip(t["model"], pd.to_numeric(t.get("n", pd.Series([np.nan] * n)), errors="coerce")):
+        k_ext = (pd.to_numeric(ext.loc[[m]].iloc[0].get("n"), errors="coerce")
+                 if len(ext) and m in ext.index else np.nan)
+        ns = [f"n={int(k)}" if np.isfinite(k) else "",
+              f"external n={int(k_ext)}" if np.isfinite(k_ext) else ""]
+        ns = ", ".join(x for x in ns if x)
+        labels.append(f"{m}  ({ns})" if ns else m)
+    ax.set_yticks(ypos)
+    ax.set_yticklabels(labels, fontsize=8.5)
+    lo_all = np.nanmin(np.r_[pd.to_numeric(t["roc_auc_lo"], errors="coerce").to_numpy(), 0.5,
+                             pd.to_numeric(ext["auc_lo"], errors="coerce").to_numpy()
+                             if len(ext) else []])
+    ax.set_xlim(max(0.0, min(0.45, lo_all - 0.05)), 1.01)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlabel("ROC-AUC")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    cap = "; ".join(x for x in [caption, "patient-level bootstrap intervals"
+                                + ("" if len(ext) else "; no external set in this run")] if x)
+    _caption(fig, cap)
+    fig.tight_layout(rect=(0, 0.06, 0.95, 1))
+    return finish(fig)
+
+
+def heat_share_plot(table: pd.DataFrame, caption: str = ""):
+    """``table``: :func:`helpers.evidence.heat_share_ci`. Left: pooled share of heat in the lungs per class and model (interval; grey bar = chance,
+    the lung-area fraction). Right: the paired difference segmented - unsegmented per class,
+    pooled (large) and per fold (small)."""
+    title = "Share of Grad-CAM heat inside the lung mask (patient-level bootstrap 95 % CI)"
+    if table is None or table.empty:
+        return _empty_fig(title, "no heat-share tables in this run", caption)
+    share = table[(table["quantity"] == "share_lung") & (table["fold"] == "pooled")]
+    diff = table[table["quantity"] == "difference"]
+    labels = [lab for lab in ["covid", "normal"] + sorted(set(share["label"]) - {"covid", "normal", "all"})
+              + ["all"] if lab in set(share["label"])]
+    models = list(dict.fromkeys(share["model"]))
+    col = _colours(models)
+    ncols = 2 if len(diff) else 1
+    height = 0.5 * len(labels) * max(1, len(models)) + 2.6
+    fig, axes = plt.subplots(1, ncols, figsize=(10.5 if ncols == 2 else 6.4, height), squeeze=False)
+    ax = axes[0, 0]
+    ylab, ypos, y = [], [], 0.0
+    for lab in labels:
+        for j, m in enumerate(models):
+            r = share[(share["label"] == lab) & (share["model"] == m)]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            yy = -y
+            if np.isfinite(r["chance"]):
+                ax.plot([r["chance"]] * 2, [yy - 0.3, yy + 0.3], color="0.35", lw=2.5, solid_capstyle="butt",
+                        label="chance (lung-area fraction)" if not ylab else None)
+            xerr = [[r["mean"] - r["lo"]], [r["hi"] - r["mean"]]] if np.isfinite(r["lo"]) else None
+            ax.errorbar([r["mean"]], [yy], xerr=xerr, fmt="o", color=col[m], capsize=3, ms=5,
+                        label=m if lab == labels[0] else None)
+            short = m.replace("hrnet (", "").rstrip(")") if m.startswith("hrnet (") else m
+            ylab.append(f"{lab}, {short} (n={int(r['n_images'])})")
+            ypos.append(yy)
+            y += 1
+        y += 0.5
+    ax.set_yticks(ypos)
+    ax.set_yticklabels(ylab, fontsize=7.5)
+    top = np.nanmax(np.r_[share["hi"].to_numpy(float), share["mean"].to_numpy(float),
+                          share["chance"].to_numpy(float), 0.1])
+    ax.set_xlim(0, min(1.0, 1.4 * top))
+    ax.set_xlabel("mean share of heat inside the lungs")
+    ax.set_title("share of heat in the lungs (pooled folds)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    if ncols == 2:
+        ax2 = axes[0, 1]
+        ylab2, ypos2 = [], []
+        for i, lab in enumerate(labels):
+            d = diff[diff["label"] == lab]
+            pooled = d[d["fold"] == "pooled"]
+            folds = d[d["fold"] != "pooled"]
+            for k, r in enumerate(folds.itertuples(index=False)):
+                yy = -i + 0.3 - 0.6 * (k + 1) / (len(folds) + 1)
+                if np.isfinite(r.mean):
+                    xerr = [[r.mean - r.lo], [r.hi - r.mean]] if np.isfinite(r.lo) else None
+                    ax2.errorbar([r.mean], [yy], xerr=xerr, fmt="o", ms=2.5, color="0.6", lw=0.8,
+                                 capsize=1.5, label="per test fold" if (i == 0 and k == 0) else None)
+            if len(pooled) and np.isfinite(pooled["mean"].iloc[0]):
+                r = pooled.iloc[0]
+                xerr = [[r["mean"] - r["lo"]], [r["hi"] - r["mean"]]] if np.isfinite(r["lo"]) else None
+                ax2.errorbar([r["mean"]], [-i], xerr=xerr, fmt="D", ms=6, color="C2", capsize=3,
+                             label="pooled" if i == 0 else None)
+                ylab2.append(f"{lab} (n={int(r['n_images'])}): {r['mean']:+.3f}")
+            else:
+                ylab2.append(lab)
+            ypos2.append(-i)
+        ax2.axvline(0, ls="--", color="0.5", lw=1)
+        ax2.set_yticks(ypos2)
+        ax2.set_yticklabels(ylab2, fontsize=8)
+        lim = np.nanmax(np.abs(np.r_[diff["lo"].to_numpy(float), diff["hi"].to_numpy(float),
+                                     diff["mean"].to_numpy(float), 0.05]))
+        ax2.set_xlim(-1.1 * lim, 1.1 * lim)
+        ax2.set_xlabel("segmented - unsegmented (same images)")
+        ax2.set_title("paired difference in share", fontsize=9)
+        ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    _caption(fig, "; ".join(x for x in [caption, "grey bars: mean lung-area fraction (the share of a "
+                                        "uniform heat map)"] if x))
+    fig.tight_layout(rect=(0.015, 0.04, 1, 0.95))
+    return finish(fig)
+
+
+def audit_plot(audit_table: pd.DataFrame, permutation_null: dict | None = None,
+               caption: str = "", descriptions: dict[str, str] | None = None):
+    """Each audit's pooled out-of-fold AUC with its patient-level interval against chance (0.5),
+    labelled with what it tests and its verdict; the low-level audit's permutation-null 95th
+    percentile is marked when ``permutation_null`` (``baselines/permutation_null.json``) is given.
+    ``descriptions``: audit name -> what it tests (:data:`helpers.evidence.AUDIT_SHORT`)."""
+    title = "Shortcut audits: can the label be predicted without the disease?"
+    if audit_table is None or audit_table.empty:
+        return _empty_fig(title, "no audits in this run", caption)
+    t = audit_table.reset_index(drop=True)
+    n = len(t)
+    fig, ax = plt.subplots(figsize=(8.0, 0.8 * n + 1.6))
+    ypos = np.arange(n)[::-1].astype(float)
+    vcol = {"shortcut signal": "C3", "weak": "C1", "no evidence": "C2", "undefined": "0.5"}
+    labels = []
+    for i, r in enumerate(t.itertuples(index=False)):
+        key = str(r.audit)
+        a, lo, hi = (float(pd.to_numeric(getattr(r, k), errors="coerce"))
+                     for k in ("auc", "auc_lo", "auc_hi"))
+        verdict = str(getattr(r, "verdict", "") or "")
+        c = vcol.get(verdict, "C0")
+        if np.isfinite(a):
+            xerr = [[a - lo], [hi - a]] if np.isfinite(lo) and np.isfinite(hi) else None
+            ax.errorbar([a], [ypos[i]], xerr=xerr, fmt="o", color=c, capsize=3, ms=6)
+            ax.text(1.01, ypos[i], f"{a:.3f}\n{verdict}", va="center", fontsize=7.5, color=c,
+                    transform=ax.get_yaxis_transform())
+        n_txt = f" (n={int(r.n)})" if "n" in t.columns and pd.notna(r.n) else ""
+        labels.append(f"{key}{n_txt}")
+        ax.text(0.01, ypos[i] + 0.36, (descriptions or {}).get(key, "pooled out-of-fold AUC of its own target"),
+                fontsize=7, color="0.3", ha="left", va="bottom")
+        if key == "lowlevel" and permutation_null and np.isfinite(permutation_null.get("null_q95", np.nan)):
+            q = float(permutation_null["null_q95"])
+            ax.plot([q, q], [ypos[i] - 0.25, ypos[i] + 0.25], color="0.3", lw=2)
+            pval = permutation_null.get("p_value", np.nan)
+            ax.text(q, ypos[i] - 0.28, f"permutation null, 95th pct (p = {pval:.3g})",
+                    fontsize=6.5, color="0.3", ha="center", va="top")
+    ax.axvline(0.5, ls="--", color="0.5", lw=1)
+    ax.axvline(0.6, ls=":", color="0.7", lw=1)
+    ax.set_yticks(ypos)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlim(0, 1.0)
+    ax.set_ylim(-0.7, n - 0.1)
+    ax.set_xlabel("pooled out-of-fold ROC-AUC (0.5 = chance)")
+    ax.set_title(title, fontsize=10)
+    cap = "; ".join(x for x in [caption, "dashed: chance; dotted: 0.6, the verdict's 'signal' bound "
+                                "(a reading aid, not a test)"] if x)
+    _caption(fig, cap)
+    fig.tight_layout(rect=(0, 0.06, 0.88, 1))
+    return finish(fig)
+

@@ -4,10 +4,11 @@ In the spirit of a model card and of the CLAIM checklist (Checklist for Artifici
 in Medical Imaging): what was run and on which data, the cohort and how it was curated, how the
 folds were made, every result with its uncertainty, the paper's numbers checked by the claims
 ledger, the shortcut audits, the saliency check, external validation, and the limitations a
-reader must know. No number is written by hand: everything is read from ``OUT_DIR`` (the CSV and
-JSON files the notebooks saved) or recomputed from the stored predictions with
-:mod:`helpers.evidence` / :mod:`helpers.metrics`. A run on generated phantoms gets a banner
-saying so.
+reader must know. No number is written by hand, and none is computed here: everything is read
+from ``OUT_DIR`` (the CSV and JSON files the notebooks saved), the evidence tables (calibration,
+predictive values, paired comparisons, ledger, heat share) from the figures stage folder where
+notebook 06 saved them (:func:`helpers.evidence.read_tables`). A run on generated phantoms gets a
+banner saying so.
 
 Formats: rates in percent with one decimal (``83.0 %``; Wilson 95 % interval in brackets), AUCs,
 Dice, Brier and ECE with three decimals.
@@ -29,7 +30,8 @@ from . import evidence as ev
 from . import io
 from .figures import fold_label, readable_folds
 
-def _display_path(p: Path) -> str:
+
+def display_path(p: Path) -> str:
     """``outputs/<profile>`` style path when the run lives in a repository, else the folder name."""
     p = Path(p).resolve()
     for parent in p.parents:
@@ -131,13 +133,19 @@ def _missing(rel: str, notebook: str) -> str:
     return f"_Not available: `{rel}` is missing (written by `notebooks/{notebook}`)._\n"
 
 
+def _missing_table(name: str) -> str:
+    return _missing(f"figures/{ev.TABLES[name]}", "06_figure_generation.ipynb")
+
+
 # --------------------------------------------------------------------------------------------
 # context shared by the sections
 # --------------------------------------------------------------------------------------------
 class _Run:
-    def __init__(self, out_dir: Path, cfg_dict: dict | None, figures_rel: str | None, n_boot: int,
-                 seed: int):
+    def __init__(self, out_dir: Path, cfg_dict: dict | None, figures_rel: str | None,
+                 figures_dir: Path | None = None):
         self.out = Path(out_dir)
+        # where notebook 06 saved the evidence tables and the figure index
+        self.figures_dir = Path(figures_dir) if figures_dir else self.out / "figures"
         self.manifests = {s: ev.run_manifest(self.out, s) for s in ev.STAGES}
         # the figures stage writes this summary, so its manifest on disk (if any) belongs to an
         # earlier run of 06; only the finished upstream stages are described
@@ -147,7 +155,6 @@ class _Run:
         self.profile = dict(self.cfg.get("profile") or {})
         self.info = ev.run_info(self.out, self.cfg or None)
         self.figures_rel = figures_rel.rstrip("/") if figures_rel else None
-        self.n_boot, self.seed = n_boot, seed
         self._cache: dict = {}
 
     def csv(self, rel: str) -> pd.DataFrame | None:
@@ -156,15 +163,14 @@ class _Run:
         return self._cache[rel]
 
     def json(self, rel: str):
-        return ev._load_json(self.out, rel)
+        return ev.read_json(self.out, rel)
 
-    def preds(self) -> pd.DataFrame | None:
-        if "_preds" not in self._cache:
-            try:
-                self._cache["_preds"] = ev.load_predictions(self.out)
-            except FileNotFoundError:
-                self._cache["_preds"] = None
-        return self._cache["_preds"]
+    def table(self, name: str) -> pd.DataFrame | None:
+        """A saved evidence table (:data:`helpers.evidence.TABLES`); None when missing."""
+        key = f"_table:{name}"
+        if key not in self._cache:
+            self._cache[key] = ev.read_table(self.figures_dir, name)
+        return self._cache[key]
 
     def fig(self, name: str, text: str) -> str:
         if not self.figures_rel:
@@ -499,11 +505,13 @@ def _ladder(run: _Run) -> list[str]:
     return L
 
 
-def _comparisons(run: _Run, preds: pd.DataFrame) -> list[str]:
-    c = ev.comparisons(preds, reference="hrnet", method="delong", n_boot=run.n_boot, seed=run.seed)
+def _comparisons(run: _Run) -> list[str]:
+    c = run.table("comparisons")
+    if c is None:
+        return ["### Paired comparisons with HRNet", "", _missing_table("comparisons")]
     if c.empty:
         return ["### Paired comparisons with HRNet", "",
-                f"_Not possible: {c.attrs.get('note', 'no other model')}._", ""]
+                "_Not possible: no model to pair with HRNet (or HRNet's predictions are missing)._", ""]
     rows = []
     for r in c.itertuples(index=False):
         if not math.isfinite(_num(r.n)):
@@ -521,9 +529,10 @@ def _comparisons(run: _Run, preds: pd.DataFrame) -> list[str]:
             "reverse).", "", md_table(pd.DataFrame(rows).fillna("")), ""]
 
 
-def _calibration(run: _Run, preds: pd.DataFrame) -> list[str]:
-    cal, fig = ev.calibration(preds)
-    ev.plt.close(fig)
+def _calibration(run: _Run) -> list[str]:
+    cal = run.table("calibration")
+    if cal is None:
+        return ["### Calibration", "", _missing_table("calibration")]
     rows = [{"model": r.model, "n": r.n, "observed prevalence": fmt_pct(r.prevalence),
              "mean predicted probability": fmt_pct(r.mean_prob), "Brier": fmt_auc(r.brier),
              "ECE (10 bins)": fmt_auc(r.ece), "note": r.note} for r in cal.itertuples(index=False)]
@@ -533,10 +542,11 @@ def _calibration(run: _Run, preds: pd.DataFrame) -> list[str]:
             md_table(pd.DataFrame(rows)), "", run.fig("ev_calibration.png", "reliability diagram"), ""]
 
 
-def _prevalence(run: _Run, preds: pd.DataFrame) -> list[str]:
+def _prevalence(run: _Run) -> list[str]:
     prev = [0.01, 0.05, 0.20]
-    t, fig = ev.prevalence_table(preds, prev)
-    ev.plt.close(fig)
+    t = run.table("ppv_npv")
+    if t is None:
+        return ["### Predictive values at other prevalences", "", _missing_table("ppv_npv")]
     rows = []
     for m in dict.fromkeys(t["model"]):
         d = t[t["model"] == m]
@@ -556,11 +566,8 @@ def _prevalence(run: _Run, preds: pd.DataFrame) -> list[str]:
 
 
 def _classification(run: _Run) -> list[str]:
-    L = _table6(run) + _table7(run) + _dynamics(run)
-    preds = run.preds()
-    if preds is None:
-        return L + [_missing("baselines/all_preds.csv", "05_baseline_comparison.ipynb")]
-    return L + _comparisons(run, preds) + _calibration(run, preds) + _prevalence(run, preds)
+    return (_table6(run) + _table7(run) + _dynamics(run) + _comparisons(run) + _calibration(run)
+            + _prevalence(run))
 
 
 def _verdict(c) -> str:
@@ -572,8 +579,9 @@ def _verdict(c) -> str:
 
 
 def _ledger(run: _Run) -> list[str]:
-    lt = ev.ledger_tables(run.out)
-    p, c = lt["paper"], lt["companion"]
+    p, c = run.table("ledger_paper"), run.table("ledger_companion")
+    if p is None or c is None:
+        return [_missing_table("ledger_paper" if p is None else "ledger_companion")]
     L = ["Can each reported (accuracy, sensitivity, specificity) triple come from one confusion "
          "matrix? For a single matrix accuracy = w·sensitivity + (1 − w)·specificity must lie between "
          "the two; the ledger also searches for integer matrices that reproduce the printed numbers.", ""]
@@ -652,8 +660,10 @@ def _audits(run: _Run) -> list[str]:
 
 def _saliency(run: _Run) -> list[str]:
     L = []
-    hs = ev.heat_share_ci(run.out, n_boot=run.n_boot, seed=run.seed)
-    if hs.empty:
+    hs = run.table("heat_share_ci")
+    if hs is None:
+        L.append(_missing_table("heat_share_ci"))
+    elif hs.empty:
         L.append("_Not available: no `heat_share.csv` in `hrnet/` or `baselines/`._")
     else:
         pooled = hs[hs["fold"] == "pooled"]
@@ -828,8 +838,8 @@ def _limitations(run: _Run) -> list[str]:
             L.append("- Shortcut audits found signal: " + ", ".join(
                 f"{a} (AUC {fmt_auc(x)})" for a, x in zip(sig["audit"], sig["auc"]))
                 + ". A route to the label that bypasses the disease exists in these data.")
-    hs = ev.heat_share_ci(run.out, n_boot=run.n_boot, seed=run.seed)
-    if len(hs):
+    hs = run.table("heat_share_ci")
+    if hs is not None and len(hs):
         p = hs[(hs["quantity"] == "share_lung") & (hs["fold"] == "pooled") & (hs["label"] == "all")]
         weak = [f"{r.model} {fmt_auc(r.mean)} vs chance {fmt_auc(r.chance)}"
                 for r in p.itertuples(index=False)
@@ -885,7 +895,7 @@ def _figures(run: _Run) -> list[str]:
              "ev_heat_share.png": "Grad-CAM heat inside the lungs, with intervals",
              "ev_audits.png": "shortcut audits"}
     L += [f"- [{n}]({run.figures_rel}/{n}): {d}" for n, d in names.items()]
-    idx = run.csv("figures/index.csv")
+    idx = ev.read_artefact(run.figures_dir, "index.csv")
     if idx is not None and len(idx) and "file" in idx.columns:
         L += ["", "Paper figures and tables (`figures/index.csv`):", ""]
         L += [f"- [{r.file}]({run.figures_rel}/{r.file}): {getattr(r, 'paper', '')}"
@@ -905,19 +915,19 @@ _BUILDERS: dict[str, Callable[[_Run], list[str]]] = {
 # entry points
 # --------------------------------------------------------------------------------------------
 def summary_markdown(out_dir: Path, cfg_dict: dict | None = None, figures_rel: str | None = None,
-                     n_boot: int = 1000, seed: int = 0) -> str:
+                     figures_dir: Path | None = None) -> str:
     """The results summary of the run in ``out_dir`` as markdown text.
 
     cfg_dict: ``RunConfig.to_dict()`` (profile, data_dir, seed, ...); default: the ``config`` of
     the stage manifests. figures_rel: path of the figure folder relative to where the summary
-    will live; when given, figures are linked. n_boot / seed: for the intervals recomputed here
-    (paired comparisons, heat share). A section whose inputs are missing says so; a section that
-    fails says why instead of stopping the summary.
+    will live; when given, figures are linked. figures_dir: the folder notebook 06 saved the
+    evidence tables and the figure index in (default ``out_dir/figures``). A section whose inputs
+    are missing says so; a section that fails says why instead of stopping the summary.
     """
-    run = _Run(Path(out_dir), cfg_dict, figures_rel, n_boot, seed)
+    run = _Run(Path(out_dir), cfg_dict, figures_rel, figures_dir)
     lines = [f"# Results summary: profile `{run.info['profile']}`", ""]
     lines += _banner(run)
-    lines += [f"Generated by `helpers.summary` from the artefacts in `{_display_path(run.out)}`; every number is read "
+    lines += [f"Generated by `helpers.summary` from the artefacts in `{display_path(run.out)}`; every number is read "
               "from or recomputed from those files.", ""]
     sections = SECTIONS + (["Figures"] if figures_rel else [])
     builders = dict(_BUILDERS, Figures=_figures)
@@ -932,19 +942,18 @@ def summary_markdown(out_dir: Path, cfg_dict: dict | None = None, figures_rel: s
     text = "\n".join(lines)
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
-    ev.plt.close("all")
     return text.rstrip() + "\n"
 
 
 def write_summary(out_dir: Path, dest: Path, cfg_dict: dict | None = None,
-                  figures_rel: str | None = None, n_boot: int = 1000, seed: int = 0) -> Path:
+                  figures_rel: str | None = None, figures_dir: Path | None = None) -> Path:
     """Write :func:`summary_markdown` to ``dest`` (a ``.md`` file, or a folder: ``dest/SUMMARY.md``);
     returns the path written."""
     dest = Path(dest)
     if dest.suffix.lower() != ".md":
         dest = dest / "SUMMARY.md"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    text = summary_markdown(out_dir, cfg_dict=cfg_dict, figures_rel=figures_rel, n_boot=n_boot, seed=seed)
+    text = summary_markdown(out_dir, cfg_dict=cfg_dict, figures_rel=figures_rel, figures_dir=figures_dir)
     tmp = dest.with_name(f".{dest.name}.tmp")
     tmp.write_text(text)
     tmp.replace(dest)

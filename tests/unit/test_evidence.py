@@ -1,10 +1,11 @@
 """helpers.evidence on a tiny synthetic OUT_DIR (real column schemas, predictions from a known
-generator), checked against direct computations; and on the smoke run in /tmp/dev_out/smoke2
-when it exists."""
+generator), checked against direct computations; the evidence figures of helpers.plots drawn from
+its tables; and on the smoke run in /tmp/dev_out/smoke2 when it exists."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.figure
 import numpy as np
@@ -12,10 +13,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from helpers import audits, evidence as E, external, metrics
+from helpers import audits, evidence as E, external, figures, metrics, plots
 
 SMOKE = Path("/tmp/dev_out/smoke2")
 MODELS = {"hrnet": 1.0, "hrnet_unsegmented": 1.4, "densenet121": 0.6, "resnet18": 0.0}
+EVIDENCE_FIGURES = ["ev_calibration.png", "ev_ppv_npv.png", "ev_auc_forest.png", "ev_heat_share.png",
+                    "ev_audits.png"]
 PAPER_FLAGGED = {"Table 6 fold 1", "Table 6 fold 3", "Table 6 fold 4", "Table 6 fold 8",
                  "Table 6 fold 10", "Table 7 EfficientNetB4"}
 
@@ -195,8 +198,8 @@ def test_load_predictions_without_and_with_external(run_dir, run_ext):
 # 2. calibration
 # --------------------------------------------------------------------------------------------
 def test_calibration_matches_sklearn_and_a_direct_ece(preds):
-    table, fig = E.calibration(preds, n_bins=10)
-    assert isinstance(fig, matplotlib.figure.Figure)
+    table = E.calibration(preds, n_bins=10)
+    assert isinstance(plots.calibration_plot(table, E.reliability(preds)), matplotlib.figure.Figure)
     assert list(table["model"]) == ["hrnet", "hrnet_unsegmented", "densenet121", "resnet18"]
     for r in table.itertuples(index=False):
         d = preds[(preds.model == r.model) & (preds.set == "oof")]
@@ -213,7 +216,7 @@ def test_calibration_matches_sklearn_and_a_direct_ece(preds):
 def test_calibration_drops_nan_probabilities(preds):
     p = preds.copy()
     p.loc[p.index[:3], "prob"] = np.nan
-    table, _ = E.calibration(p)
+    table = E.calibration(p)
     row = table[table.model == p.loc[p.index[0], "model"]].iloc[0]
     assert row.n_missing == 3 and "NaN" in row.note
 
@@ -223,8 +226,8 @@ def test_calibration_drops_nan_probabilities(preds):
 # --------------------------------------------------------------------------------------------
 def test_prevalence_table_is_bayes_rule_on_the_pooled_matrix(preds):
     prev = np.linspace(0.01, 0.20, 20)
-    table, fig = E.prevalence_table(preds, prev)
-    assert isinstance(fig, matplotlib.figure.Figure)
+    table = E.prevalence_table(preds, prev)
+    assert isinstance(plots.prevalence_plot(table), matplotlib.figure.Figure)
     assert len(table) == 20 * len(MODELS)
     for m in MODELS:
         d = preds[(preds.model == m) & (preds.set == "oof")]
@@ -274,12 +277,14 @@ def test_comparisons_missing_reference_and_misaligned_model(preds):
 # --------------------------------------------------------------------------------------------
 def test_auc_forest_internal_and_external(run_dir, run_ext):
     t7 = pd.read_csv(run_dir / "baselines/table7.csv")
-    fig = E.auc_forest(t7)
+    fig = plots.auc_forest(t7, order=E.model_order(t7["model"]))
     assert len(fig.axes[0].containers) == len(t7)
+    labels = [t.get_text().split()[0] for t in fig.axes[0].get_yticklabels()]
+    assert labels == E.model_order(t7["model"])  # drawn top to bottom in the given order
     ext = pd.read_csv(run_ext / "baselines/external_table.csv")
-    fig2 = E.auc_forest(pd.read_csv(run_ext / "baselines/table7.csv"), ext)
+    fig2 = plots.auc_forest(pd.read_csv(run_ext / "baselines/table7.csv"), ext)
     assert len(fig2.axes[0].containers) == 2 * len(t7)
-    assert isinstance(E.auc_forest(t7, pd.DataFrame()), matplotlib.figure.Figure)
+    assert isinstance(plots.auc_forest(t7, pd.DataFrame()), matplotlib.figure.Figure)
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,12 +337,12 @@ def test_heat_share_ci_numbers(run_dir):
     m = seg.merge(uns, on="image_id")
     assert d["mean"] == pytest.approx((m.share_lung_x - m.share_lung_y).mean())
     assert 0.15 < d.lo < d["mean"] < d.hi < 0.25  # generator: +0.2 inside the lungs when segmented
-    assert isinstance(E.heat_share_fig(t), matplotlib.figure.Figure)
+    assert isinstance(plots.heat_share_plot(t), matplotlib.figure.Figure)
 
 
 def test_heat_share_missing_tables(tmp_path):
     assert E.heat_share_ci(tmp_path).empty
-    assert isinstance(E.heat_share_fig(E.heat_share_ci(tmp_path)), matplotlib.figure.Figure)
+    assert isinstance(plots.heat_share_plot(E.heat_share_ci(tmp_path)), matplotlib.figure.Figure)
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,51 +351,80 @@ def test_heat_share_missing_tables(tmp_path):
 def test_audit_figure(run_dir):
     at = pd.read_csv(run_dir / "baselines/audit_table.csv")
     null = json.loads((run_dir / "baselines/permutation_null.json").read_text())
-    fig = E.audit_figure(at, null)
+    fig = plots.audit_plot(at, null, descriptions=E.AUDIT_SHORT)
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert any(lab.startswith("source") for lab in labels) and len(labels) == len(at)
-    assert isinstance(E.audit_figure(pd.DataFrame()), matplotlib.figure.Figure)
+    assert E.AUDIT_SHORT["source"] in [t.get_text() for t in fig.axes[0].texts]
+    assert isinstance(plots.audit_plot(pd.DataFrame()), matplotlib.figure.Figure)
 
 
-def test_evidence_figures_and_write(run_dir, run_ext, tmp_path):
+def _cfg(out: Path) -> SimpleNamespace:
+    """The two things the figure builders ask of a RunConfig (the profile comes from the manifests)."""
+    return SimpleNamespace(out_dir=out, to_dict=lambda: None)
+
+
+def test_evidence_tables_saved_and_read_back_unchanged(run_dir, tmp_path):
+    tables = E.evidence_tables(run_dir, n_boot=100, seed=3)
+    assert list(tables) == list(E.TABLES)
+    paths = E.save_tables(tables, tmp_path)
+    assert sorted(p.name for p in paths) == sorted(E.TABLES.values())
+    back = E.read_tables(tmp_path)
+    for name, df in tables.items():
+        got = back[name]
+        assert list(got.columns) == list(df.columns) and len(got) == len(df), name
+        for c in df.columns:
+            a, b = df[c].tolist(), got[c].tolist()
+            if any(isinstance(v, str) for v in a):  # text: None / NaN come back as ""
+                assert b == ["" if v is None or v != v else v for v in a], (name, c)
+            elif any(isinstance(v, (bool, np.bool_)) for v in a):  # the ledger's True / False / None
+                assert b == [None if v is None else bool(v) for v in a], (name, c)
+            else:  # numbers, bit for bit (NaN where they were missing)
+                np.testing.assert_array_equal(pd.to_numeric(got[c]).to_numpy(float),
+                                              pd.to_numeric(df[c]).to_numpy(float), err_msg=f"{name}.{c}")
+    led = back["ledger_paper"]
+    assert {type(v) for v in led["consistent"]} <= {bool, type(None)}  # `is False` works after a round trip
+    assert set(back["heat_share_ci"]["fold"]) == set(tables["heat_share_ci"]["fold"])
+    assert E.read_table(tmp_path / "nowhere", "calibration") is None
+    with pytest.raises(KeyError, match="unknown evidence tables"):
+        E.save_tables({"calibrations": tables["calibration"]}, tmp_path)
+
+
+def test_evidence_figures_from_saved_tables(run_dir, run_ext, tmp_path):
     for out in (run_dir, run_ext):
-        figs = E.evidence_figures(out, n_boot=100)
-        assert [f[0] for f in figs] == list(E.FIGURE_FILES)
-        assert all("generated phantoms" in f[2] for f in figs)
-        E.plt.close("all")
-    idx = E.write_evidence(run_dir, tmp_path / "ev", n_boot=100)
-    assert sorted(idx.file) == sorted(E.FIGURE_FILES)
-    for f in E.FIGURE_FILES:
-        assert (tmp_path / "ev" / f).stat().st_size > 10_000
-    assert (tmp_path / "ev" / "ev_ledger_companion.csv").is_file()
+        E.save_tables(E.evidence_tables(out, n_boot=100), tmp_path / out.name)
+        recs = figures.evidence_records(_cfg(out), E.read_tables(tmp_path / out.name))
+        assert [r.file for r in recs] == EVIDENCE_FIGURES
+        assert all("generated phantoms" in r.caption for r in recs)
+        assert all(isinstance(r.fig, matplotlib.figure.Figure) for r in recs)
+    # without saved tables only the figures of stage tables remain (Table 7, the audits)
+    none = figures.evidence_records(_cfg(run_dir), E.read_tables(tmp_path / "nowhere"))
+    assert [r.file for r in none] == ["ev_auc_forest.png", "ev_audits.png"]
+    plots.plt.close("all")
 
 
-def test_evidence_figures_with_missing_pieces(tmp_path):
+def test_evidence_with_missing_pieces(tmp_path):
     out = make_run(tmp_path)
     allp = pd.read_csv(out / "baselines/all_preds.csv")
     allp[allp.model != "hrnet"].to_csv(out / "baselines/all_preds.csv", index=False)  # reference missing
     (out / "baselines/audit_table.csv").unlink()
     (out / "baselines/heat_share.csv").unlink()
-    figs = E.evidence_figures(out, n_boot=50)
-    names = [f[0] for f in figs]
+    tables = E.evidence_tables(out, n_boot=50)
+    names = [r.file for r in figures.evidence_records(_cfg(out), tables)]
     assert "ev_audits.png" not in names and "ev_calibration.png" in names
-    assert any("audit_table" in why for _, why in E.evidence_figures.skipped)
-    t = E.heat_share_ci(out, n_boot=50)
-    assert set(t.quantity) == {"share_lung"}  # no difference without the unsegmented table
-    assert E.comparisons(E.load_predictions(out)).empty
-    E.plt.close("all")
+    assert set(tables["heat_share_ci"].quantity) == {"share_lung"}  # no difference without the unsegmented table
+    assert tables["comparisons"].empty
+    (out / "baselines/all_preds.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="05_baseline_comparison"):
+        E.evidence_tables(out)
 
 
 @pytest.mark.skipif(not (SMOKE / "baselines/all_preds.csv").is_file(), reason="no smoke run in /tmp/dev_out/smoke2")
 def test_smoke_run(tmp_path):
-    figs = E.evidence_figures(SMOKE, n_boot=200)
-    assert [f[0] for f in figs] == list(E.FIGURE_FILES)
-    E.plt.close("all")
     lt = E.ledger_tables(SMOKE)
     assert all(v is True for v in lt["companion"]["consistent"])
     preds = E.load_predictions(SMOKE)
     t7 = pd.read_csv(SMOKE / "baselines/table7.csv").set_index("model")
-    cal, _ = E.calibration(preds)
+    cal = E.calibration(preds)
     assert cal.set_index("model")["brier"].to_numpy() == pytest.approx(
         t7.loc[cal["model"], "brier"].to_numpy())
     c = E.comparisons(preds, n_boot=100)

@@ -17,16 +17,22 @@ from helpers import evidence as E  # noqa: E402
 from helpers import summary as S  # noqa: E402
 
 
+def _finished(out: Path) -> Path:
+    """A synthetic run whose evidence tables are saved as notebook 06 saves them."""
+    E.save_tables(E.evidence_tables(out, n_boot=200, seed=0), out / "figures")
+    return out
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> tuple[Path, str]:
-    out = te.make_run(tmp_path_factory.mktemp("sum_synth"))
-    return out, S.summary_markdown(out, n_boot=200)
+    out = _finished(te.make_run(tmp_path_factory.mktemp("sum_synth")))
+    return out, S.summary_markdown(out)
 
 
 @pytest.fixture(scope="module")
 def real_ext(tmp_path_factory) -> tuple[Path, str]:
-    out = te.make_run(tmp_path_factory.mktemp("sum_real"), data="real", with_external=True)
-    return out, S.summary_markdown(out, n_boot=200, figures_rel="../figures")
+    out = _finished(te.make_run(tmp_path_factory.mktemp("sum_real"), data="real", with_external=True))
+    return out, S.summary_markdown(out, figures_rel="../figures")
 
 
 def _section(text: str, name: str) -> str:
@@ -69,7 +75,7 @@ def test_revisions_describe_finished_stages(real_ext):
     (out / "figures").mkdir(exist_ok=True)
     (out / "figures" / "run_manifest.json").write_text('{"git_revision": "0ld"}')
     try:
-        sec2 = _section(S.summary_markdown(out, n_boot=100), "What was run")
+        sec2 = _section(S.summary_markdown(out), "What was run")
     finally:
         (out / "figures" / "run_manifest.json").unlink()
     assert "0ld" not in sec2 and "differ between stages" not in sec2
@@ -99,7 +105,7 @@ def test_table6_and_prevalence_numbers_match(synth):
     assert row[2] == f"{pooled.tp}/{pooled.fn}/{pooled.fp}/{pooled.tn}"
     assert _pct(row[5]) == pytest.approx(round(100 * pooled.sensitivity, 1))
     assert _row(sec, "1")[0] == "1"  # folds numbered from 1 as in the paper
-    pt, _ = E.prevalence_table(E.load_predictions(out), [0.01, 0.05, 0.20])
+    pt = E.prevalence_table(E.load_predictions(out), [0.01, 0.05, 0.20])
     prev_sec = sec[sec.index("### Predictive values"):]
     hdr = _row(prev_sec, "model")
     r = _row(prev_sec, "hrnet")
@@ -107,7 +113,7 @@ def test_table6_and_prevalence_numbers_match(synth):
     assert _pct(r[hdr.index("PPV at 5 %")]) == pytest.approx(round(100 * want.loc[0.05, "ppv"], 1))
     assert _pct(r[hdr.index("NPV at 20 %")]) == pytest.approx(round(100 * want.loc[0.20, "npv"], 1))
     cal_sec = sec[sec.index("### Calibration"):]
-    cal, _ = E.calibration(E.load_predictions(out))
+    cal = E.calibration(E.load_predictions(out))
     assert float(_row(cal_sec, "hrnet")[4]) == pytest.approx(round(cal.set_index("model").loc["hrnet", "brier"], 3))
 
 
@@ -169,10 +175,10 @@ def test_figure_links(synth, real_ext):
 
 def test_write_summary(synth, tmp_path):
     out, _ = synth
-    p = S.write_summary(out, tmp_path / "docs", figures_rel="figs", n_boot=100)
+    p = S.write_summary(out, tmp_path / "docs", figures_rel="figs")
     assert p == tmp_path / "docs" / "SUMMARY.md" and "## Limitations" in p.read_text()
     q = S.write_summary(out, tmp_path / "x" / "results.md", cfg_dict={"profile": {"name": "cpu", "data": "real"},
-                                                                        "data_dir": "/d"}, n_boot=100)
+                                                                        "data_dir": "/d"})
     assert q.name == "results.md" and "plumbing, not science" not in q.read_text()
 
 
@@ -192,7 +198,7 @@ def test_missing_artefacts_do_not_crash(tmp_path):
 
 @pytest.mark.skipif(not (te.SMOKE / "baselines/table7.csv").is_file(), reason="no smoke run in /tmp/dev_out/smoke2")
 def test_smoke_summary(tmp_path):
-    p = S.write_summary(te.SMOKE, tmp_path / "SUMMARY.md", figures_rel="figures", n_boot=200)
+    p = S.write_summary(te.SMOKE, tmp_path / "SUMMARY.md", figures_rel="figures")
     text = p.read_text()
     assert "could not be built" not in text and S.PHANTOM_BANNER in text
     t7 = pd.read_csv(te.SMOKE / "baselines/table7.csv").set_index("model")
@@ -217,7 +223,7 @@ def test_external_section_reports_refinement_failures_and_the_sensitivity_analys
     allset = pd.concat([ext.assign(set="external_all"), extra.assign(image_id=extra["image_id"] + "_f")])
     ea = external.table(allset, n_boot=50, seed=0, set_name="external_all")
     ea.to_csv(out / "baselines/external_table_all.csv", index=False)
-    sec = _section(S.summary_markdown(out, n_boot=50), "External validation")
+    sec = _section(S.summary_markdown(out), "External validation")
     assert f"3 of {len(ri)} external films failed the lung-area check" in sec
     rc = external.refine_counts(ri)
     for r in rc[(rc["label"] != "all") & (rc["failed"] > 0)].itertuples():
