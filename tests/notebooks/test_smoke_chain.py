@@ -144,8 +144,22 @@ def test_evidence_and_summary(smoke_run):
     assert "GENERATED PHANTOMS" in text and "## Shortcut audits" in text and "## Claims ledger" in text
 
 
+def test_summary_tables_and_captions_agree_at_two_seeds(smoke_run, tmp_path):
+    """Notebook 06's own output (seed 0) and its saving path again with seed 1: within each,
+    SUMMARY.md, the evidence CSVs and the captions of index.csv show the same numbers."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    import figure_agreement as fa
+
+    fa.check_agreement(smoke_run / "figures", seed=0)
+    fa.run_figures_stage(smoke_run, tmp_path / "seed1", seed=1)
+    fa.check_agreement(tmp_path / "seed1", seed=1)
+    assert fa.formatted_intervals(smoke_run / "figures") != fa.formatted_intervals(tmp_path / "seed1")
+
+
 # --- the executed notebooks as a reader sees them ------------------------------------------------
-DRAWS = re.compile(r"plots\.\w+\(|figures\.(fig\w*|table\d)\(|\w+_fig\b|build\(cfg\)\.fig")
+DRAWS = re.compile(r"plots\.\w+\(|figures\.(fig\w*|table\d|ev_\w+)\(|\w+_fig\b|build\(cfg(, \w+)?\)\.fig")
 MIN_IMAGES = {"01": 1, "02": 2, "03": 1, "04": 1, "05": 1, "06": 12}
 
 
