@@ -162,7 +162,8 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="cpu", help="profile whose networks and sizes are timed")
-    ap.add_argument("--csv", default="", help="where to write the rows (default: outputs/bench_<profile>.csv)")
+    ap.add_argument("--csv", default="",
+                    help="where to write the rows (default: outputs/bench_<profile>.csv)")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per network and mode")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     ap.add_argument("--models", default="", help="comma-separated subset of the profile's networks")
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     df.to_csv(out, index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table(df).to_string())
-    print(f"{device}, {torch.get_num_threads()} threads, bf16 supported: {bf16_supported(device)}; wrote {out}")
+    print(f"{device}, {torch.get_num_threads()} threads, bf16 supported: {bf16_supported(device)}; "
+          f"wrote {out}")
     return df
 
 

@@ -285,7 +285,10 @@ def _assemble(run_dir: Path, out: Path, profile, cfg: dict, models: list[str]) -
     et = _csv(run_dir, "baselines/external_table.csv")
     at = _csv(run_dir, "baselines/audit_table.csv")
     cal = _csv(run_dir, "figures/calibration.csv")
-    sel = lambda df: None if df is None or df.empty or "model" not in df else df[df["model"].astype(str).isin(models)]
+    def sel(df):
+        if df is None or df.empty or "model" not in df:
+            return None
+        return df[df["model"].astype(str).isin(models)]
     manifests = {s: run_manifest(run_dir, s) for s in ("curation", "unet", "refine", "hrnet", "baselines",
                                                        "figures")}
     manifests = {s: m for s, m in manifests.items() if m}
@@ -299,7 +302,8 @@ def _assemble(run_dir: Path, out: Path, profile, cfg: dict, models: list[str]) -
             "reader": "helpers.io.read_image (PNG/JPEG/TIFF 8- or 16-bit, DICOM via pydicom) -> uint8",
             "geometry": "helpers.io.square: zero-pad to a centred square, resize (INTER_AREA)",
             "seg_size": profile.seg_size, "cls_size": profile.cls_size,
-            "classifier_input": "uint8 / 255, standardised with mean 0.5, sd 0.25, grey replicated to 3 channels",
+            "classifier_input": "uint8 / 255, standardised with mean 0.5, sd 0.25, grey replicated to "
+                                "3 channels",
         },
         "refinement": {
             "unet_threshold": 0.5,
@@ -324,7 +328,8 @@ def _assemble(run_dir: Path, out: Path, profile, cfg: dict, models: list[str]) -
             "run_config": cfg,
             "stage_git_revisions": {s: m.get("git_revision") for s, m in manifests.items()},
             "stage_finished_utc": {s: m.get("finished_utc") for s, m in manifests.items()},
-            "training_packages": next((m.get("packages") for m in manifests.values() if m.get("packages")), {}),
+            "training_packages": next((m.get("packages") for m in manifests.values()
+                                       if m.get("packages")), {}),
             "export_git_revision": repro.git_revision(),
             "export_packages": repro.package_versions(),
             "data_sources": _data_sources(run_dir),

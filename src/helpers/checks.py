@@ -83,7 +83,8 @@ def mask_reason(mask: np.ndarray) -> tuple[str | None, str | None]:
     if frac == 0:
         return "empty lung mask (all zero)", None
     if frac < MASK_MIN_FRACTION:
-        return f"near-empty lung mask: {100 * frac:.2f} % of the image (< {100 * MASK_MIN_FRACTION:g} %)", None
+        return (f"near-empty lung mask: {100 * frac:.2f} % of the image "
+                f"(< {100 * MASK_MIN_FRACTION:g} %)"), None
     if frac > MASK_MAX_FRACTION:
         return (f"lung mask covers {100 * frac:.1f} % of the image (> {100 * MASK_MAX_FRACTION:g} %): "
                 "blank or inverted export"), None

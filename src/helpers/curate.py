@@ -22,9 +22,8 @@ is left, or, with the profile's ``strict`` setting, at the first file or content
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,7 +42,8 @@ class CurationError(ValueError):
 
 
 def _reason_key(reason: str) -> str:
-    """A reason without its per-file details: 'near-constant image (black): ... 3 ...' -> 'near-constant image'."""
+    """A reason without its per-file details:
+    'near-constant image (black): ... 3 ...' -> 'near-constant image'."""
     key = re.split(r":| \(", str(reason), maxsplit=1)[0].strip()
     return re.sub(r"\d+(?:\.\d+)?(?:x\d+)?", "N", key) or "no reason given"
 
@@ -256,7 +256,8 @@ def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd
         df = mf.read_manifest(root)
         flow = pd.DataFrame([{"source": "phantoms", "step": "generated", "n_in": len(df),
                               "n_kept": len(df), "n_removed": 0, "reason": ""}])
-        return (Path(root), df, flow, pd.DataFrame(columns=["source", "row_id", "source_path", "step", "reason"]),
+        return (Path(root), df, flow, pd.DataFrame(columns=["source", "row_id", "source_path", "step",
+                                                            "reason"]),
                 pd.DataFrame(columns=NOTE_COLUMNS))
     root = Path(cfg.data_dir)
     if (root / "manifest.csv").is_file():

@@ -96,8 +96,6 @@ def collect(stage_dir, tag: str, n: int) -> np.ndarray:
 
 def share_table(index, heat: np.ndarray, masks: dict[str, np.ndarray], model: str):
     """Per-image share of heat inside each named mask, plus the uniform-heat chance level."""
-    import pandas as pd
-
     t = index[[c for c in ("image_id", "patient_id", "fold", "label", "source") if c in index]].copy()
     t["model"] = model
     for name, m in masks.items():
@@ -114,7 +112,6 @@ def randomisation_check(profile, name: str, stage_dir, tag: str, images: np.ndar
     explain the trained model. Returns one row per image with the Spearman correlation of the two
     maps and the share of heat inside the lungs is left to the caller.
     """
-    import pandas as pd
     import torch
 
     from . import train

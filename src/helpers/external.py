@@ -93,7 +93,8 @@ def mean_of_folds(preds: pd.DataFrame, set_name: str = "external") -> pd.DataFra
     if e.empty:
         return e.copy()
     keys = [c for c in ("model", "image_id", "patient_id", "source", "view", "label", "y") if c in e]
-    g = e.groupby(keys, dropna=False).agg(prob=("prob", "mean"), threshold=("threshold", "mean")).reset_index()
+    g = (e.groupby(keys, dropna=False)
+         .agg(prob=("prob", "mean"), threshold=("threshold", "mean")).reset_index())
     g["pred"] = (g["prob"] >= g["threshold"]).astype(int)
     g["fold"], g["set"] = "mean", set_name
     return g
@@ -115,7 +116,8 @@ def table(preds: pd.DataFrame, n_boot: int = 1000, seed: int = 0, set_name: str 
     e = preds[preds["set"] == set_name].copy()
     if e.empty:
         return pd.DataFrame()
-    both = pd.concat([e.assign(fold=e["fold"].astype(str)), mean_of_folds(preds, set_name)], ignore_index=True)
+    both = pd.concat([e.assign(fold=e["fold"].astype(str)), mean_of_folds(preds, set_name)],
+                     ignore_index=True)
     rows = []
     for (model, fold), part in both.groupby(["model", "fold"], sort=True):
         rows.append({"model": model, "fold": fold, "source": "all", **_row(part, n_boot, seed)})
@@ -144,7 +146,8 @@ def check_disjoint(internal: pd.DataFrame, external: pd.DataFrame, internal_root
     cross = pairs[[where[x] != where[y] for x, y in zip(pairs["path_a"], pairs["path_b"])]]
     if len(cross):
         raise ValueError(f"{len(cross)} external image(s) are near-duplicates of training images, e.g. "
-                         f"{cross.path_a.iloc[0]} ~ {cross.path_b.iloc[0]}; remove them from the external set")
+                         f"{cross.path_a.iloc[0]} ~ {cross.path_b.iloc[0]}; "
+                         "remove them from the external set")
     return cross
 
 
@@ -187,7 +190,8 @@ def refine(cfg, states: list[dict], device: str, out: Path) -> pd.DataFrame:
     io.save_npy(ref_c, out / f"{PREFIX}masks_refined_cls.npy")  # for helpers.preprocess
     io.save_npy(rf.apply_mask(images, ref_c), out / f"{PREFIX}segmented.npy")
     thr = rf.area_threshold(p, p.seg_size)
-    ri = idx[["image_id", "patient_id", "label", "source"]].assign(area=area, threshold=thr, passed=area >= thr)
+    ri = idx[["image_id", "patient_id", "label", "source"]].assign(area=area, threshold=thr,
+                                                                   passed=area >= thr)
     io.save_csv(ri, out / f"{PREFIX}refine_index.csv")
     return ri
 

@@ -65,7 +65,8 @@ def fig6(cfg, n: int = 6) -> Figure:
     pick = []
     for lab in ("covid", "normal"):
         pool = np.flatnonzero((cls["label"] == lab).to_numpy() & passed)
-        pick += list(rng.choice(pool, size=min(len(pool), n // 2 - (1 if (~passed).any() else 0)), replace=False))
+        pick += list(rng.choice(pool, size=min(len(pool), n // 2 - (1 if (~passed).any() else 0)),
+                                replace=False))
     failed = np.flatnonzero(~passed)
     pick += list(failed[:2])
     titles = [f"{cls.label[i]} {'kept' if passed[i] else 'below threshold'}" for i in pick]

@@ -2,9 +2,10 @@
 
 :func:`read_image` is the one reader of radiographs (PNG, JPEG, TIFF, BMP, GIF and DICOM through
 pydicom) and :func:`read_mask` the one reader of lung masks; curation, external validation and
-prediction use them. Images are decoded and resized once (``load_stack``) and cached as ``.npy`` arrays that later
-stages memory-map, so no epoch decodes a file again. Writes are atomic (temporary file, then
-rename), so an interrupted run never leaves half a file behind; files get the user's umask.
+prediction use them. Images are decoded and resized once (``load_stack``) and cached as ``.npy``
+arrays that later stages memory-map, so no epoch decodes a file again. Writes are atomic
+(temporary file, then rename), so an interrupted run never leaves half a file behind; files get
+the user's umask.
 """
 from __future__ import annotations
 

@@ -64,7 +64,8 @@ def _model_details(meta: dict) -> list[str]:
           "section 3.2). A film whose mask fails gets no probability (status `no_lung_mask`).",
           f"- Profile `{p['name']}`; bundle format `{meta['format']}`, exported "
           f"{meta['created_utc']} at revision `{meta['provenance']['export_git_revision']}`; stages "
-          "trained at " + ", ".join(f"{s} `{v}`" for s, v in meta["provenance"]["stage_git_revisions"].items())
+          "trained at " + ", ".join(f"{s} `{v}`"
+                                    for s, v in meta["provenance"]["stage_git_revisions"].items())
           + "."]
     return L
 
@@ -139,7 +140,8 @@ def _subgroups(run, meta: dict) -> list[str]:
                  "n (pos/neg)": f"{sm._int(r['n'])} ({sm._int(r['n_pos'])}/{sm._int(r['n_neg'])})",
                  "sensitivity": sm.fmt_pct(r["sensitivity"]), "specificity": sm.fmt_pct(r["specificity"]),
                  "AUC": sm.fmt_auc(r["auc"])} for r in d.to_dict("records")]
-        L += ["Tested on (pooled out-of-fold, `baselines/stratified.csv`):", "", sm.md_table(pd.DataFrame(rows)), ""]
+        L += ["Tested on (pooled out-of-fold, `baselines/stratified.csv`):", "",
+              sm.md_table(pd.DataFrame(rows)), ""]
     else:
         L.append("- _No stratified results in the run (notebook 05)._")
     c = run.csv("curation/cohort.csv")
@@ -181,7 +183,8 @@ def _licences(meta: dict) -> list[str]:
     ds = pd.DataFrame(meta["provenance"].get("data_sources") or [])
     if ds.empty:
         return ["_Not recorded._"]
-    g = ds.groupby(["source", "license", "registry_licence", "homepage"], dropna=False)["images"].sum().reset_index()
+    g = ds.groupby(["source", "license", "registry_licence", "homepage"],
+                   dropna=False)["images"].sum().reset_index()
     L = ["The weights are derived from these images; their terms travel with the model (a "
          "non-commercial licence on any training source restricts the use of the weights as well):",
          "", sm.md_table(g.rename(columns={"license": "licence (manifest)",

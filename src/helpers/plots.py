@@ -549,9 +549,9 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
 
 
 def heat_share_plot(table: pd.DataFrame, caption: str = ""):
-    """``table``: :func:`helpers.evidence.heat_share_ci`. Left: pooled share of heat in the lungs per class and model (interval; grey bar = chance,
-    the lung-area fraction). Right: the paired difference segmented - unsegmented per class,
-    pooled (large) and per fold (small)."""
+    """``table``: :func:`helpers.evidence.heat_share_ci`. Left: pooled share of heat in the lungs
+    per class and model (interval; grey bar = chance, the lung-area fraction). Right: the paired
+    difference segmented - unsegmented per class, pooled (large) and per fold (small)."""
     title = "Share of Grad-CAM heat inside the lung mask (patient-level bootstrap 95 % CI)"
     if table is None or table.empty:
         return _empty_fig(title, "no heat-share tables in this run", caption)
@@ -658,7 +658,8 @@ def audit_plot(audit_table: pd.DataFrame, permutation_null: dict | None = None,
                     transform=ax.get_yaxis_transform())
         n_txt = f" (n={int(r.n)})" if "n" in t.columns and pd.notna(r.n) else ""
         labels.append(f"{key}{n_txt}")
-        ax.text(0.01, ypos[i] + 0.36, (descriptions or {}).get(key, "pooled out-of-fold AUC of its own target"),
+        what = (descriptions or {}).get(key, "pooled out-of-fold AUC of its own target")
+        ax.text(0.01, ypos[i] + 0.36, what,
                 fontsize=7, color="0.3", ha="left", va="bottom")
         if key == "lowlevel" and permutation_null and np.isfinite(permutation_null.get("null_q95", np.nan)):
             q = float(permutation_null["null_q95"])

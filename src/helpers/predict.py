@@ -156,8 +156,9 @@ class Predictor:
         feats = ood.features(cls_img, ref).to_dict("records")
         passed = area >= self.area_threshold
         ok = np.flatnonzero(passed)
-        fold_p = np.stack([train.predict_proba(m, inputs[ok], self.device, P.bf16, P.channels_last)
-                           for m in self.classifiers], axis=1) if len(ok) else np.zeros((0, len(self.classifiers)))
+        fold_p = (np.stack([train.predict_proba(m, inputs[ok], self.device, P.bf16, P.channels_last)
+                            for m in self.classifiers], axis=1) if len(ok)
+                  else np.zeros((0, len(self.classifiers))))
         mean = fold_p.mean(1)
         decided = (mean >= self.threshold).astype(int)
         heat = np.zeros((len(ok), P.cls_size, P.cls_size), np.float32)
@@ -351,7 +352,8 @@ def _caption(row: dict) -> str:
 def _csv_frame(df: pd.DataFrame) -> pd.DataFrame:
     d = df.copy()
     d["flags"] = d["flags"].map(lambda v: ";".join(v) if isinstance(v, list) else (v or ""))
-    d["fold_probs"] = d["fold_probs"].map(lambda v: ";".join(f"{x:.6f}" for x in v) if isinstance(v, list) else "")
+    d["fold_probs"] = d["fold_probs"].map(
+        lambda v: ";".join(f"{x:.6f}" for x in v) if isinstance(v, list) else "")
     return d
 
 
@@ -374,9 +376,9 @@ def write_outputs(df: pd.DataFrame, out_dir: Path, pred: Predictor, seconds: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import main as cli_main
-
     import sys
+
+    from .cli import main as cli_main
 
     return cli_main(["predict", *(sys.argv[1:] if argv is None else argv)])
 

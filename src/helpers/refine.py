@@ -53,7 +53,8 @@ def refine_all(probs: np.ndarray, profile, threshold: float = 0.5
     size = probs.shape[-1]
     di = scaled_iterations(profile.dilate_iters, size)
     ci = scaled_iterations(profile.close_iters, size)
-    raw = np.stack([binarise(p, threshold) for p in probs]) if len(probs) else np.zeros((0, size, size), np.uint8)
+    raw = (np.stack([binarise(p, threshold) for p in probs]) if len(probs)
+           else np.zeros((0, size, size), np.uint8))
     ref = np.stack([refine_mask(m, di, ci) for m in raw]) if len(raw) else raw.copy()
     area = ref.reshape(len(ref), -1).sum(1).astype(np.int64)
     return raw, ref, area

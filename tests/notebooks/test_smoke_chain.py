@@ -99,7 +99,8 @@ def test_segmentation_moves_heat_into_the_lungs(smoke_run):
     seg = pd.to_numeric(m["share_lung_seg"], errors="coerce")
     unseg = pd.to_numeric(m["share_lung_unseg"], errors="coerce")
     assert len(m) > 50
-    assert seg.mean() > unseg.mean(), f"heat inside lungs (covid): segmented {seg.mean():.3f} vs {unseg.mean():.3f}"
+    assert seg.mean() > unseg.mean(), \
+        f"heat inside lungs (covid): segmented {seg.mean():.3f} vs {unseg.mean():.3f}"
     assert (seg > unseg).mean() > 0.5  # on most images, not only on average
 
 
@@ -134,7 +135,8 @@ def test_audits_detect_the_planted_shortcut(smoke_run):
 
 def test_evidence_and_summary(smoke_run):
     fig = smoke_run / "figures"
-    for f in ("ev_calibration.png", "ev_ppv_npv.png", "ev_auc_forest.png", "ev_heat_share.png", "ev_audits.png"):
+    for f in ("ev_calibration.png", "ev_ppv_npv.png", "ev_auc_forest.png", "ev_heat_share.png",
+              "ev_audits.png"):
         assert (fig / f).stat().st_size > 5000, f
     companion = _csv(smoke_run, "figures/ledger_companion.csv")
     assert len(companion) and (companion["consistent"].astype(str) == "True").all()

@@ -67,7 +67,8 @@ def check_agreement(dest: Path, seed: int) -> None:
     index = pd.read_csv(dest / "index.csv", keep_default_na=False)
 
     # the run the summary describes, and the files it links
-    assert f"- Seed: {seed};" in _section(text, "## What was run"), f"SUMMARY.md is not of the run with seed {seed}"
+    assert f"- Seed: {seed};" in _section(text, "## What was run"), \
+        f"SUMMARY.md is not of the run with seed {seed}"
     pngs = {p.name for p in dest.glob("*.png")}
     assert set(index["file"]) == pngs, "index.csv and the PNG files differ"
     linked = _section(text, "## Figures")

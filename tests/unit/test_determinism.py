@@ -2,7 +2,6 @@
 "Determinism"). Trains two tiny classifiers twice: run under /tmp/hrnet-cpu.lock."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,8 +15,8 @@ def phantom_set(tmp_path_factory):
     root = phantoms.generate(tmp_path_factory.mktemp("ph"), n_patients=16, images_per_patient=(1, 1),
                              n_seg_pairs=6, size=64, seed=3)
     p = config.make_profile("smoke", {"n_folds": 2, "seg_folds": 2, "cls_size": 32, "seg_size": 32,
-                                      "cls_epochs": 1, "cls_batch": 8, "cls_val_fraction": 0.25, "head_hidden": 8, "bf16": False,
-                                      "channels_last": False})
+                                      "cls_epochs": 1, "cls_batch": 8, "cls_val_fraction": 0.25,
+                                      "head_hidden": 8, "bf16": False, "channels_last": False})
     cls, _ = curate.build_indices(mf.read_manifest(root), p, seed=0)
     images = io.load_stack([root / f for f in cls["path"]], p.cls_size)
     return p, cls, images
@@ -33,6 +32,7 @@ def test_same_seed_gives_identical_fold_predictions(phantom_set, tmp_path):
     a = (tmp_path / "a" / "det" / "preds.csv").read_bytes()
     b = (tmp_path / "b" / "det" / "preds.csv").read_bytes()
     assert a == b and len(a) > 100
-    other = train.cross_validate(p, "resnet18", "det", images, y, cls, tmp_path / "c", seed=8, save_weights=False)
+    other = train.cross_validate(p, "resnet18", "det", images, y, cls, tmp_path / "c", seed=8,
+                                 save_weights=False)
     assert (tmp_path / "c" / "det" / "preds.csv").read_bytes() != a  # the seed matters
     assert len(other) == len(cls)

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from helpers import audits, evidence as E, external, figures, metrics, plots
+from helpers import audits, external, figures, metrics, plots
+from helpers import evidence as E
 
 SMOKE = Path("/tmp/dev_out/smoke2")
 MODELS = {"hrnet": 1.0, "hrnet_unsegmented": 1.4, "densenet121": 0.6, "resnet18": 0.0}
@@ -39,7 +40,10 @@ def _index(n_patients: int, seed: int, prefix: str = "p") -> pd.DataFrame:
     rows = []
     for i in range(n_patients):
         y = i % 2
-        src = ("src-a" if rng.random() < 0.9 else "src-b") if y else ("src-b" if rng.random() < 0.9 else "src-a")
+        if y:
+            src = "src-a" if rng.random() < 0.9 else "src-b"
+        else:
+            src = "src-b" if rng.random() < 0.9 else "src-a"
         for j in range(int(rng.integers(1, 3))):
             rows.append(dict(image_id=f"{'covid' if y else 'normal'}/{prefix}{i:03d}_{j}",
                              patient_id=f"{prefix}{i:03d}", label="covid" if y else "normal", y=y,
@@ -84,7 +88,8 @@ def make_run(root: Path, data: str = "synthetic", with_external: bool = False, s
     idx = _index(60, seed)
     cls = idx.assign(group_id=idx["patient_id"], split_role="classify", file="x.png")
     cls.to_csv(out / "curation/cls_index.csv", index=False)
-    co = (cls.groupby(["label", "source"]).agg(images=("image_id", "size"), patients=("patient_id", "nunique"))
+    co = (cls.groupby(["label", "source"])
+          .agg(images=("image_id", "size"), patients=("patient_id", "nunique"))
           .reset_index())
     co.insert(0, "role", "classify")
     co["views"], co["female_%"], co["age_median"], co["age_known"] = "AP 1", 50.0, 40.0, co["images"]
@@ -92,10 +97,12 @@ def make_run(root: Path, data: str = "synthetic", with_external: bool = False, s
     pd.DataFrame([dict(source="src", step="decode", n_in=len(cls) + 3, n_kept=len(cls), n_removed=3,
                        reason="unreadable")]).to_csv(out / "curation/flow.csv", index=False)
     pd.DataFrame([dict(source="src", row_id=i, source_path=f"bad{i}.png", step="decode",
-                       reason="unreadable") for i in range(3)]).to_csv(out / "curation/excluded.csv", index=False)
+                       reason="unreadable") for i in range(3)]).to_csv(out / "curation/excluded.csv",
+                                                                       index=False)
     pd.DataFrame([dict(path_a="a.png", path_b="b.png", source_a="src-a", source_b="src-b", patient_a="p1",
-                       patient_b="p2", label_a="covid", label_b="covid", hamming=2, dhash_hamming=3, corr=0.99,
-                       detail_corr=0.98, same_patient=False, cross_source=True, conflicting_label=False)]
+                       patient_b="p2", label_a="covid", label_b="covid", hamming=2, dhash_hamming=3,
+                       corr=0.99, detail_corr=0.98, same_patient=False, cross_source=True,
+                       conflicting_label=False)]
                  ).to_csv(out / "curation/duplicates.csv", index=False)
     fs = cls.groupby("fold").apply(lambda d: pd.Series(dict(images_covid=int(d.y.sum()),
                                                             images_normal=int((1 - d.y).sum()),
@@ -124,7 +131,8 @@ def make_run(root: Path, data: str = "synthetic", with_external: bool = False, s
         ext_idx = _index(24, seed + 5, prefix="e")
         ext = _preds(ext_idx, seed + 2, set_name="external", fold_models=[0, 1, 2])
         ext.to_csv(out / "baselines/external_preds.csv", index=False)
-        external.table(pd.concat([allp, ext]), n_boot=100).to_csv(out / "baselines/external_table.csv", index=False)
+        external.table(pd.concat([allp, ext]), n_boot=100).to_csv(out / "baselines/external_table.csv",
+                                                                  index=False)
     else:
         pd.DataFrame(columns=allp.columns).to_csv(out / "baselines/external_preds.csv", index=False)
         (out / "baselines/external_table.csv").write_text("\n")
@@ -132,10 +140,12 @@ def make_run(root: Path, data: str = "synthetic", with_external: bool = False, s
     rng = np.random.default_rng(seed + 3)
     area = rng.uniform(0.15, 0.25, len(idx))
     base = idx[["image_id", "patient_id", "fold", "label", "source"]]
-    seg = base.assign(model="hrnet (segmented)", share_lung=np.clip(area + 0.2 + rng.normal(0, 0.03, len(idx)), 0, 1),
+    seg = base.assign(model="hrnet (segmented)",
+                      share_lung=np.clip(area + 0.2 + rng.normal(0, 0.03, len(idx)), 0, 1),
                       area_lung=area)
     seg.loc[3, "share_lung"] = np.nan
-    unseg = base.assign(model="hrnet (unsegmented)", share_lung=np.clip(area + rng.normal(0, 0.03, len(idx)), 0, 1),
+    unseg = base.assign(model="hrnet (unsegmented)", share_lung=np.clip(area + rng.normal(0, 0.03, len(idx)),
+                                                                        0, 1),
                         area_lung=area)
     seg.to_csv(out / "hrnet/heat_share.csv", index=False)
     unseg.to_csv(out / "baselines/heat_share.csv", index=False)
@@ -205,7 +215,8 @@ def test_calibration_matches_sklearn_and_a_direct_ece(preds):
         d = preds[(preds.model == r.model) & (preds.set == "oof")]
         assert r.brier == pytest.approx(brier_score_loss(d.y, d.prob), abs=1e-12)
         b = np.minimum((d.prob.to_numpy() * 10).astype(int), 9)
-        ece = sum((b == k).sum() / len(d) * abs(d.y.to_numpy()[b == k].mean() - d.prob.to_numpy()[b == k].mean())
+        yy, pp = d.y.to_numpy(), d.prob.to_numpy()
+        ece = sum((b == k).sum() / len(d) * abs(yy[b == k].mean() - pp[b == k].mean())
                   for k in range(10) if (b == k).any())
         assert r.ece == pytest.approx(ece, abs=1e-12)
         assert r.mean_prob == pytest.approx(d.prob.mean())
@@ -293,7 +304,8 @@ def test_auc_forest_internal_and_external(run_dir, run_ext):
 def test_ledger_paper_flags_and_companion_consistent(run_dir):
     lt = E.ledger_tables(run_dir)
     paper, comp = lt["paper"], lt["companion"]
-    flagged_single = {n for n, k, v in zip(paper.name, paper.kind, paper.consistent) if v is False and k == "single"}
+    flagged_single = {n for n, k, v in zip(paper.name, paper.kind, paper.consistent)
+                      if v is False and k == "single"}
     assert flagged_single == PAPER_FLAGGED
     assert len(comp) == 3 + 1 + 1 + len(MODELS)  # 3 folds, pooled, mean, Table 7 rows
     assert all(v is True for v in comp["consistent"]), comp[["name", "reason"]]
@@ -411,14 +423,16 @@ def test_evidence_with_missing_pieces(tmp_path):
     tables = E.evidence_tables(out, n_boot=50)
     names = [r.file for r in figures.evidence_records(_cfg(out), tables)]
     assert "ev_audits.png" not in names and "ev_calibration.png" in names
-    assert set(tables["heat_share_ci"].quantity) == {"share_lung"}  # no difference without the unsegmented table
+    # no difference without the unsegmented table
+    assert set(tables["heat_share_ci"].quantity) == {"share_lung"}
     assert tables["comparisons"].empty
     (out / "baselines/all_preds.csv").unlink()
     with pytest.raises(FileNotFoundError, match="05_baseline_comparison"):
         E.evidence_tables(out)
 
 
-@pytest.mark.skipif(not (SMOKE / "baselines/all_preds.csv").is_file(), reason="no smoke run in /tmp/dev_out/smoke2")
+@pytest.mark.skipif(not (SMOKE / "baselines/all_preds.csv").is_file(),
+                    reason="no smoke run in /tmp/dev_out/smoke2")
 def test_smoke_run(tmp_path):
     lt = E.ledger_tables(SMOKE)
     assert all(v is True for v in lt["companion"]["consistent"])
@@ -428,4 +442,5 @@ def test_smoke_run(tmp_path):
     assert cal.set_index("model")["brier"].to_numpy() == pytest.approx(
         t7.loc[cal["model"], "brier"].to_numpy())
     c = E.comparisons(preds, n_boot=100)
-    assert c.set_index("model")["auc_model"].to_numpy() == pytest.approx(t7.loc[c["model"], "roc_auc"].to_numpy())
+    auc7 = t7.loc[c["model"], "roc_auc"].to_numpy()
+    assert c.set_index("model")["auc_model"].to_numpy() == pytest.approx(auc7)

@@ -21,7 +21,8 @@ def cohort():
         for j in range(2):
             img, _ = phantoms.render(rng, 64, covid, "a" if covid else "b", severity=0.5, anatomy=anat)
             imgs.append(img)
-            rows.append({"image_id": f"p{p}_{j}", "patient_id": f"p{p}", "source": "site_" + ("a" if covid else "b"),
+            rows.append({"image_id": f"p{p}_{j}", "patient_id": f"p{p}",
+                         "source": "site_" + ("a" if covid else "b"),
                          "view": "PA", "label": "covid" if covid else "normal", "y": int(covid)})
     index = pd.DataFrame(rows)
     index["fold"] = splits.patient_folds(index["patient_id"], index["label"], 3, 0)

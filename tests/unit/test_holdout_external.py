@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from helpers import external
-from helpers.data import holdout, manifest as mf, phantoms
+from helpers.data import holdout, phantoms
+from helpers.data import manifest as mf
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ def test_external_table_mean_of_folds():
     rows = []
     for fold in (0, 1):
         for i, (y, p) in enumerate([(1, 0.9), (1, 0.6), (0, 0.2), (0, 0.7)]):
-            rows.append({"model": "m", "fold": fold, "set": "external", "image_id": f"i{i}", "patient_id": f"p{i}",
+            rows.append({"model": "m", "fold": fold, "set": "external", "image_id": f"i{i}",
+                         "patient_id": f"p{i}",
                          "source": "s", "y": y, "prob": p if fold == 0 else p - 0.1, "threshold": 0.5,
                          "pred": int((p if fold == 0 else p - 0.1) >= 0.5)})
     preds = pd.DataFrame(rows)

@@ -33,7 +33,8 @@ def test_bad_rows_are_named(tmp_path):
                        "patient_id": "p"}])
     pd.DataFrame([{"path": "x.png", "split_role": "classify", "label": "maybe", "source": "s",
                    "patient_id": "p"}, {"path": "gone.png", "split_role": "classify", "label": "normal",
-                                        "source": "s", "patient_id": "q"}]).to_csv(tmp_path / "manifest.csv", index=False)
+                                        "source": "s", "patient_id": "q"}]).to_csv(tmp_path / "manifest.csv",
+                                                                                   index=False)
     with pytest.raises(mf.ManifestError) as e:
         mf.read_manifest(tmp_path)
     msg = str(e.value)

@@ -40,7 +40,8 @@ def cohort():
     lungs = np.stack([o[1] for o in out]).astype(np.uint8)
     refined = np.stack([refine.refine_mask(m, 2, 1) for m in lungs])
     y = np.array([i % 2 == 0 for i in range(40)], dtype=int)
-    index = pd.DataFrame({"image_id": [f"i{i}" for i in range(40)], "patient_id": [f"p{i}" for i in range(40)],
+    index = pd.DataFrame({"image_id": [f"i{i}" for i in range(40)],
+                          "patient_id": [f"p{i}" for i in range(40)],
                           "fold": np.arange(40) % 4, "source": ["a" if v else "b" for v in y],
                           "label": np.where(y == 1, "covid", "normal")})
     return imgs, lungs, refined, y, index

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from sklearn.metrics import (average_precision_score, brier_score_loss, confusion_matrix,
-                             roc_auc_score)
+from sklearn.metrics import average_precision_score, brier_score_loss, confusion_matrix, roc_auc_score
 
 from helpers import metrics as M
 

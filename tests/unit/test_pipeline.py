@@ -90,7 +90,8 @@ def test_run_manifest_keeps_earlier_runs(tmp_path):
     assert second["earlier_runs"][0]["total_s"] == first["timings_s"]["total"]
     assert second["earlier_runs"][0]["finished_utc"] == first["finished_utc"]
     third = json.loads(RunLog(cfg, "hrnet").write().read_text())
-    assert [r["finished_utc"] for r in third["earlier_runs"]] == [first["finished_utc"], second["finished_utc"]]
+    assert [r["finished_utc"] for r in third["earlier_runs"]] == [first["finished_utc"],
+                                                                  second["finished_utc"]]
 
 
 def test_every_profile_field_belongs_to_a_stage():

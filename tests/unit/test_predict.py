@@ -10,12 +10,12 @@ import hashlib
 import json
 import shutil
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tomllib
 import torch
 from PIL import Image
 
@@ -115,7 +115,8 @@ def test_altered_weights_are_refused(bdir, tmp_path):
     f.write_bytes(bytes(data))
     with pytest.raises(bundle.BundleError, match="checksum mismatch .*fold1.pt"):
         predict.Predictor.from_bundle(bad)
-    assert cli.main(["predict", str(tmp_path), "--bundle", str(bad), "--out", str(tmp_path.parent / "o")]) == 2
+    assert cli.main(["predict", str(tmp_path), "--bundle", str(bad), "--out",
+                     str(tmp_path.parent / "o")]) == 2
 
 
 def test_console_script_declared():

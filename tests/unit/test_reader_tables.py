@@ -13,7 +13,8 @@ def _preds(seed=0):
     for k, shift in enumerate((0.0, 0.4, -0.3)):  # fold models on different scales
         y = rng.integers(0, 2, 40)
         p = np.clip(0.5 + shift + (y - 0.5) * 0.3 + rng.normal(0, 0.1, 40), 0, 1)
-        rows.append(pd.DataFrame({"image_id": [f"{k}-{i}" for i in range(40)], "patient_id": [f"{k}-{i}" for i in range(40)],
+        rows.append(pd.DataFrame({"image_id": [f"{k}-{i}" for i in range(40)],
+                                  "patient_id": [f"{k}-{i}" for i in range(40)],
                                   "fold": k, "set": "oof", "y": y, "prob": p, "threshold": 0.5 + shift,
                                   "pred": (p >= 0.5 + shift).astype(int), "model": "hrnet"}))
     return pd.concat(rows, ignore_index=True)
@@ -28,7 +29,8 @@ def test_table6_numbers_folds_from_one_and_shows_thresholds():
     t = figures.table6_frame(CFG, ft)
     assert t["Fold"].tolist() == ["1", "2", "3", "Pooled", "Average"]
     assert t["Threshold"].tolist()[:3] == ["0.50", "0.90", "0.20"]
-    assert list(t.columns[:5]) == ["Fold", "Images (COVID / normal)", "Accuracy %", "Sensitivity %", "Specificity %"]
+    assert list(t.columns[:5]) == ["Fold", "Images (COVID / normal)", "Accuracy %", "Sensitivity %",
+                                   "Specificity %"]
 
 
 def test_pooled_vs_mean_note_explains_a_pooled_auc_below_every_fold():

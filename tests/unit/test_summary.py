@@ -114,7 +114,8 @@ def test_table6_and_prevalence_numbers_match(synth):
     assert _pct(r[hdr.index("NPV at 20 %")]) == pytest.approx(round(100 * want.loc[0.20, "npv"], 1))
     cal_sec = sec[sec.index("### Calibration"):]
     cal = E.calibration(E.load_predictions(out))
-    assert float(_row(cal_sec, "hrnet")[4]) == pytest.approx(round(cal.set_index("model").loc["hrnet", "brier"], 3))
+    brier = cal.set_index("model").loc["hrnet", "brier"]
+    assert float(_row(cal_sec, "hrnet")[4]) == pytest.approx(round(brier, 3))
 
 
 def test_ledger_section(synth):
@@ -177,8 +178,8 @@ def test_write_summary(synth, tmp_path):
     out, _ = synth
     p = S.write_summary(out, tmp_path / "docs", figures_rel="figs")
     assert p == tmp_path / "docs" / "SUMMARY.md" and "## Limitations" in p.read_text()
-    q = S.write_summary(out, tmp_path / "x" / "results.md", cfg_dict={"profile": {"name": "cpu", "data": "real"},
-                                                                        "data_dir": "/d"})
+    q = S.write_summary(out, tmp_path / "x" / "results.md",
+                        cfg_dict={"profile": {"name": "cpu", "data": "real"}, "data_dir": "/d"})
     assert q.name == "results.md" and "plumbing, not science" not in q.read_text()
 
 
@@ -196,7 +197,8 @@ def test_missing_artefacts_do_not_crash(tmp_path):
     assert "is missing" in text
 
 
-@pytest.mark.skipif(not (te.SMOKE / "baselines/table7.csv").is_file(), reason="no smoke run in /tmp/dev_out/smoke2")
+@pytest.mark.skipif(not (te.SMOKE / "baselines/table7.csv").is_file(),
+                    reason="no smoke run in /tmp/dev_out/smoke2")
 def test_smoke_summary(tmp_path):
     p = S.write_summary(te.SMOKE, tmp_path / "SUMMARY.md", figures_rel="figures")
     text = p.read_text()

@@ -120,4 +120,5 @@ def test_dead_start_detector_on_a_frozen_network(tiny, monkeypatch):
     import torch
     monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: None)  # weights never change
     p = _profile(unet_epochs=6)
-    assert segment._train_attempt(p, imgs, masks, np.arange(8), np.arange(8, 12), 0, "cpu", "t") == (None, None)
+    attempt = segment._train_attempt(p, imgs, masks, np.arange(8), np.arange(8, 12), 0, "cpu", "t")
+    assert attempt == (None, None)

@@ -152,18 +152,20 @@ def candidate_pairs(hashes: np.ndarray, max_hamming: int, valid: np.ndarray | No
     memory at ``block`` x N bytes."""
     n = len(hashes)
     valid = np.ones(n, dtype=bool) if valid is None else valid
-    I, J, D = [], [], []
+    rows, cols, dists = [], [], []
     for s in range(0, n, block):
         e = min(n, s + block)
         d = hamming_matrix(hashes[s:e], hashes)
         ii, jj = np.nonzero(d <= max_hamming)
         gi = ii + s
         keep = (jj > gi) & valid[gi] & valid[jj]
-        I.append(gi[keep])
-        J.append(jj[keep])
-        D.append(d[ii[keep], jj[keep]])
-    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
-    return cat(I, np.int64), cat(J, np.int64), cat(D, np.int64)
+        rows.append(gi[keep])
+        cols.append(jj[keep])
+        dists.append(d[ii[keep], jj[keep]])
+
+    def cat(xs):
+        return np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)
+    return cat(rows), cat(cols), cat(dists)
 
 
 def _col(df: pd.DataFrame, name: str) -> np.ndarray:

@@ -25,7 +25,8 @@ def split(src: str | Path, sources: list[str] = (), patient_fraction: float = 0.
     df = mf.read_manifest(src)
     unknown = sorted(set(sources) - set(df["source"]))
     if unknown:
-        raise ValueError(f"{src}/manifest.csv has no source(s) {unknown}; it has {sorted(df.source.unique())}")
+        raise ValueError(f"{src}/manifest.csv has no source(s) {unknown}; "
+                         f"it has {sorted(df.source.unique())}")
     ext_pat = set(df.loc[df["source"].isin(sources), "patient_id"])
     rest = sorted(set(df["patient_id"]) - ext_pat)
     if patient_fraction > 0:

@@ -66,7 +66,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from helpers import checks, io
-from helpers.data.manifest import COLUMNS, read_manifest, normalise, validate
+from helpers.data.manifest import COLUMNS, read_manifest, validate
 from helpers.paths import shared_metadata_dir
 
 FLOW_COLUMNS = ["source", "step", "n_in", "n_kept", "n_removed", "reason"]
@@ -854,7 +854,8 @@ def adapt_ieee8023(root: str | Path, derived_dir: str | Path | None = None, chec
     root = _prepare("ieee8023", root, check_images, metadata)
     meta = _as_frame(metadata if metadata is not None else root / "metadata.csv")
     n = len(meta)
-    col = lambda c: meta[c].astype(str).str.strip() if c in meta.columns else pd.Series([""] * n)
+    def col(c):
+        return meta[c].astype(str).str.strip() if c in meta.columns else pd.Series([""] * n)
     folder = col("folder").where(col("folder") != "", "images")
     filename = col("filename")
     rel = (folder + "/" + filename).where(filename != "", "")
@@ -882,7 +883,8 @@ def _adapt_covidx(name: str, prefix: str, root: str | Path, check_images: bool, 
     root = _prepare(name, root, check_images, metadata)
     meta = _as_frame(metadata if metadata is not None else root / "metadata.csv")
     n = len(meta)
-    col = lambda c: meta[c].astype(str).str.strip() if c in meta.columns else pd.Series([""] * n)
+    def col(c):
+        return meta[c].astype(str).str.strip() if c in meta.columns else pd.Series([""] * n)
     pid = col("patientid")
     index = _file_index(root / "images")
     by_stem: dict[str, str] = {}
@@ -1098,7 +1100,8 @@ def adapt_chexpert(root: str | Path, derived_dir: str | Path | None = None, chec
     p = meta["Path"].astype(str).str.strip()
     inner = p.str.split("/", n=1).str[-1]
     line = meta.groupby("_file").cumcount() + 2
-    col = lambda c: meta[c].astype(str).str.strip() if c in meta.columns else pd.Series([""] * n)
+    def col(c):
+        return meta[c].astype(str).str.strip() if c in meta.columns else pd.Series([""] * n)
     df = _candidates(
         n, path=(str(base) + os.sep + inner).to_numpy(), split_role="classify", label="normal",
         source="chexpert", source_repo="", source_path=p, source_commit="",
@@ -1299,7 +1302,8 @@ def adapt_shenzhen(root: str | Path, derived_dir: str | Path | None = None, chec
         m = masks.get(s + "_mask") or masks.get(s)
         return ([m], "") if m else ([], f"no lung mask: missing {mdir}/{p.stem}_mask.png")
 
-    src = lambda s: "montgomery" if s.upper().startswith("MCUCXR") else "shenzhen"
+    def src(s):
+        return "montgomery" if s.upper().startswith("MCUCXR") else "shenzhen"
     return _adapt_segment("shenzhen", root, root / "CXR_png", derived_dir, check_images, parts,
                           src, lambda s: f"{src(s)}-{s}", root / "ClinicalReadings", "PA",
                           allow_16bit, deep)
@@ -1317,7 +1321,8 @@ def adapt_jsrt(root: str | Path, derived_dir: str | Path | None = None, check_im
     """
     root = Path(root).expanduser().resolve()
     found = verify_layout("jsrt-scr", root)
-    key = lambda stem: re.sub(r"\.img$", "", stem.lower())
+    def key(stem):
+        return re.sub(r"\.img$", "", stem.lower())
     left = {key(k): v for k, v in _mask_lookup(found["masks/left_lung/"]).items()}
     right = {key(k): v for k, v in _mask_lookup(found["masks/right_lung/"]).items()}
     lname = os.path.relpath(found["masks/left_lung/"], root)
@@ -1330,7 +1335,8 @@ def adapt_jsrt(root: str | Path, derived_dir: str | Path | None = None, check_im
             return [], "no lung mask: missing " + ", ".join(miss)
         return [left[s], right[s]], ""
 
-    ident = lambda s: re.sub(r"\.img$", "", s, flags=re.I)
+    def ident(s):
+        return re.sub(r"\.img$", "", s, flags=re.I)
     return _adapt_segment("jsrt-scr", root, found["images/"], derived_dir, check_images, parts,
                           lambda s: "jsrt-scr", lambda s: f"jsrt-{ident(s)}", None, "PA",
                           allow_16bit, deep)
@@ -1385,8 +1391,10 @@ def merge_results(results: Iterable[AdapterResult], source: str = "curated") -> 
     man = (pd.concat([r.manifest for r in results], ignore_index=True) if results
            else pd.DataFrame(columns=COLUMNS))
     man = validate(man, where="merged sources", check_files=False)
-    cat = lambda frames, cols: (pd.concat([f for f in frames if len(f)], ignore_index=True)
-                                if any(len(f) for f in frames) else pd.DataFrame(columns=cols))
+
+    def cat(frames, cols):
+        return (pd.concat([f for f in frames if len(f)], ignore_index=True)
+                if any(len(f) for f in frames) else pd.DataFrame(columns=cols))
     return AdapterResult(
         source, None, man,
         cat([r.flow for r in results], FLOW_COLUMNS).reset_index(drop=True),
