@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test suite: unit tests, the papermill smoke chain 01..06 with assertions, nbval over the
-# notebooks, and notebook hygiene. Sets up the environment like run_all.sh. Extra arguments go to
-# pytest (e.g. ./run_tests.sh tests/unit -x).
+# The test suite: ruff over the package, the tests and the notebooks' code, then unit tests, the
+# papermill smoke chain 01..06 with assertions, nbval over the notebooks, and notebook hygiene.
+# Sets up the environment like run_all.sh. Extra arguments go to pytest alone (e.g.
+# ./run_tests.sh tests/unit -x).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/env.sh
@@ -9,5 +10,6 @@ hrnet_env
 # nbval executes the notebooks with their defaults; keep those outputs out of the repository
 export HRNET_CXR_OUT_ROOT="${HRNET_CXR_OUT_ROOT:-$(mktemp -d -t hrnet-cxr-nbval-XXXX)}"
 if [ $# -gt 0 ]; then exec "$PY" -m pytest "$@"; fi
+"$PY" -m ruff check src tests notebooks  # rules in pyproject.toml; notebooks are linted natively
 "$PY" -m pytest tests -q
 "$PY" -m pytest --nbval-lax notebooks -q -p no:cacheprovider
