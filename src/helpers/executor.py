@@ -37,16 +37,15 @@ class FoldFailed(RuntimeError):
 
 def run_folds(job: Callable[..., dict], folds: Sequence[int], *, shared: Mapping[str, Any],
               write: Callable[[int, dict], None], executor: str = "local", device: str = "cpu",
-              desc: str = "folds", threads: int = 0, planned: int = 0) -> None:
+              desc: str = "folds", threads: int = 0) -> None:
     """Call ``job(k=k, device=..., **shared)`` for every fold ``k`` in ``folds`` and hand each
     result to ``write(k, result)`` in this process as soon as that fold has finished.
 
     ``job`` must be a module-level function that returns plain data (arrays, data frames, CPU
     tensors) and writes nothing. ``device`` is used by ``local``; ``ray`` gives a fold "cuda" when
     it holds a GPU and "cpu" otherwise. ``threads``: torch threads per fold on CPU under ``ray``
-    (0: the cluster's CPUs divided by the folds that can run at once, counted over ``planned``
-    folds, all folds of the cross-validation, so that a resumed run keeps the thread count: CPU
-    kernels give slightly different numbers with another thread count).
+    (0: this process's torch thread count, which the local loop uses; CPU kernels round
+    differently at another thread count, so equal thread counts give equal files).
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
@@ -57,7 +56,7 @@ def run_folds(job: Callable[..., dict], folds: Sequence[int], *, shared: Mapping
         for k in folds:
             write(k, job(k=k, device=device, **shared))
         return
-    _run_on_ray(job, folds, shared, write, desc, threads, max(planned, len(folds)))
+    _run_on_ray(job, folds, shared, write, desc, threads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,19 +87,22 @@ def ray_init():
     return ray
 
 
-def plan(n_folds: int, cpus: int, gpus: int, threads: int = 0) -> dict[str, Any]:
-    """Resources of one fold task: one GPU each where there are GPUs (and the CPUs per GPU for its
-    data loading), else ``threads`` CPU threads, by default the CPUs divided by the folds that can
-    run at once. Returns ``num_cpus``, ``num_gpus``, ``threads``, ``device`` and ``at_once``."""
+def plan(n_folds: int, cpus: int, gpus: int, threads: int, node_cpus: int = 0) -> dict[str, Any]:
+    """Resources of one fold task. Where the cluster has GPUs: one GPU each, with the cluster's CPUs
+    per GPU for its data loading. On CPUs: ``threads`` torch threads each, the count the local loop
+    runs with (the profile's ``torch_threads``, else torch's default in the driver), so that both
+    executors compute the same numbers; a fold reserves that many CPUs, at most ``node_cpus`` (the
+    largest node's), so one machine runs ``cpus // threads`` folds at once. Returns ``num_cpus``,
+    ``num_gpus``, ``threads``, ``device`` and ``at_once``."""
     cpus = max(1, int(cpus))
     if gpus >= 1:
         per = max(1, cpus // int(gpus))
         return {"num_cpus": per, "num_gpus": 1, "threads": threads or per, "device": "cuda",
                 "at_once": min(n_folds, int(gpus))}
-    at_once = max(1, min(n_folds, cpus))
-    t = threads or max(1, cpus // at_once)
-    return {"num_cpus": min(t, cpus), "num_gpus": 0, "threads": t, "device": "cpu",
-            "at_once": max(1, min(n_folds, cpus // min(t, cpus)))}
+    t = max(1, int(threads))
+    need = min(t, int(node_cpus) or cpus, cpus)
+    return {"num_cpus": need, "num_gpus": 0, "threads": t, "device": "cpu",
+            "at_once": max(1, min(n_folds, cpus // need))}
 
 
 class _Board:
@@ -141,11 +143,14 @@ def _line(lines: dict[int, str], k: int) -> str:
     return lines.get(k, f"fold {k + 1} starting")
 
 
-def _run_on_ray(job, folds, shared, write, desc, threads, planned):
+def _run_on_ray(job, folds, shared, write, desc, threads):
+    import torch
+
     ray = ray_init()
     res = ray.cluster_resources()
-    p = plan(planned, int(res.get("CPU", 1)), int(res.get("GPU", 0)), threads)
-    p["at_once"] = min(p["at_once"], len(folds))
+    node_cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0)
+    p = plan(len(folds), int(res.get("CPU", 1)), int(res.get("GPU", 0)),
+             threads or torch.get_num_threads(), node_cpus)
     board = ray.remote(num_cpus=0)(_Board).remote()
     names = list(shared)
     values = [ray.put(shared[n]) for n in names]  # once, not once per fold

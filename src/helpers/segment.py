@@ -215,7 +215,7 @@ def cross_validate(profile, images: np.ndarray, masks: np.ndarray, index: pd.Dat
         hists[k], dices[k] = res["history"], res["dice"]
 
     executor.run_folds(unet_fold, todo, write=write, executor=profile.executor, device=device,
-                       desc="UNet", threads=profile.torch_threads, planned=len(folds),
+                       desc="UNet", threads=profile.torch_threads,
                        shared=dict(profile=profile, images=images, masks=masks, index=index,
                                    n_folds=len(folds), seed=seed))
     return {"history": pd.concat([hists[k] for k in folds], ignore_index=True),

@@ -209,7 +209,7 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
         preds_by[k], hist_by[k] = res["preds"], res["history"]
 
     executor.run_folds(classifier_fold, todo, write=write, executor=profile.executor, device=device,
-                       desc=tag, threads=profile.torch_threads, planned=len(fold_ids),
+                       desc=tag, threads=profile.torch_threads,
                        shared=dict(profile=profile, name=name, tag=tag, images=images, y=y,
                                    index=index, n_folds=len(fold_ids), seed=seed, extra=extra,
                                    after_fold=after_fold, keep_weights=save_weights))

@@ -43,8 +43,8 @@ def phantom_set(tmp_path_factory):
 
 @contextlib.contextmanager
 def _threads(n: int):
-    """The local loop at the thread count each Ray fold gets (CPU kernels round differently with
-    another thread count; README, "Determinism")."""
+    """The local loop at the thread count the Ray folds get (``torch_threads=1``: two folds at once
+    on two cores; CPU kernels round differently with another thread count)."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -57,14 +57,17 @@ def _files(d: Path) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in sorted(d.iterdir()) if f.suffix in (".csv", ".pt", ".npz")}
 
 
-def test_plan_splits_cpus_and_gives_each_fold_a_gpu():
-    assert executor.plan(3, cpus=2, gpus=0) == {"num_cpus": 1, "num_gpus": 0, "threads": 1,
-                                                 "device": "cpu", "at_once": 2}
-    assert executor.plan(3, cpus=16, gpus=0)["threads"] == 5
-    assert executor.plan(3, cpus=16, gpus=0)["at_once"] == 3
-    assert executor.plan(10, cpus=64, gpus=8) == {"num_cpus": 8, "num_gpus": 1, "threads": 8,
-                                                   "device": "cuda", "at_once": 8}
-    assert executor.plan(4, cpus=8, gpus=0, threads=4)["at_once"] == 2
+def test_plan_keeps_the_local_thread_count_and_gives_each_fold_a_gpu():
+    # on CPUs a fold gets the local loop's thread count: 2 threads on 2 cores run one fold at a time
+    assert executor.plan(3, cpus=2, gpus=0, threads=2) == {"num_cpus": 2, "num_gpus": 0, "threads": 2,
+                                                            "device": "cpu", "at_once": 1}
+    assert executor.plan(3, cpus=2, gpus=0, threads=1)["at_once"] == 2  # torch_threads=1: two at once
+    assert executor.plan(3, cpus=16, gpus=0, threads=4)["at_once"] == 3
+    # a fold never asks for more CPUs than the largest node has (it could never be scheduled)
+    assert executor.plan(4, cpus=32, gpus=0, threads=16, node_cpus=8) == {
+        "num_cpus": 8, "num_gpus": 0, "threads": 16, "device": "cpu", "at_once": 4}
+    assert executor.plan(10, cpus=64, gpus=8, threads=0) == {"num_cpus": 8, "num_gpus": 1, "threads": 8,
+                                                             "device": "cuda", "at_once": 8}
     with pytest.raises(ValueError, match="executor must be one of"):
         executor.run_folds(lambda **kw: {}, [0], shared={}, write=lambda k, r: None, executor="dask")
 
