@@ -8,18 +8,22 @@
 #
 # Options: --data DIR  --out DIR  --seed N  --external DIR  --overrides JSON  --from N (1-6)
 #          --reuse-from RUN_DIR   start from copies of another run's finished stages
+#          --executor local|ray   folds one after another (default) or at once on Ray
+#          --ray-address ADDR     join that Ray cluster (else $RAY_ADDRESS, else an embedded one)
 # Executed notebooks go to OUT/notebooks/ (OUT defaults to outputs/<profile>). Re-running resumes:
 # finished folds are reused; results of a different configuration are moved aside, never deleted.
 # --reuse-from copies (never links or moves) each finished stage of RUN_DIR that OUT lacks; a
 # copied stage whose settings differ from this run's is moved aside and re-run as usual, so only
 # stages with the same settings are reused (e.g. ./run_all.sh cpu-deconf --reuse-from outputs/cpu).
+# --executor ray runs the folds of notebooks 02, 04, 05 and 05b as Ray tasks (README, "Running on
+# many GPUs / a cluster"); results are the same files, so a run can switch executor and resume.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 die() { echo "run_all.sh: $*" >&2; exit 2; }
 need_value() { [ $# -ge 2 ] && [ -n "$2" ] && [[ "$2" != --* ]] || die "option $1 needs a value (see ./run_all.sh --help)"; }
 
-PROFILE=smoke DATA="" OUT="" SEED=0 EXTERNAL="" OVERRIDES="{}" FROM=1 SETUP_ONLY=0 REUSE=""
+PROFILE=smoke DATA="" OUT="" SEED=0 EXTERNAL="" OVERRIDES="{}" FROM=1 SETUP_ONLY=0 REUSE="" EXECUTOR=""
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then PROFILE="$1"; shift; fi
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,8 +34,10 @@ while [ $# -gt 0 ]; do
     --overrides) need_value "$@"; OVERRIDES="$2"; shift 2 ;;
     --from) need_value "$@"; FROM="$2"; shift 2 ;;
     --reuse-from) need_value "$@"; REUSE="$2"; shift 2 ;;
+    --executor) need_value "$@"; EXECUTOR="$2"; shift 2 ;;
+    --ray-address) need_value "$@"; export RAY_ADDRESS="$2"; shift 2 ;;
     --setup-only) SETUP_ONLY=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see ./run_all.sh --help)" ;;
   esac
 done
@@ -40,6 +46,7 @@ done
 [[ "$FROM" =~ ^0?[1-6]$ ]] || die "--from must be a notebook number from 1 to 6, got '$FROM'"
 [ -z "$DATA" ] || [ -e "$DATA" ] || die "--data: '$DATA' does not exist"
 [ -z "$EXTERNAL" ] || [ -d "$EXTERNAL" ] || die "--external: '$EXTERNAL' is not a folder"
+[ -z "$EXECUTOR" ] || [[ "$EXECUTOR" =~ ^(local|ray)$ ]] || die "--executor must be 'local' or 'ray', got '$EXECUTOR'"
 [ -z "$REUSE" ] || ls "$REUSE"/*/DONE.json >/dev/null 2>&1 || die "--reuse-from: '$REUSE' holds no finished stage (no */DONE.json)"
 
 source scripts/env.sh
@@ -54,7 +61,7 @@ PROFILE_NAMES=$("$PY" -c "from helpers import config; print(' '.join(config.PROF
 
 # Resolve the configuration once (errors name the option), and write the notebook parameters.
 PARAMS="$(mktemp -t hrnet-cxr-params-XXXX.json)"
-export PROFILE DATA OUT SEED EXTERNAL OVERRIDES PARAMS
+export PROFILE DATA OUT SEED EXTERNAL OVERRIDES PARAMS EXECUTOR
 "$PY" - <<'PY'
 import json, os, sys
 from helpers import config, pipeline
@@ -64,6 +71,8 @@ except json.JSONDecodeError as exc:
     sys.exit(f"run_all.sh: --overrides must be a JSON object such as '{{\"cls_epochs\": 2}}': {exc}")
 if not isinstance(overrides, dict):
     sys.exit(f"run_all.sh: --overrides must be a JSON object such as '{{\"cls_epochs\": 2}}', got {overrides!r}")
+if os.environ["EXECUTOR"]:
+    overrides["executor"] = os.environ["EXECUTOR"]
 try:
     cfg = config.resolve(os.environ["PROFILE"], os.environ["DATA"], os.environ["OUT"],
                          int(os.environ["SEED"]), os.environ["EXTERNAL"], overrides)
@@ -77,10 +86,13 @@ mkdir -p "$OUT/notebooks"
 if [ -n "$REUSE" ]; then
   REUSE="$(cd "$REUSE" && pwd)"
   [ "$REUSE" != "$OUT" ] || die "--reuse-from: '$REUSE' is the output folder itself"
+  STAGE_NAMES=" $("$PY" -c "from helpers import pipeline; print(' '.join(pipeline.STAGES))") "
   for done in "$REUSE"/*/DONE.json; do
     stage="$(basename "$(dirname "$done")")"
     [ "$stage" = figures ] && continue  # always re-drawn
-    [[ "$stage" == *.old-* ]] && continue  # results another configuration made, moved aside
+    # only stage folders: not results another configuration made (moved aside to <stage>.old-*)
+    # nor any other copy a user kept there
+    [[ "$STAGE_NAMES" == *" $stage "* ]] || continue
     if [ -e "$OUT/$stage" ]; then
       echo "[run_all] --reuse-from: $OUT/$stage exists; kept as it is"
     else

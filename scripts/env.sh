@@ -5,7 +5,8 @@
 _hrnet_ok() {
   "$1" - <<'PY' >/dev/null 2>&1
 import importlib, sys
-for m in ("helpers", "torch", "timm", "segmentation_models_pytorch", "albumentations", "papermill", "nbval", "pytorch_grad_cam", "nbstripout", "ruff"):
+for m in ("helpers", "torch", "timm", "segmentation_models_pytorch", "albumentations", "papermill", "nbval",
+          "pytorch_grad_cam", "nbstripout", "ruff", "ray"):
     importlib.import_module(m)
 import torch
 assert torch.__version__.split("+")[0] == "2.14.1", torch.__version__

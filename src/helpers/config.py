@@ -94,7 +94,8 @@ class Profile:
     channels_last: bool = False
     fast_path_off: tuple[str, ...] = ()  # networks (name prefixes) kept in fp32 NCHW: bf16 is slower for them
     num_workers: int = 0
-    torch_threads: int = 0         # 0 = leave torch's default
+    torch_threads: int = 0         # 0 = leave torch's default (under Ray: threads per CPU fold)
+    executor: str = "local"        # "local": folds one after another; "ray": at once (helpers.executor)
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -159,11 +160,20 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Settings that change how a run executes but no result: the same seed gives the same files under
+# either executor (tests/unit/test_executor.py), so they are part of no stage's key and switching
+# them resumes a run instead of moving its results aside.
+EXECUTION_FIELDS = ("executor",)
+
+
 def stage_settings(profile: "Profile", stage: str) -> dict[str, Any]:
-    """The profile settings ``stage`` reads (all of them for ``figures``), as plain values."""
+    """The profile settings ``stage`` reads (all of them for ``figures``, execution settings
+    excepted), as plain values."""
     d = dataclasses.asdict(profile)
     names = STAGE_FIELDS[stage]
-    return d if "*" in names else {k: d[k] for k in names}
+    if "*" in names:
+        return {k: v for k, v in d.items() if k not in EXECUTION_FIELDS}
+    return {k: d[k] for k in names}
 
 
 PROFILES: dict[str, Profile] = {
@@ -259,7 +269,8 @@ class RunConfig:
             f"out_dir      {self.out_dir}",
             f"seed         {self.seed}",
             f"segmentation {p.unet_arch} UNet @ {p.seg_size}px, {p.seg_folds} folds x {p.unet_epochs} epochs",
-            f"refinement   dilate x{_scaled(p.dilate_iters, p.seg_size)}, close x{_scaled(p.close_iters, p.seg_size)} "
+            f"refinement   dilate x{_scaled(p.dilate_iters, p.seg_size)}, "
+            f"close x{_scaled(p.close_iters, p.seg_size)} "
             f"(= {p.dilate_iters}, {p.close_iters} at 512 px), area >= {p.area_threshold} px",
             f"classifier   {p.hrnet} @ {p.cls_size}px, {p.n_folds} folds x {p.cls_epochs} epochs, "
             f"lr steps {p.lr_milestones()}",
@@ -316,6 +327,8 @@ def validate(p: Profile) -> None:
         raise ValueError(f"data must be 'synthetic' or 'real', got {p.data!r}")
     if p.cls_select not in ("last", "best_val_loss"):
         raise ValueError(f"cls_select must be 'last' or 'best_val_loss', got {p.cls_select!r}")
+    if p.executor not in ("local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', got {p.executor!r}")
     if p.lr_schedule not in ("steps", "cosine"):
         raise ValueError(f"lr_schedule must be 'steps' or 'cosine', got {p.lr_schedule!r}")
     for k in ("cls_epochs", "baseline_epochs", "audit_epochs"):
@@ -342,7 +355,8 @@ def validate(p: Profile) -> None:
         raise ValueError("cls_film_only only acts on the lung crop; set cls_crop_lungs too")
     lo, hi = p.images_per_patient
     if not 1 <= lo <= hi:
-        raise ValueError(f"images_per_patient must be (lo, hi) with 1 <= lo <= hi, got {p.images_per_patient}")
+        raise ValueError(f"images_per_patient must be (lo, hi) with 1 <= lo <= hi, "
+                         f"got {p.images_per_patient}")
 
 
 def resolve(

@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         execute(a.notebook, a.out, params, progress_bar=sys.stderr.isatty())
     except Exception as exc:  # papermill's own error names the failing cell; no second traceback
-        print(f"{Path(a.notebook).name}: {type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}",
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        print(f"{Path(a.notebook).name}: {type(exc).__name__}: {last}",
               file=sys.stderr)
         return 1
     return 0

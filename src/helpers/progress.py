@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 MIN_INTERVAL_S = 1.0  # seconds between two live updates of a line
+
+#: Where a line's text goes besides the screen: ``reporter(text)`` after every step and at the
+#: end. :mod:`helpers.executor` sets it inside fold tasks that run in other processes, so
+#: the driver can show their epochs; None (the default) reports nowhere.
+reporter: Callable[[str], None] | None = None
 
 
 def in_kernel() -> bool:
@@ -57,6 +62,8 @@ class Line:
         self.n += n
         if note:
             self.note = note
+        if reporter is not None:
+            reporter(self._text())
         if self._bar is not None:
             self._bar.update(n)
             if note:
@@ -71,6 +78,8 @@ class Line:
         self._closed = True
         if note:
             self.note = note
+        if reporter is not None:
+            reporter(self._text(final=True))
         if self._bar is not None:
             self._bar.close()
         if self._handle is not None:

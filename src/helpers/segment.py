@@ -189,37 +189,57 @@ def cross_validate(profile, images: np.ndarray, masks: np.ndarray, index: pd.Dat
 
     index: one row per image with ``patient_id``, ``source``, ``fold``. Writes, per fold,
     ``fold{k}.pt`` (best weights), ``history_fold{k}.csv`` and ``dice_fold{k}.csv``; a finished
-    fold is reused when the stage resumes. Returns the concatenated history and per-image Dice.
+    fold is reused when the stage resumes. The folds run through the profile's ``executor``
+    (:mod:`helpers.executor`); this process writes the files either way. Returns the
+    concatenated history and per-image Dice.
     """
+    from . import executor
+
     out_dir = Path(out_dir)
-    hists, dices = [], []
     folds = sorted(index["fold"].unique())
+    hists, dices, todo = {}, {}, []
     for k in folds:
         wfile, hfile, dfile = (out_dir / f"fold{k}.pt", out_dir / f"history_fold{k}.csv",
                                out_dir / f"dice_fold{k}.csv")
         if wfile.is_file() and hfile.is_file() and dfile.is_file():
             print(f"UNet fold {k + 1}/{len(folds)}: reusing {wfile.name}")
-            hists.append(pd.read_csv(hfile))
-            dices.append(pd.read_csv(dfile, keep_default_na=False))
-            continue
-        test = np.flatnonzero(index["fold"].to_numpy() == k)
-        train_all = np.flatnonzero(index["fold"].to_numpy() != k)
-        tr, va = inner_split(train_all, _groups(index), index["source"],
-                             profile.seg_val_fraction, seed + k)
-        state, hist = train_fold(profile, images, masks, tr, va, seed + 1000 * k, device,
-                                 desc=f"UNet fold {k + 1}/{len(folds)}")
-        hist.insert(0, "fold", k)
-        prob = predict(profile, [state], images[test], device, desc=None)
-        d = index.iloc[test][["image_id", "patient_id", "source"]].copy()
-        d["fold"] = k
-        d["dice"] = hard_dice_per_image(prob, np.asarray(masks[test]))
-        torch.save(state, wfile)
-        io.save_csv(hist, hfile)
-        io.save_csv(d, dfile)
-        hists.append(hist)
-        dices.append(d)
-    return {"history": pd.concat(hists, ignore_index=True),
-            "dice": pd.concat(dices, ignore_index=True)}
+            hists[k] = pd.read_csv(hfile)
+            dices[k] = pd.read_csv(dfile, keep_default_na=False)
+        else:
+            todo.append(int(k))
+
+    def write(k: int, res: dict) -> None:
+        torch.save(res["state"], out_dir / f"fold{k}.pt")
+        io.save_csv(res["history"], out_dir / f"history_fold{k}.csv")
+        io.save_csv(res["dice"], out_dir / f"dice_fold{k}.csv")
+        hists[k], dices[k] = res["history"], res["dice"]
+
+    executor.run_folds(unet_fold, todo, write=write, executor=profile.executor, device=device,
+                       desc="UNet", threads=profile.torch_threads,
+                       shared=dict(profile=profile, images=images, masks=masks, index=index,
+                                   n_folds=len(folds), seed=seed))
+    return {"history": pd.concat([hists[k] for k in folds], ignore_index=True),
+            "dice": pd.concat([dices[k] for k in folds], ignore_index=True)}
+
+
+def unet_fold(*, profile, images: np.ndarray, masks: np.ndarray, index: pd.DataFrame, k: int,
+              n_folds: int, seed: int, device: str) -> dict:
+    """Train and score UNet test fold ``k`` of :func:`cross_validate`; writes nothing. Returns
+    ``state`` (best weights, CPU tensors), ``history`` and ``dice`` (held-out Dice per image)."""
+    test = np.flatnonzero(index["fold"].to_numpy() == k)
+    train_all = np.flatnonzero(index["fold"].to_numpy() != k)
+    tr, va = inner_split(train_all, _groups(index), index["source"],
+                         profile.seg_val_fraction, seed + k)
+    state, hist = train_fold(profile, images, masks, tr, va, seed + 1000 * k, device,
+                             desc=f"UNet fold {k + 1}/{n_folds}")
+    hist.insert(0, "fold", k)
+    prob = predict(profile, [state], images[test], device, desc=None)
+    d = index.iloc[test][["image_id", "patient_id", "source"]].copy()
+    d["fold"] = k
+    d["dice"] = hard_dice_per_image(prob, np.asarray(masks[test]))
+    for key, v in state.items():  # in place: the state dict keeps its metadata
+        state[key] = v.detach().cpu()
+    return {"state": state, "history": hist, "dice": d}
 
 
 def load_fold_states(out_dir: Path) -> list[dict]:

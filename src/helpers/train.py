@@ -167,11 +167,14 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     """Algorithm 2 over ``index['fold']``; returns out-of-fold predictions of every image.
 
     ``role`` ("proposed", "baseline" or "audit") selects the network's epochs and compute path
-    through :meth:`helpers.config.Profile.for_network`.
+    through :meth:`helpers.config.Profile.for_network`. The folds run through the profile's
+    ``executor`` (:mod:`helpers.executor`: one after another, or at once on Ray); either way this
+    process writes the same files.
 
     images: uint8 (N, S, S); y: int (N,) in {0, 1}; index: the N rows (``image_id``,
-    ``patient_id``, ``fold``, optional ``source``/``view``). ``extra``: named sets ``{"images", "y", "index"}`` (e.g. an
-    external test set) every fold model also predicts (rows with ``set`` = the name).
+    ``patient_id``, ``fold``, optional ``source``/``view``). ``extra``: named sets
+    ``{"images", "y", "index"}`` (e.g. an external test set) every fold model also predicts (rows
+    with ``set`` = the name).
     ``after_fold(k, model, test_idx)`` may compute more per-fold artefacts (Grad-CAM) and return a
     dict of arrays saved to ``<tag>/fold{k}_extra.npz``.
 
@@ -180,59 +183,84 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     Prediction columns: image_id, patient_id, fold, set ('oof' or an extra name), y, prob,
     threshold, pred, model, plus source/view/label when present in ``index``.
     """
+    from . import executor
+
     profile = profile.for_network(name, role)
     d = Path(out_dir) / tag
     d.mkdir(parents=True, exist_ok=True)
     y = np.asarray(y).astype(np.int64)
-    folds = index["fold"].to_numpy()
-    keep_cols = [c for c in ("image_id", "patient_id", "source", "view", "label") if c in index]
-    all_preds, all_hist = [], []
-    fold_ids = sorted(np.unique(folds))
+    fold_ids = sorted(np.unique(index["fold"].to_numpy()))
+    preds_by, hist_by, todo = {}, {}, []
     for k in fold_ids:
         pf, hf = d / f"fold{k}_preds.csv", d / f"fold{k}_history.csv"
         if pf.is_file() and hf.is_file():
             print(f"{tag} fold {k + 1}/{len(fold_ids)}: reusing {pf.name}")
-            all_preds.append(pd.read_csv(pf, keep_default_na=False))
-            all_hist.append(pd.read_csv(hf))
-            continue
-        test = np.flatnonzero(folds == k)
-        tr, va = inner_split(np.flatnonzero(folds != k), _groups(index), y,
-                             profile.cls_val_fraction, seed + k)
-        model, hist = train_fold(profile, name, images, y, tr, va, seed + 1000 * k, device,
-                                 desc=f"{tag} fold {k + 1}/{len(fold_ids)}")
-        hist.insert(0, "fold", k)
-        pv = predict_proba(model, images[va], device, profile.bf16, profile.channels_last)
-        thr = choose_threshold(y[va], pv)
-        rows = []
-        pt = predict_proba(model, images[test], device, profile.bf16, profile.channels_last)
-        t = index.iloc[test][keep_cols].copy()
-        t["fold"], t["set"], t["y"], t["prob"] = k, "oof", y[test], pt
-        rows.append(t)
-        for set_name, ext in (extra or {}).items():
-            pe = predict_proba(model, ext["images"], device, profile.bf16, profile.channels_last)
-            e = ext["index"][[c for c in keep_cols if c in ext["index"]]].copy()
-            e["fold"], e["set"], e["y"], e["prob"] = k, set_name, ext["y"], pe
-            rows.append(e)
-        p = pd.concat(rows, ignore_index=True)
-        p["threshold"] = thr
-        p["pred"] = (p["prob"] >= thr).astype(int)
-        p["model"] = tag
-        if after_fold is not None:
-            arrays = after_fold(k, model, test)
-            if arrays:
-                np.savez_compressed(d / f"fold{k}_extra.npz", **arrays)
+            preds_by[k] = pd.read_csv(pf, keep_default_na=False)
+            hist_by[k] = pd.read_csv(hf)
+        else:
+            todo.append(int(k))
+
+    def write(k: int, res: dict) -> None:
+        if res["arrays"]:
+            np.savez_compressed(d / f"fold{k}_extra.npz", **res["arrays"])
         if save_weights:
-            torch.save(model.state_dict(), d / f"fold{k}.pt")
-        io.save_csv(hist, hf)
-        io.save_csv(p, pf)  # written last: its presence marks the fold finished
-        all_preds.append(p)
-        all_hist.append(hist)
-    preds = pd.concat(all_preds, ignore_index=True)
-    hist = pd.concat(all_hist, ignore_index=True)
+            torch.save(res["state"], d / f"fold{k}.pt")
+        io.save_csv(res["history"], d / f"fold{k}_history.csv")
+        io.save_csv(res["preds"], d / f"fold{k}_preds.csv")  # written last: it marks the fold finished
+        preds_by[k], hist_by[k] = res["preds"], res["history"]
+
+    executor.run_folds(classifier_fold, todo, write=write, executor=profile.executor, device=device,
+                       desc=tag, threads=profile.torch_threads,
+                       shared=dict(profile=profile, name=name, tag=tag, images=images, y=y,
+                                   index=index, n_folds=len(fold_ids), seed=seed, extra=extra,
+                                   after_fold=after_fold, keep_weights=save_weights))
+    preds = pd.concat([preds_by[k] for k in fold_ids], ignore_index=True)
+    hist = pd.concat([hist_by[k] for k in fold_ids], ignore_index=True)
     hist.insert(0, "model", tag)
     io.save_csv(preds, d / "preds.csv")
     io.save_csv(hist, d / "history.csv")
     return preds
+
+
+def classifier_fold(*, profile, name: str, tag: str, images: np.ndarray, y: np.ndarray,
+                    index: pd.DataFrame, k: int, n_folds: int, seed: int, device: str,
+                    extra: dict[str, dict] | None, after_fold, keep_weights: bool) -> dict:
+    """Train and score test fold ``k`` of :func:`cross_validate`; writes nothing.
+
+    Returns ``preds`` and ``history`` (data frames in the schema of the fold files), ``state``
+    (the weights as CPU tensors, or None when they are not kept) and ``arrays`` (what
+    ``after_fold`` returned, or None)."""
+    folds = index["fold"].to_numpy()
+    keep_cols = [c for c in ("image_id", "patient_id", "source", "view", "label") if c in index]
+    test = np.flatnonzero(folds == k)
+    tr, va = inner_split(np.flatnonzero(folds != k), _groups(index), y,
+                         profile.cls_val_fraction, seed + k)
+    model, hist = train_fold(profile, name, images, y, tr, va, seed + 1000 * k, device,
+                             desc=f"{tag} fold {k + 1}/{n_folds}")
+    hist.insert(0, "fold", k)
+    pv = predict_proba(model, images[va], device, profile.bf16, profile.channels_last)
+    thr = choose_threshold(y[va], pv)
+    rows = []
+    pt = predict_proba(model, images[test], device, profile.bf16, profile.channels_last)
+    t = index.iloc[test][keep_cols].copy()
+    t["fold"], t["set"], t["y"], t["prob"] = k, "oof", y[test], pt
+    rows.append(t)
+    for set_name, ext in (extra or {}).items():
+        pe = predict_proba(model, ext["images"], device, profile.bf16, profile.channels_last)
+        e = ext["index"][[c for c in keep_cols if c in ext["index"]]].copy()
+        e["fold"], e["set"], e["y"], e["prob"] = k, set_name, ext["y"], pe
+        rows.append(e)
+    p = pd.concat(rows, ignore_index=True)
+    p["threshold"] = thr
+    p["pred"] = (p["prob"] >= thr).astype(int)
+    p["model"] = tag
+    arrays = after_fold(k, model, test) if after_fold is not None else None
+    state = None
+    if keep_weights:
+        state = model.state_dict()
+        for key, v in state.items():  # in place: the state dict keeps its metadata
+            state[key] = v.detach().cpu()
+    return {"preds": p, "history": hist, "state": state, "arrays": arrays or None}
 
 
 def load_fold_model(profile, name: str, out_dir: Path, tag: str, fold: int, device: str = "cpu"):

@@ -1,10 +1,12 @@
 """The whole pipeline, 01 -> 06, executed by papermill on the smoke profile in a temporary folder,
 with assertions on the artefacts it leaves (Done-when of the foundation issue).
 
-The chain runs from scratch. When ``$HRNET_CXR_OUT_ROOT`` names an empty folder (run_tests.sh makes
-a fresh one), the chain writes there, and the nbval pass that follows executes the same notebooks
-with their defaults in the same folder: it then exercises the resume path instead of training
-every model a second time.
+The chain runs from scratch, with its folds on an embedded Ray (``executor="ray"``), and
+one test re-runs notebooks 02-04 with the local loop to check that both executors write the same
+files. When ``$HRNET_CXR_OUT_ROOT`` names an empty folder (run_tests.sh makes a fresh one), the chain
+writes there, and the nbval pass that follows executes the same notebooks with their defaults
+(``executor="local"``, which is part of no stage's key) in the same folder: it then exercises the
+resume path instead of training every model a second time.
 """
 import json
 import os
@@ -17,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+CHAIN = {"executor": "ray"}  # the chain's overrides: the folds run as Ray tasks
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +32,33 @@ def smoke_run(tmp_path_factory):
         out = tmp_path_factory.mktemp("smoke")  # never resume from earlier results here
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     for nb in NOTEBOOKS:
-        pipeline.execute(nb, out / "notebooks" / nb.name, {"OUT_DIR": str(out)})
+        pipeline.execute(nb, out / "notebooks" / nb.name, {"OUT_DIR": str(out), "OVERRIDES": CHAIN})
     return out
 
 
 def _csv(out, rel):
     return pd.read_csv(out / rel, keep_default_na=False)
+
+
+def test_ray_folds_equal_the_local_loop(smoke_run, tmp_path):
+    """Notebooks 02-04 again with the local loop, from the chain's curation: the UNet weights,
+    histories and Dice, the refinement, and the HRNet fold predictions, histories, weights and
+    Grad-CAM arrays are byte-identical to those of the Ray folds."""
+    import shutil
+
+    from helpers import pipeline
+
+    shutil.copytree(smoke_run / "curation", tmp_path / "curation")
+    (tmp_path / "notebooks").mkdir()
+    for nb in NOTEBOOKS[1:4]:
+        pipeline.execute(nb, tmp_path / "notebooks" / nb.name, {"OUT_DIR": str(tmp_path)})
+    compared = 0
+    for stage in ("unet", "refine", "hrnet/hrnet"):
+        for f in sorted((smoke_run / stage).iterdir()):
+            if f.suffix in (".csv", ".pt", ".npy", ".npz") and "manifest" not in f.name:
+                assert f.read_bytes() == (tmp_path / stage / f.name).read_bytes(), f"{stage}/{f.name}"
+                compared += 1
+    assert compared >= 20
 
 
 def test_folds_patient_disjoint(smoke_run):

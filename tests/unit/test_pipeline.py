@@ -99,6 +99,8 @@ def test_every_profile_field_belongs_to_a_stage():
 
     listed = {f for names in config.STAGE_FIELDS.values() for f in names if f != "*"}
     fields = {f.name for f in dataclasses.fields(config.Profile)} - {"name"}
+    assert not set(config.EXECUTION_FIELDS) & listed, "an execution setting is part of a stage's key"
+    fields -= set(config.EXECUTION_FIELDS)
     assert fields - listed == set(), "Profile fields read by no stage: add them to config.STAGE_FIELDS"
     assert listed - fields == set(), "STAGE_FIELDS names fields that do not exist"
     assert set(config.STAGE_FIELDS) == set(pipeline.STAGES)

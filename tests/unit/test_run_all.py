@@ -27,6 +27,9 @@ def _run(*args, timeout=120):
     (["--data", "/no/such/folder/anywhere"], "--data"),
     (["--external", "/no/such/folder/anywhere"], "--external"),
     (["--colour", "blue"], "--colour"),
+    (["--executor", "dask"], "--executor"),
+    (["--executor"], "--executor"),
+    (["--ray-address"], "--ray-address"),
 ])
 def test_malformed_options_are_refused_before_anything_runs(args, option, tmp_path):
     r = _run(*args, "--out", str(tmp_path / "out")) if option != "--out" else _run(*args)

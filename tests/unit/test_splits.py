@@ -50,3 +50,13 @@ def test_inner_split_grouped_and_about_ten_percent():
     assert set(df.patient_id[tr]).isdisjoint(df.patient_id[va])
     assert 0.05 < len(va) / len(idx) < 0.2
     assert df.label[va].nunique() == 2
+
+
+def test_inner_split_of_a_tiny_training_part_still_validates_both_classes():
+    # three images per class cannot give a 10 % validation split: the split takes a third instead
+    # of failing (sklearn refuses more splits than a class has members)
+    ids = np.array([f"p{i}" for i in range(6)])
+    labels = np.array(["covid"] * 3 + ["normal"] * 3)
+    tr, va = splits.inner_split(np.arange(6), ids, labels, 0.1, seed=0)
+    assert set(tr).isdisjoint(va) and len(tr) + len(va) == 6
+    assert len(va) == 2 and set(labels[va]) == {"covid", "normal"}

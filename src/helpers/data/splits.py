@@ -42,7 +42,9 @@ def inner_split(train_idx: np.ndarray, groups: np.ndarray | pd.Series,
     """Split a training part into (train, validation) index arrays, grouped by patient.
 
     ``fraction`` of the patients (about; stratified) go to validation: Algorithm 1 line 5,
-    ``split(train_data, split_size=0.1)``.
+    ``split(train_data, split_size=0.1)``. A training part too small for that fraction (fewer
+    images of a class than 1 / fraction, as in the paper profile's code-path test) gets a larger
+    validation share: at most as many splits as the smallest class has images, and at least two.
     """
     train_idx = np.asarray(train_idx)
     g = np.asarray(groups).astype(str)[train_idx]
@@ -51,7 +53,7 @@ def inner_split(train_idx: np.ndarray, groups: np.ndarray | pd.Series,
     n_groups = len(np.unique(g))
     if n_groups < 2:
         raise SplitError("a training part with fewer than 2 patients cannot be split")
-    n_splits = min(n_splits, n_groups)
+    n_splits = max(2, min(n_splits, n_groups, int(np.unique(s, return_counts=True)[1].min())))
     skf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     tr, va = next(iter(skf.split(np.zeros(len(g)), s, g)))
     return train_idx[tr], train_idx[va]

@@ -1,0 +1,229 @@
+"""Fold-level execution: the folds of one cross-validation one after another, or at once on Ray.
+
+Folds are independent by construction (each seeds itself from the run's seed and its own number),
+so running them at once changes the wall time and nothing else. Two executors (the profile's
+``executor`` setting, ``./run_all.sh --executor``):
+
+* ``local``: the folds one after another in this process (the default of ``smoke`` and ``cpu``);
+* ``ray``: every fold is a Ray task. Without an address Ray starts an embedded cluster on this
+  machine with every local CPU and GPU; with one (``--ray-address ADDR`` or ``$RAY_ADDRESS``)
+  the folds run on that cluster (Slurm, Kubernetes, cloud VMs). A fold asks for one GPU where the
+  cluster has GPUs; otherwise the CPU threads are split between the folds that run at once.
+
+Either way a fold function only computes: it returns its results (predictions, history, weights,
+arrays) and the driver writes them, the same files in the same folder as ``local`` does, so the
+workers need the installed project but no shared file system (the images travel through Ray's
+object store). A fold is written only when it has finished, so an interrupted run resumes from
+the folds already written. A failing fold is retried once; a second failure cancels the folds
+not yet finished and stops the stage with the fold's traceback.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from . import progress
+
+EXECUTORS = ("local", "ray")
+STATUS_EVERY_S = 30.0  # seconds between two status lines on the terminal of run_all.sh
+
+
+class FoldFailed(RuntimeError):
+    """A fold task failed on its second try."""
+
+
+def run_folds(job: Callable[..., dict], folds: Sequence[int], *, shared: Mapping[str, Any],
+              write: Callable[[int, dict], None], executor: str = "local", device: str = "cpu",
+              desc: str = "folds", threads: int = 0) -> None:
+    """Call ``job(k=k, device=..., **shared)`` for every fold ``k`` in ``folds`` and hand each
+    result to ``write(k, result)`` in this process as soon as that fold has finished.
+
+    ``job`` must be a module-level function that returns plain data (arrays, data frames, CPU
+    tensors) and writes nothing. ``device`` is used by ``local``; ``ray`` gives a fold "cuda" when
+    it holds a GPU and "cpu" otherwise. ``threads``: torch threads per fold on CPU under ``ray``
+    (0: this process's torch thread count, which the local loop uses; CPU kernels round
+    differently at another thread count, so equal thread counts give equal files).
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    folds = list(folds)
+    if not folds:
+        return
+    if executor == "local":
+        for k in folds:
+            write(k, job(k=k, device=device, **shared))
+        return
+    _run_on_ray(job, folds, shared, write, desc, threads)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray
+
+def ray_address() -> str | None:
+    """The cluster to join: ``$RAY_ADDRESS`` (run_all.sh's ``--ray-address`` sets it), else None
+    for an embedded cluster on this machine."""
+    return os.environ.get("RAY_ADDRESS") or None
+
+
+def ray_init():
+    """Connect to the cluster of :func:`ray_address` (once per process) and return ``ray``."""
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - ray is a declared dependency
+        raise ImportError("executor='ray' needs the ray package (pip install -e . installs it)") from exc
+    if not ray.is_initialized():
+        addr = ray_address()
+        # log_to_driver=False: the folds' own output stays in Ray's session logs; their progress
+        # reaches the notebook through the board below, their errors through the task's exception
+        ray.init(address=addr, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING, namespace="hrnet-cxr")
+        res = ray.cluster_resources()
+        where = f"the Ray cluster at {addr}" if addr else "an embedded Ray on this machine"
+        print(f"[ray] using {where}: {int(res.get('CPU', 0))} CPUs, {int(res.get('GPU', 0))} GPUs",
+              flush=True)
+    return ray
+
+
+def plan(n_folds: int, cpus: int, gpus: int, threads: int, node_cpus: int = 0) -> dict[str, Any]:
+    """Resources of one fold task. Where the cluster has GPUs: one GPU each, with the cluster's CPUs
+    per GPU for its data loading. On CPUs: ``threads`` torch threads each, the count the local loop
+    runs with (the profile's ``torch_threads``, else torch's default in the driver), so that both
+    executors compute the same numbers; a fold reserves that many CPUs, at most ``node_cpus`` (the
+    largest node's), so one machine runs ``cpus // threads`` folds at once. Returns ``num_cpus``,
+    ``num_gpus``, ``threads``, ``device`` and ``at_once``."""
+    cpus = max(1, int(cpus))
+    if gpus >= 1:
+        per = max(1, cpus // int(gpus))
+        return {"num_cpus": per, "num_gpus": 1, "threads": threads or per, "device": "cuda",
+                "at_once": min(n_folds, int(gpus))}
+    t = max(1, int(threads))
+    need = min(t, int(node_cpus) or cpus, cpus)
+    return {"num_cpus": need, "num_gpus": 0, "threads": t, "device": "cpu",
+            "at_once": max(1, min(n_folds, cpus // need))}
+
+
+class _Board:
+    """A Ray actor the fold tasks report to: which folds started, and each one's progress line."""
+
+    def __init__(self):
+        self.started: set[int] = set()
+        self.lines: dict[int, str] = {}
+
+    def start(self, k: int) -> None:
+        self.started.add(k)
+
+    def update(self, k: int, text: str) -> None:
+        self.lines[k] = text
+
+    def snapshot(self) -> tuple[list[int], dict[int, str]]:
+        return sorted(self.started), dict(self.lines)
+
+
+def _fold_task(job, k, device, threads, board, shared_names, *shared_values):
+    """What runs in a Ray worker: set threads and deterministic kernels, report progress, run."""
+    import torch
+
+    from . import progress as prog
+
+    torch.set_num_threads(int(threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    board.start.remote(k)
+    prog.reporter = lambda text: board.update.remote(k, text)
+    try:
+        return job(k=k, device=device, **dict(zip(shared_names, shared_values)))
+    finally:
+        prog.reporter = None
+
+
+def _line(lines: dict[int, str], k: int) -> str:
+    return lines.get(k, f"fold {k + 1} starting")
+
+
+def _run_on_ray(job, folds, shared, write, desc, threads):
+    import torch
+
+    ray = ray_init()
+    res = ray.cluster_resources()
+    node_cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0)
+    p = plan(len(folds), int(res.get("CPU", 1)), int(res.get("GPU", 0)),
+             threads or torch.get_num_threads(), node_cpus)
+    board = ray.remote(num_cpus=0)(_Board).remote()
+    names = list(shared)
+    values = [ray.put(shared[n]) for n in names]  # once, not once per fold
+    task = ray.remote(_fold_task).options(num_cpus=p["num_cpus"], num_gpus=p["num_gpus"],
+                                          max_retries=1, retry_exceptions=True)
+    pending = {task.remote(job, k, p["device"], p["threads"], board, names, *values): k for k in folds}
+    how = (f"{p['at_once']} at once, one GPU each" if p["num_gpus"]
+           else f"{p['at_once']} at once, {p['threads']} CPU thread(s) each")
+    status = _Status(f"{desc} on Ray", len(folds), how)
+    done: list[int] = []
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+            for ref in ready:
+                k = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # a RayTaskError carries the fold's own traceback
+                    raise FoldFailed(f"{desc}: fold {k + 1} failed twice (it was retried once); "
+                                     f"nothing of it was written. The fold's error:\n{exc}") from None
+                write(k, result)
+                done.append(k)
+            started, lines = ray.get(board.snapshot.remote())
+            running = [k for k in started if k in pending.values()]
+            status.show(done, running, len(pending) - len(running), lines)
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        ray.kill(board)
+    status.done(len(done))
+
+
+class _Status:
+    """Folds done / running / queued, with the running folds' epochs: one line updated in place in
+    a notebook (or a log line per change outside one), and a line every ``STATUS_EVERY_S`` seconds
+    on the kernel's own stderr, which is the terminal of ``run_all.sh``."""
+
+    def __init__(self, desc: str, total: int, how: str):
+        self.desc, self.total, self.how, self.t0 = desc, total, how, time.time()
+        self._last_err, self._last_text = 0.0, ""
+        self._handle = None
+        self.kernel = progress.in_kernel()
+        if self.kernel:
+            from IPython.display import display
+
+            self._handle = display(progress._Text(self._text([], [], total, {})), display_id=True)
+        self._say(self._text([], [], total, {}), force=True)
+
+    def _text(self, done, running, queued, lines) -> str:
+        run = "; ".join(_line(lines, k) for k in running)
+        return (f"{self.desc} ({self.how}): {len(done)}/{self.total} folds done, {len(running)} running"
+                + (f" [{run}]" if run else "") + f", {max(queued, 0)} queued, {time.time() - self.t0:.0f} s")
+
+    def _say(self, text: str, force: bool = False) -> None:
+        if self.kernel and (force or time.time() - self._last_err >= STATUS_EVERY_S):
+            print(f"[ray] {text}", file=sys.__stderr__, flush=True)
+            self._last_err = time.time()
+
+    def show(self, done, running, queued, lines) -> None:
+        text = self._text(done, running, queued, lines)
+        if self._handle is not None:
+            self._handle.update(progress._Text(text))
+        else:
+            key = (len(done), tuple(running))
+            if key != self._last_text:
+                print(text, flush=True)
+                self._last_text = key
+        self._say(text)
+
+    def done(self, n: int) -> None:
+        text = f"{self.desc} ({self.how}): {n}/{self.total} folds in {time.time() - self.t0:.0f} s"
+        if self._handle is not None:
+            self._handle.update(progress._Text(text))
+        else:
+            print(text, flush=True)
+        self._say(text, force=True)

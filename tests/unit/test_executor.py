@@ -1,0 +1,151 @@
+"""Fold-level execution (helpers.executor): Ray gives the same files as the local loop, retries a
+failing fold once and then stops with its traceback, and resumes from the folds already written.
+
+Trains tiny networks on an embedded Ray (two CPU workers); run under /tmp/hrnet-cpu.lock."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import config, curate, executor, io, pipeline, segment, train
+from helpers.data import manifest as mf
+from helpers.data import phantoms
+
+TINY = {"n_folds": 2, "seg_folds": 2, "cls_size": 32, "seg_size": 32, "cls_epochs": 2, "cls_batch": 8,
+        "cls_val_fraction": 0.25, "head_hidden": 8, "bf16": False, "channels_last": False,
+        "unet_epochs": 2, "unet_base_channels": 4, "augment": True}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    yield executor.ray_init()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def phantom_set(tmp_path_factory):
+    root = phantoms.generate(tmp_path_factory.mktemp("ph"), n_patients=12, images_per_patient=(1, 1),
+                             n_seg_pairs=8, size=64, seed=5)
+    p = config.make_profile("smoke", TINY)
+    cls, seg = curate.build_indices(mf.read_manifest(root), p, seed=0)
+    images = io.load_stack([root / f for f in cls["path"]], p.cls_size)
+    seg_images = io.load_stack([root / f for f in seg["path"]], p.seg_size)
+    seg_masks = io.load_stack([root / f for f in seg["mask_path"]], p.seg_size, mask=True,
+                              images=[root / f for f in seg["path"]])
+    return p, cls, images, seg, seg_images, seg_masks
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """The local loop at the thread count the Ray folds get (``torch_threads=1``: two folds at once
+    on two cores; CPU kernels round differently with another thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted(d.iterdir()) if f.suffix in (".csv", ".pt", ".npz")}
+
+
+def test_plan_keeps_the_local_thread_count_and_gives_each_fold_a_gpu():
+    # on CPUs a fold gets the local loop's thread count: 2 threads on 2 cores run one fold at a time
+    assert executor.plan(3, cpus=2, gpus=0, threads=2) == {"num_cpus": 2, "num_gpus": 0, "threads": 2,
+                                                            "device": "cpu", "at_once": 1}
+    assert executor.plan(3, cpus=2, gpus=0, threads=1)["at_once"] == 2  # torch_threads=1: two at once
+    assert executor.plan(3, cpus=16, gpus=0, threads=4)["at_once"] == 3
+    # a fold never asks for more CPUs than the largest node has (it could never be scheduled)
+    assert executor.plan(4, cpus=32, gpus=0, threads=16, node_cpus=8) == {
+        "num_cpus": 8, "num_gpus": 0, "threads": 16, "device": "cpu", "at_once": 4}
+    assert executor.plan(10, cpus=64, gpus=8, threads=0) == {"num_cpus": 8, "num_gpus": 1, "threads": 8,
+                                                             "device": "cuda", "at_once": 8}
+    with pytest.raises(ValueError, match="executor must be one of"):
+        executor.run_folds(lambda **kw: {}, [0], shared={}, write=lambda k, r: None, executor="dask")
+
+
+def test_switching_executor_keeps_every_stage_key(tmp_path):
+    local = config.resolve("smoke", out_dir=tmp_path, overrides={"executor": "local"})
+    ray = dataclasses.replace(local, profile=config.make_profile("smoke", {"executor": "ray"}))
+    for stage in pipeline.STAGES:
+        assert pipeline.config_key(local, stage) == pipeline.config_key(ray, stage), stage
+    with pytest.raises(ValueError, match="executor must be 'local' or 'ray'"):
+        config.make_profile("smoke", {"executor": "slurm"})
+
+
+def test_ray_classifier_folds_equal_local(ray_session, phantom_set, tmp_path):
+    p, cls, images, *_ = phantom_set
+    y = cls["y"].to_numpy()
+    hook = _hook(images)
+    for ex in ("local", "ray"):
+        pe = dataclasses.replace(p, executor=ex, torch_threads=1)
+        with _threads(1):
+            train.cross_validate(pe, "resnet18", "det", images, y, cls, tmp_path / ex, seed=7,
+                                 after_fold=hook)
+    a, b = _files(tmp_path / "local" / "det"), _files(tmp_path / "ray" / "det")
+    assert set(a) == set(b) and {"preds.csv", "fold0.pt", "fold1_extra.npz"} <= set(a)
+    assert all(a[f] == b[f] for f in a if f.endswith(".csv")), "predictions or histories differ"
+    wa = train.load_fold_model(p, "resnet18", tmp_path / "local", "det", 1).state_dict()
+    wb = train.load_fold_model(p, "resnet18", tmp_path / "ray", "det", 1).state_dict()
+    assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+
+
+def _hook(images):
+    def hook(k, model, test_idx):
+        return {"rows": np.asarray(test_idx), "mean": np.asarray(images[test_idx]).mean(axis=(1, 2))}
+
+    return hook
+
+
+def test_ray_unet_folds_equal_local(ray_session, phantom_set, tmp_path):
+    p, _, _, seg, seg_images, seg_masks = phantom_set
+    for ex in ("local", "ray"):
+        (tmp_path / ex).mkdir()
+        with _threads(1):
+            segment.cross_validate(dataclasses.replace(p, executor=ex, torch_threads=1), seg_images,
+                                   seg_masks, seg, tmp_path / ex, seed=3)
+    a, b = _files(tmp_path / "local"), _files(tmp_path / "ray")
+    assert set(a) == set(b) and "fold1.pt" in a and "dice_fold0.csv" in a
+    assert all(a[f] == b[f] for f in a if f.endswith(".csv"))
+
+
+def test_failing_fold_is_retried_once_then_stops_the_stage(ray_session, tmp_path):
+    tries = tmp_path / "tries"
+    tries.mkdir()
+    written = []
+
+    def job(*, k, device, where):
+        (Path(where) / f"fold{k}-{len(list(Path(where).glob(f'fold{k}-*')))}").touch()
+        if k == 1:
+            raise ValueError("fold one is broken")
+        return {"k": k}
+
+    with pytest.raises(executor.FoldFailed) as err:
+        executor.run_folds(job, [0, 1], shared={"where": str(tries)}, executor="ray", desc="toy",
+                           write=lambda k, r: written.append(k))
+    assert "toy: fold 2 failed twice" in str(err.value) and "fold one is broken" in str(err.value)
+    assert sorted(f.name for f in tries.glob("fold1-*")) == ["fold1-0", "fold1-1"]  # one retry
+    assert 1 not in written
+
+
+def test_interrupted_ray_run_resumes_from_written_folds(ray_session, phantom_set, tmp_path):
+    p, cls, images, *_ = phantom_set
+    y = cls["y"].to_numpy()
+    pr = dataclasses.replace(p, executor="ray")
+    train.cross_validate(pr, "resnet18", "det", images, y, cls, tmp_path, seed=7)
+    d = tmp_path / "det"
+    full = (d / "preds.csv").read_bytes()
+    kept = (d / "fold0.pt").stat().st_mtime_ns
+    for f in ("fold1_preds.csv", "fold1_history.csv", "fold1.pt", "preds.csv", "history.csv"):
+        (d / f).unlink()  # as if the run stopped while fold 2 was training
+    train.cross_validate(pr, "resnet18", "det", images, y, cls, tmp_path, seed=7)
+    assert (d / "fold0.pt").stat().st_mtime_ns == kept  # fold 1 reused, not trained again
+    assert (d / "preds.csv").read_bytes() == full
