@@ -2,14 +2,18 @@
 # .venv in the repository and install the project into it (versions come from pyproject.toml only).
 # shellcheck shell=bash
 
+# Whether an interpreter has everything the project needs. It looks the packages up without
+# importing them (importing torch, timm and ray takes seconds), and reads torch's version from its
+# metadata.
 _hrnet_ok() {
   "$1" - <<'PY' >/dev/null 2>&1
-import importlib, sys
-for m in ("helpers", "torch", "timm", "segmentation_models_pytorch", "albumentations", "papermill", "nbval",
-          "pytorch_grad_cam", "nbstripout", "ruff", "ray"):
-    importlib.import_module(m)
-import torch
-assert torch.__version__.split("+")[0] == "2.14.1", torch.__version__
+import importlib.util
+from importlib import metadata
+need = ("helpers", "torch", "timm", "segmentation_models_pytorch", "albumentations", "papermill", "nbval",
+        "pytorch_grad_cam", "nbstripout", "ruff", "ray")
+missing = [m for m in need if importlib.util.find_spec(m) is None]
+assert not missing, missing
+assert metadata.version("torch").split("+")[0] == "2.14.1", metadata.version("torch")
 PY
 }
 

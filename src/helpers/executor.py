@@ -76,6 +76,10 @@ def ray_init():
         raise ImportError("executor='ray' needs the ray package (pip install -e . installs it)") from exc
     if not ray.is_initialized():
         addr = ray_address()
+        if addr is None:
+            # an embedded cluster with token authentication, Ray's own default for a new local
+            # cluster, stated explicitly so that Ray does not print a notice about it
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
         # log_to_driver=False: the folds' own output stays in Ray's session logs; their progress
         # reaches the notebook through the board below, their errors through the task's exception
         ray.init(address=addr, include_dashboard=False, log_to_driver=False,
@@ -106,9 +110,13 @@ def plan(n_folds: int, cpus: int, gpus: int, threads: int, node_cpus: int = 0) -
 
 
 class _Board:
-    """A Ray actor the fold tasks report to: which folds started, and each one's progress line."""
+    """A Ray actor the fold tasks report to: which folds started, and each one's progress line.
+    One per driver process (an actor is a process of its own), emptied for every cross-validation."""
 
     def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
         self.started: set[int] = set()
         self.lines: dict[int, str] = {}
 
@@ -151,7 +159,7 @@ def _run_on_ray(job, folds, shared, write, desc, threads):
     node_cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0)
     p = plan(len(folds), int(res.get("CPU", 1)), int(res.get("GPU", 0)),
              threads or torch.get_num_threads(), node_cpus)
-    board = ray.remote(num_cpus=0)(_Board).remote()
+    board = _board(ray)
     names = list(shared)
     values = [ray.put(shared[n]) for n in names]  # once, not once per fold
     task = ray.remote(_fold_task).options(num_cpus=p["num_cpus"], num_gpus=p["num_gpus"],
@@ -179,8 +187,20 @@ def _run_on_ray(job, folds, shared, write, desc, threads):
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
-        ray.kill(board)
     status.done(len(done))
+
+
+_BOARDS: dict[str, Any] = {}  # this process's board actor, per Ray cluster
+
+
+def _board(ray):
+    """The driver's board actor, made once and emptied for each cross-validation."""
+    key = ray.get_runtime_context().get_job_id()
+    board = _BOARDS.get(key)
+    if board is None:
+        board = _BOARDS[key] = ray.remote(num_cpus=0)(_Board).remote()
+    ray.get(board.reset.remote())
+    return board
 
 
 class _Status:

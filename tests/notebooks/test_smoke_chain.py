@@ -1,12 +1,11 @@
 """The whole pipeline, 01 -> 06, executed by papermill on the smoke profile in a temporary folder,
 with assertions on the artefacts it leaves (Done-when of the foundation issue).
 
-The chain runs from scratch, with its folds on an embedded Ray (``executor="ray"``), and
-one test re-runs notebooks 02-04 with the local loop to check that both executors write the same
-files. When ``$HRNET_CXR_OUT_ROOT`` names an empty folder (run_tests.sh makes a fresh one), the chain
-writes there, and the nbval pass that follows executes the same notebooks with their defaults
-(``executor="local"``, which is part of no stage's key) in the same folder: it then exercises the
-resume path instead of training every model a second time.
+The chain runs from scratch. When ``$HRNET_CXR_OUT_ROOT`` names an empty folder (run_tests.sh makes
+a fresh one), the chain writes there, and the nbval pass that follows executes the same notebooks
+with their defaults in the same folder: it then exercises the resume path instead of training
+every model a second time. One test runs notebook 02 again with its folds on an embedded Ray
+(``executor="ray"``) from the chain's own curation and compares the files byte for byte.
 """
 import json
 import os
@@ -19,7 +18,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-CHAIN = {"executor": "ray"}  # the chain's overrides: the folds run as Ray tasks
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def smoke_run(tmp_path_factory):
         out = tmp_path_factory.mktemp("smoke")  # never resume from earlier results here
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     for nb in NOTEBOOKS:
-        pipeline.execute(nb, out / "notebooks" / nb.name, {"OUT_DIR": str(out), "OVERRIDES": CHAIN})
+        pipeline.execute(nb, out / "notebooks" / nb.name, {"OUT_DIR": str(out)})
     return out
 
 
@@ -41,24 +39,28 @@ def _csv(out, rel):
 
 
 def test_ray_folds_equal_the_local_loop(smoke_run, tmp_path):
-    """Notebooks 02-04 again with the local loop, from the chain's curation: the UNet weights,
-    histories and Dice, the refinement, and the HRNet fold predictions, histories, weights and
-    Grad-CAM arrays are byte-identical to those of the Ray folds."""
+    """Notebook 02 again with its folds as Ray tasks (an embedded Ray), from the chain's curation:
+    every UNet fold's held-out Dice, history and weights are byte-identical to those of the chain's
+    local loop. (The whole chain on Ray took 620 s against about 450 s locally on 2 cores, too long
+    to run twice in the suite; tests/unit/test_executor.py checks the classifier folds of
+    ``train.cross_validate``, through which notebooks 04, 05 and 05b train, the same way.)"""
     import shutil
 
     from helpers import pipeline
 
     shutil.copytree(smoke_run / "curation", tmp_path / "curation")
     (tmp_path / "notebooks").mkdir()
-    for nb in NOTEBOOKS[1:4]:
-        pipeline.execute(nb, tmp_path / "notebooks" / nb.name, {"OUT_DIR": str(tmp_path)})
+    nb = next(n for n in NOTEBOOKS if n.name.startswith("02"))
+    pipeline.execute(nb, tmp_path / "notebooks" / nb.name,
+                     {"OUT_DIR": str(tmp_path), "OVERRIDES": {"executor": "ray"}})
+    text = (tmp_path / "notebooks" / nb.name).read_text()
+    assert "UNet on Ray" in text and "folds in" in text  # the folds did run as Ray tasks
     compared = 0
-    for stage in ("unet", "refine", "hrnet/hrnet"):
-        for f in sorted((smoke_run / stage).iterdir()):
-            if f.suffix in (".csv", ".pt", ".npy", ".npz") and "manifest" not in f.name:
-                assert f.read_bytes() == (tmp_path / stage / f.name).read_bytes(), f"{stage}/{f.name}"
-                compared += 1
-    assert compared >= 20
+    for f in sorted((smoke_run / "unet").iterdir()):
+        if f.suffix in (".csv", ".pt") and "manifest" not in f.name:
+            assert f.read_bytes() == (tmp_path / "unet" / f.name).read_bytes(), f.name
+            compared += 1
+    assert compared >= 9  # per fold: weights, history, held-out Dice
 
 
 def test_folds_patient_disjoint(smoke_run):

@@ -203,7 +203,7 @@ def _cross_validate_columns(tmp_path: Path, index: pd.DataFrame) -> list[str]:
     from helpers import train
 
     class _Prof:
-        cls_val_fraction, bf16, channels_last = 0.1, False, False
+        cls_val_fraction, bf16, channels_last, executor, torch_threads = 0.1, False, False, "local", 0
 
         def for_network(self, name, role="proposed"):
             return self
