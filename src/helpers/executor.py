@@ -76,10 +76,9 @@ def ray_init():
         raise ImportError("executor='ray' needs the ray package (pip install -e . installs it)") from exc
     if not ray.is_initialized():
         addr = ray_address()
-        if addr is None:
-            # an embedded cluster with token authentication, Ray's own default for a new local
-            # cluster, stated explicitly so that Ray does not print a notice about it
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        # a new local cluster uses token authentication by default and says so on stderr; that
+        # notice would be the only stderr output of a notebook, so it alone is dropped
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_quiet_auth)
         # log_to_driver=False: the folds' own output stays in Ray's session logs; their progress
         # reaches the notebook through the board below, their errors through the task's exception
         ray.init(address=addr, include_dashboard=False, log_to_driver=False,
@@ -89,6 +88,10 @@ def ray_init():
         print(f"[ray] using {where}: {int(res.get('CPU', 0))} CPUs, {int(res.get('GPU', 0))} GPUs",
               flush=True)
     return ray
+
+
+def _quiet_auth(record: logging.LogRecord) -> bool:
+    return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
 
 
 def plan(n_folds: int, cpus: int, gpus: int, threads: int, node_cpus: int = 0) -> dict[str, Any]:
