@@ -477,24 +477,6 @@ def write_all(cfg, dest: Path, builders=None, with_evidence: bool = True) -> pd.
     return index
 
 
-def publish(src: Path, dest: Path) -> list[Path]:
-    """Copy a finished figures folder (every file of its ``index.csv``, ``index.csv``,
-    ``README.md``, ``SUMMARY.md`` and the evidence tables those were made from) to ``dest``:
-    publishing recomputes nothing."""
-    import shutil
-
-    from . import evidence
-
-    src, dest = Path(src), Path(dest)
-    index = pd.read_csv(src / "index.csv")
-    names = [*index["file"], "index.csv", "README.md", "SUMMARY.md", *evidence.TABLES.values()]
-    missing = [n for n in names if not (src / n).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{src} lacks {missing}: run figures.write_all into it first")
-    dest.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copy2(src / n, dest / n)) for n in names]
-
-
 def write_readme(cfg, index: pd.DataFrame, dest: Path) -> Path:
     """``README.md`` beside the figures: each file, its paper panel, notebook, profile, revision, data."""
     from . import summary

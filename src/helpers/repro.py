@@ -61,8 +61,8 @@ def git_revision(root: Path | None = None) -> str:
     if not rev:
         return "unknown"
     try:
-        # figures/ holds published run outputs (06 writes there), not code: it does not make a
-        # checkout dirty
+        # figures/ holds published run outputs (helpers.publish writes there), not code: it does
+        # not make a checkout dirty
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
                                 ":(exclude)figures"], cwd=root,
                                capture_output=True, text=True, timeout=180).stdout.strip()

@@ -73,7 +73,7 @@ def test_git_revision_ignores_published_figures(tmp_path):
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     rev = git_revision(tmp_path)
     assert len(rev) == 40 and not rev.endswith("+dirty")
-    (tmp_path / "figures" / "SUMMARY.md").write_text("new run\n")  # 06 publishing a run
+    (tmp_path / "figures" / "SUMMARY.md").write_text("new run\n")  # publishing a run
     assert git_revision(tmp_path) == rev
     (tmp_path / "code.py").write_text("x = 2\n")  # an uncommitted code change
     assert git_revision(tmp_path) == rev + "+dirty"
