@@ -10,6 +10,8 @@
 #          --reuse-from RUN_DIR   start from copies of another run's finished stages
 #          --executor local|ray   folds one after another (default) or at once on Ray
 #          --ray-address ADDR     join that Ray cluster (else $RAY_ADDRESS, else an embedded one)
+#          --publish DIR          after notebook 06, copy the run's figures into DIR (e.g. figures/cpu)
+#          --replace              with --publish: replace figures of another or unknown provenance
 # Executed notebooks go to OUT/notebooks/ (OUT defaults to outputs/<profile>). Re-running resumes:
 # finished folds are reused; results of a different configuration are moved aside, never deleted.
 # --reuse-from copies (never links or moves) each finished stage of RUN_DIR that OUT lacks; a
@@ -17,6 +19,10 @@
 # stages with the same settings are reused (e.g. ./run_all.sh cpu-deconf --reuse-from outputs/cpu).
 # --executor ray runs the folds of notebooks 02, 04, 05 and 05b as Ray tasks (README, "Running on
 # many GPUs / a cluster"); results are the same files, so a run can switch executor and resume.
+# The notebooks write only into OUT. --publish DIR (relative to the repository) runs
+# `python -m helpers.publish OUT DIR` once notebook 06 has finished: it copies the figures with a
+# PROVENANCE.json and refuses, before anything runs, a DIR that holds figures of another provenance
+# (profile, seed, data, external data, overrides) or of none recorded, unless --replace is given.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -24,6 +30,7 @@ die() { echo "run_all.sh: $*" >&2; exit 2; }
 need_value() { [ $# -ge 2 ] && [ -n "$2" ] && [[ "$2" != --* ]] || die "option $1 needs a value (see ./run_all.sh --help)"; }
 
 PROFILE=smoke DATA="" OUT="" SEED=0 EXTERNAL="" OVERRIDES="{}" FROM=1 SETUP_ONLY=0 REUSE="" EXECUTOR=""
+PUBLISH="" REPLACE=0
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then PROFILE="$1"; shift; fi
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,7 +44,9 @@ while [ $# -gt 0 ]; do
     --executor) need_value "$@"; EXECUTOR="$2"; shift 2 ;;
     --ray-address) need_value "$@"; export RAY_ADDRESS="$2"; shift 2 ;;
     --setup-only) SETUP_ONLY=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --publish) need_value "$@"; PUBLISH="$2"; shift 2 ;;
+    --replace) REPLACE=1; shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see ./run_all.sh --help)" ;;
   esac
 done
@@ -48,6 +57,8 @@ done
 [ -z "$EXTERNAL" ] || [ -d "$EXTERNAL" ] || die "--external: '$EXTERNAL' is not a folder"
 [ -z "$EXECUTOR" ] || [[ "$EXECUTOR" =~ ^(local|ray)$ ]] || die "--executor must be 'local' or 'ray', got '$EXECUTOR'"
 [ -z "$REUSE" ] || ls "$REUSE"/*/DONE.json >/dev/null 2>&1 || die "--reuse-from: '$REUSE' holds no finished stage (no */DONE.json)"
+[ -z "$PUBLISH" ] || [ ! -e "$PUBLISH" ] || [ -d "$PUBLISH" ] || die "--publish: '$PUBLISH' is a file, not a folder"
+[ "$REPLACE" = 0 ] || [ -n "$PUBLISH" ] || die "--replace only applies with --publish DIR"
 
 source scripts/env.sh
 hrnet_env
@@ -61,10 +72,10 @@ PROFILE_NAMES=$("$PY" -c "from helpers import config; print(' '.join(config.PROF
 
 # Resolve the configuration once (errors name the option), and write the notebook parameters.
 PARAMS="$(mktemp -t hrnet-cxr-params-XXXX.json)"
-export PROFILE DATA OUT SEED EXTERNAL OVERRIDES PARAMS EXECUTOR
+export PROFILE DATA OUT SEED EXTERNAL OVERRIDES PARAMS EXECUTOR PUBLISH REPLACE
 "$PY" - <<'PY'
 import json, os, sys
-from helpers import config, pipeline
+from helpers import config, pipeline, publish
 try:
     overrides = json.loads(os.environ["OVERRIDES"])
 except json.JSONDecodeError as exc:
@@ -78,6 +89,11 @@ try:
                          int(os.environ["SEED"]), os.environ["EXTERNAL"], overrides)
 except Exception as exc:  # configuration errors are the user's to fix: say what, not a traceback
     sys.exit(f"run_all.sh: configuration error: {exc}")
+if os.environ["PUBLISH"]:  # refused now rather than after the run
+    try:
+        publish.check(os.environ["PUBLISH"], publish.provenance(cfg.to_dict()), os.environ["REPLACE"] == "1")
+    except publish.PublishRefused as exc:
+        sys.exit(f"run_all.sh: --publish: {exc}")
 json.dump(pipeline.notebook_parameters(cfg), open(os.environ["PARAMS"], "w"))
 print(cfg.summary())
 PY
@@ -147,3 +163,8 @@ for nb in "${NOTEBOOKS[@]}"; do
   echo "[run_all] $nb done in $(( $(date +%s) - t0 )) s"
 done
 echo "[run_all] all notebooks done in $(( $(date +%s) - start )) s; figures in $OUT/figures"
+if [ -n "$PUBLISH" ]; then
+  REPLACE_ARG=()
+  [ "$REPLACE" = 0 ] || REPLACE_ARG=(--replace)
+  "$PY" -m helpers.publish "$OUT" "$PUBLISH" "${REPLACE_ARG[@]}" || { echo "[run_all] not published; the figures are in $OUT/figures" >&2; exit 1; }
+fi

@@ -1,5 +1,6 @@
 """run_all.sh: every option's value is checked with a one-line message naming the option, and
 stopping the script by its PID stops everything it started."""
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,9 @@ def _run(*args, timeout=120):
     (["--executor", "dask"], "--executor"),
     (["--executor"], "--executor"),
     (["--ray-address"], "--ray-address"),
+    (["--publish"], "--publish"),
+    (["--publish", RUN_ALL], "--publish"),
+    (["--replace"], "--replace"),
 ])
 def test_malformed_options_are_refused_before_anything_runs(args, option, tmp_path):
     r = _run(*args, "--out", str(tmp_path / "out")) if option != "--out" else _run(*args)
@@ -52,6 +56,28 @@ def test_bad_values_checked_in_python_name_the_problem(args, words, tmp_path):
     for w in words:
         assert w in err, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("recorded, words", [
+    ({"profile": "cpu", "seed": 0, "data": {"folder": "cxr", "manifest_sha256": None},
+      "external_data": None, "overrides": {}}, ["profile cpu,", "profile smoke,", "differ in profile"]),
+    (None, ["unknown provenance", "profile smoke,"]),
+])
+def test_publish_over_another_provenance_is_refused_before_anything_runs(recorded, words, tmp_path):
+    dest = tmp_path / "figures" / "cpu"
+    dest.mkdir(parents=True)
+    if recorded is None:
+        (dest / "index.csv").write_text("file\nfig.png\n")  # published before provenance was recorded
+    else:
+        (dest / "PROVENANCE.json").write_text(json.dumps(recorded))
+    r = _run("smoke", "--publish", str(dest), "--out", str(tmp_path / "out"))
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("run_all.sh: --publish:") and str(dest) in err, r.stderr
+    for w in words:
+        assert w in err, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "notebooks").exists()
 
 
 def _descendants(pid: int) -> set[int]:
