@@ -205,9 +205,10 @@ def _what_was_run(run: _Run) -> list[str]:
             "its full path is in the stage's `run_manifest.json`)" if info["data"] == "real" else "unknown")
     L.append(f"- Profile: **{info['profile']}**; data: {data}.")
     if run.cfg:
+        ext = run.cfg.get("external_data_dir")
+        ext = f"`{Path(str(ext)).name}` (full path in the run's manifests)" if ext else "none"
         L.append(f"- Seed: {run.cfg.get('seed', 'n/a')}; overrides: "
-                 f"{json.dumps(run.cfg.get('overrides') or {}) or '{}'}; external data: "
-                 f"{run.cfg.get('external_data_dir') or 'none'}.")
+                 f"{json.dumps(run.cfg.get('overrides') or {}) or '{}'}; external data: {ext}.")
     if not run.manifests:
         L.append("- _No `run_manifest.json` found in any stage folder._")
         return L
