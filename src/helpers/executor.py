@@ -83,11 +83,33 @@ def ray_init():
         # reaches the notebook through the board below, their errors through the task's exception
         ray.init(address=addr, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, namespace="hrnet-cxr")
+        _stop_ray_on_sigterm(ray)
         res = ray.cluster_resources()
         where = f"the Ray cluster at {addr}" if addr else "an embedded Ray on this machine"
         print(f"[ray] using {where}: {int(res.get('CPU', 0))} CPUs, {int(res.get('GPU', 0))} GPUs",
               flush=True)
     return ray
+
+
+def _stop_ray_on_sigterm(ray) -> None:
+    """Papermill ends a notebook's kernel with SIGTERM (so does ``run_all.sh`` when it is stopped).
+    Ray's own handler would print a crash-style report on the terminal and leave its processes to
+    notice the driver is gone; instead, stop Ray, then terminate as the signal asks."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame):
+        try:
+            ray.shutdown()
+        finally:
+            signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _quiet_auth(record: logging.LogRecord) -> bool:
