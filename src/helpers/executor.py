@@ -116,10 +116,13 @@ def _quiet_auth(record: logging.LogRecord) -> bool:
     return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
 
 
-def plan(n_folds: int, cpus: int, gpus: int, threads: int, node_cpus: int = 0) -> dict[str, Any]:
-    """Resources of one fold task. Where the cluster has GPUs: one GPU each, with the cluster's CPUs
-    per GPU for its data loading. On CPUs: ``threads`` torch threads each, the count the local loop
-    runs with (the profile's ``torch_threads``, else torch's default in the driver), so that both
+def plan(n_folds: int, cpus: int, gpus: int, threads: int = 0, node_cpus: int = 0,
+         local_threads: int = 0) -> dict[str, Any]:
+    """Resources of one fold task. ``threads``: the profile's ``torch_threads`` (0: not set).
+
+    Where the cluster has GPUs: one GPU each, with the cluster's CPUs per GPU for its data loading
+    and as its torch threads (unless ``threads`` is set). On CPUs: ``threads``, else
+    ``local_threads`` (torch's default in the driver, what the local loop runs with), so that both
     executors compute the same numbers; a fold reserves that many CPUs, at most ``node_cpus`` (the
     largest node's), so one machine runs ``cpus // threads`` folds at once. Returns ``num_cpus``,
     ``num_gpus``, ``threads``, ``device`` and ``at_once``."""
@@ -128,7 +131,7 @@ def plan(n_folds: int, cpus: int, gpus: int, threads: int, node_cpus: int = 0) -
         per = max(1, cpus // int(gpus))
         return {"num_cpus": per, "num_gpus": 1, "threads": threads or per, "device": "cuda",
                 "at_once": min(n_folds, int(gpus))}
-    t = max(1, int(threads))
+    t = max(1, int(threads or local_threads or cpus))
     need = min(t, int(node_cpus) or cpus, cpus)
     return {"num_cpus": need, "num_gpus": 0, "threads": t, "device": "cpu",
             "at_once": max(1, min(n_folds, cpus // need))}
@@ -182,8 +185,8 @@ def _run_on_ray(job, folds, shared, write, desc, threads):
     ray = ray_init()
     res = ray.cluster_resources()
     node_cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0)
-    p = plan(len(folds), int(res.get("CPU", 1)), int(res.get("GPU", 0)),
-             threads or torch.get_num_threads(), node_cpus)
+    p = plan(len(folds), int(res.get("CPU", 1)), int(res.get("GPU", 0)), threads, node_cpus,
+             local_threads=torch.get_num_threads())
     board = _board(ray)
     names = list(shared)
     values = [ray.put(shared[n]) for n in names]  # once, not once per fold

@@ -66,8 +66,11 @@ def test_plan_keeps_the_local_thread_count_and_gives_each_fold_a_gpu():
     # a fold never asks for more CPUs than the largest node has (it could never be scheduled)
     assert executor.plan(4, cpus=32, gpus=0, threads=16, node_cpus=8) == {
         "num_cpus": 8, "num_gpus": 0, "threads": 16, "device": "cpu", "at_once": 4}
-    assert executor.plan(10, cpus=64, gpus=8, threads=0) == {"num_cpus": 8, "num_gpus": 1, "threads": 8,
-                                                             "device": "cuda", "at_once": 8}
+    # the local loop's count when torch_threads is not set
+    assert executor.plan(3, cpus=2, gpus=0, threads=0, local_threads=2)["at_once"] == 1
+    # a GPU fold's torch threads are the CPUs per GPU, not the driver's (8 folds x 64 threads)
+    assert executor.plan(10, cpus=64, gpus=8, threads=0, local_threads=64) == {
+        "num_cpus": 8, "num_gpus": 1, "threads": 8, "device": "cuda", "at_once": 8}
     with pytest.raises(ValueError, match="executor must be one of"):
         executor.run_folds(lambda **kw: {}, [0], shared={}, write=lambda k, r: None, executor="dask")
 
