@@ -44,9 +44,10 @@ class PublishRefused(RuntimeError):
 def data_record(folder: str | Path | None) -> dict[str, Any] | None:
     """How ``PROVENANCE.json`` names a data folder (None: generated phantoms, or no external set).
 
-    ``folder`` is relative to the repository when the data lie inside it or beside it
-    (``../shared/data/cxr``), else only the folder's name; ``manifest_sha256`` is the SHA-256 (16 hex
-    digits) of its ``manifest.csv`` when that file can be read here, else None. Never a machine path.
+    ``folder`` is relative to the repository when the data lie inside it or in the shared folder
+    beside it (``../shared/data/cxr``), else only the folder's name; ``manifest_sha256`` is the
+    SHA-256 (16 hex digits) of its ``manifest.csv`` when that file can be read here, else None.
+    Never a machine path.
     """
     from . import paths
 
@@ -54,7 +55,8 @@ def data_record(folder: str | Path | None) -> dict[str, Any] | None:
         return None
     p = Path(folder).expanduser().resolve()
     root = paths.repo_root().resolve()
-    name = os.path.relpath(p, root) if p.is_relative_to(root.parent) else p.name
+    near = p.is_relative_to(root) or p.is_relative_to(root.parent / "shared")
+    name = os.path.relpath(p, root) if near else p.name
     manifest = p / "manifest.csv"
     digest = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16] if manifest.is_file() else None
     return {"folder": name, "manifest_sha256": digest}

@@ -91,8 +91,11 @@ def test_publish_into_a_new_folder_given_the_figures_folder(tmp_path, data):
 def test_data_named_relative_to_the_repository():
     inside = P.data_record(paths.repo_root() / "tests")
     assert inside == {"folder": "tests", "manifest_sha256": None}
-    beside = P.data_record(paths.repo_root().parent / "some-data")
-    assert beside["folder"] == "../some-data"
+    shared = P.data_record(paths.repo_root().parent / "shared" / "data" / "cxr")
+    assert shared["folder"] == "../shared/data/cxr"
+    # any other folder is named by its name only, wherever the clone lies (also in /tmp beside
+    # pytest's own folders)
+    assert P.data_record(paths.repo_root().parent / "some-data")["folder"] == "some-data"
     assert P.data_record(None) is None
 
 
