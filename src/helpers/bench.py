@@ -121,7 +121,7 @@ def bench_model(profile, name: str, mode: str, steps: int = 3, warmup: int = 1, 
     train_s = float(np.median(timed(train_once, steps)))
 
     model.eval()
-    with torch.no_grad(), train._autocast(device, bf16):
+    with torch.no_grad(), train.autocast(device, bf16):
         timed(lambda: net(batch_input(infer_batch)), max(warmup, 1))
         infer_s = float(np.median(timed(lambda: net(batch_input(infer_batch)).float(), steps)))
     return dict(model=name, mode=mode, size=size, batch=batch, steps=steps, threads=torch.get_num_threads(),

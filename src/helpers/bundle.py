@@ -33,16 +33,16 @@ import numpy as np
 import pandas as pd
 
 from . import io, ood, refine, repro
+from .pipeline import ART, MAIN_MODEL_DIR, kept
 
 FORMAT = "hrnet-cxr-bundle/1"
 BUNDLE_FILE = "bundle.json"
 #: decision rule of a bundle with several folds (see :func:`decision_threshold`)
 DECISION_RULE = "mean probability >= median of the fold thresholds"
 #: run artefacts copied into ``evidence/`` (those present)
-EVIDENCE = ("curation/cohort.csv", "curation/flow.csv", "unet/dice_table.csv", "refine/pass_counts.csv",
-            "hrnet/fold_table.csv", "baselines/table7.csv", "baselines/audit_table.csv",
-            "baselines/external_table.csv", "baselines/stratified.csv", "figures/calibration.csv",
-            "figures/heat_share_ci.csv", "baselines/permutation_null.json")
+EVIDENCE = (ART.cohort, ART.flow, ART.dice_table, ART.pass_counts, ART.fold_table, ART.table7,
+            ART.audit_table, ART.external_table, ART.stratified, ART.calibration, ART.heat_share_ci,
+            ART.permutation_null)
 REQUIRED_STAGES = {"curation": "01_data_curation.ipynb", "unet": "02_unet_training.ipynb",
                    "refine": "03_mask_refinement.ipynb", "hrnet": "04_hrnet_cv_training.ipynb"}
 
@@ -88,7 +88,7 @@ def model_source(run_dir: Path, model: str, profile) -> tuple[Path, str, str]:
     """(folder of the fold files, timm architecture, input kind) of an exportable ``model``."""
     run_dir = Path(run_dir)
     if model == "hrnet":
-        return run_dir / "hrnet" / "hrnet", profile.hrnet, "segmented"
+        return run_dir / "hrnet" / MAIN_MODEL_DIR, profile.hrnet, "segmented"
     if model == "hrnet_unsegmented":
         return run_dir / "baselines" / "hrnet_unsegmented", profile.hrnet, "unsegmented"
     return run_dir / "baselines" / model, model, "segmented"
@@ -167,10 +167,9 @@ def _csv(run_dir: Path, rel: str) -> pd.DataFrame | None:
 def training_features(run_dir: Path) -> pd.DataFrame:
     """:func:`helpers.ood.features` of the training cohort: the classification images that
     passed refinement, from the run's saved arrays (the classifier's own inputs)."""
-    ri = io.read_stage_csv(run_dir / "refine/refine_index.csv", "03_mask_refinement.ipynb")
-    keep = np.flatnonzero(io.bool_column(ri, "passed"))
-    images = np.asarray(io.load_npy(run_dir / "curation/cls_images.npy"))[keep]
-    refined = np.asarray(io.load_npy(run_dir / "refine/masks_refined.npy"))[keep]
+    _, keep = kept(run_dir)
+    images = np.asarray(ART.cls_images.read(run_dir))[keep]
+    refined = np.asarray(ART.masks_refined.read(run_dir))[keep]
     return ood.features(images, refined)
 
 
@@ -179,11 +178,11 @@ def _data_sources(run_dir: Path) -> list[dict]:
     licence summary where the source is a registered public one."""
     from .data.sources import get_source
 
-    f = run_dir / "curation/cls_index.csv"
+    f = ART.cls_index.path(run_dir)
     idx = pd.read_csv(f, dtype=str, keep_default_na=False) if f.is_file() else None
     if idx is None or idx.empty:
         return []
-    ri = _csv(run_dir, "refine/refine_index.csv")
+    ri = ART.refine_index.find(run_dir)
     if ri is not None and len(ri) == len(idx):
         idx = idx.assign(used=io.bool_column(ri, "passed"))
     else:
@@ -231,7 +230,7 @@ def export(run_dir: str | Path, bundle_dir: str | Path, models: tuple[str, ...] 
             from .model_card import write_model_card
 
             write_model_card(run_dir, tmp, meta)
-        os.chmod(tmp, 0o777 & ~io._umask())
+        os.chmod(tmp, 0o777 & ~io.current_umask())
         if bundle_dir.exists():
             bundle_dir.rmdir()  # empty (checked above)
         os.replace(tmp, bundle_dir)
@@ -273,18 +272,18 @@ def _assemble(run_dir: Path, out: Path, profile, cfg: dict, models: list[str]) -
 
     feats = training_features(run_dir)
     evidence = {}
-    for rel in EVIDENCE:
-        src = run_dir / rel
+    for art in EVIDENCE:
+        rel, src = art.rel(), art.path(run_dir)
         if src.is_file():
             dest = out / "evidence" / rel.replace("/", "__")
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dest)
             evidence[rel] = {"file": dest.relative_to(out).as_posix(), "sha256": sha256(dest)}
-    t7 = _csv(run_dir, "baselines/table7.csv")
-    ft = _csv(run_dir, "hrnet/fold_table.csv")
-    et = _csv(run_dir, "baselines/external_table.csv")
-    at = _csv(run_dir, "baselines/audit_table.csv")
-    cal = _csv(run_dir, "figures/calibration.csv")
+    t7 = ART.table7.find(run_dir)
+    ft = ART.fold_table.find(run_dir)
+    et = ART.external_table.find(run_dir)
+    at = ART.audit_table.find(run_dir)
+    cal = ART.calibration.find(run_dir)
     def sel(df):
         if df is None or df.empty or "model" not in df:
             return None
@@ -385,13 +384,3 @@ def load_state(bundle_dir: Path, entry: dict) -> dict:
     if sha256(f) != entry["sha256"]:
         raise BundleError(f"checksum mismatch for {f}; refusing to load it")
     return torch.load(f, map_location="cpu", weights_only=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -129,7 +129,7 @@ def check_radiograph(path: str | Path, view: str = "", mask_path: str | Path | N
     try:
         a = io.read_image(path, info=info)
     except io.ImageError as exc:
-        c.reason = _short(exc, path)
+        c.reason = short_reason(exc, path)
         return c
     c.shape = a.shape
     c.notes += [n for n in info.get("notes", []) if info.get("format") == "DICOM"]
@@ -145,7 +145,7 @@ def check_radiograph(path: str | Path, view: str = "", mask_path: str | Path | N
     try:
         m = io.read_mask(mask_path, image_shape=a.shape, info=minfo)
     except io.ImageError as exc:
-        c.mask_reason = _short(exc, mask_path, prefix="mask: ")
+        c.mask_reason = short_reason(exc, mask_path, prefix="mask: ")
         return c
     c.mask_notes += minfo.get("notes", [])
     c.mask_reason, note = mask_reason(m)
@@ -154,7 +154,7 @@ def check_radiograph(path: str | Path, view: str = "", mask_path: str | Path | N
     return c
 
 
-def _short(exc: Exception, path: str | Path, prefix: str = "") -> str:
+def short_reason(exc: Exception, path: str | Path, prefix: str = "") -> str:
     """An ImageError's message without the leading file path (tables name the file already)."""
     msg = str(exc)
     p = str(path)

@@ -3,7 +3,7 @@
     hrnet-cxr export RUN_DIR BUNDLE_DIR [--model hrnet ...]
     hrnet-cxr predict INPUT... (--bundle BUNDLE_DIR | --run RUN_DIR) --out OUT [--folds 0 1] [--no-heatmaps]
 
-Also ``python -m helpers.bundle ...`` (both commands) and ``python -m helpers.predict ...``.
+Also ``python -m helpers.cli ...`` (both commands).
 Exit codes of ``predict``: 0 every input got a probability; 1 at least one input did not (its row
 says why: ``unreadable``, ``rejected`` or ``no_lung_mask``); 2 nothing ran (bad bundle, checksum
 mismatch, output folder refused, bad arguments).

@@ -100,8 +100,12 @@ class Profile:
     # ------------------------------------------------------------------------------------------------
     @property
     def area_threshold(self) -> int:
-        """The 50,000 px threshold of section 3.2 scaled by area from 512 x 512 to ``seg_size``."""
-        return int(round(self.area_threshold_512 * (self.seg_size / PAPER_MASK_SIZE) ** 2))
+        """The 50,000 px threshold of section 3.2 at ``seg_size`` (:meth:`area_threshold_at`)."""
+        return self.area_threshold_at(self.seg_size)
+
+    def area_threshold_at(self, size: int) -> int:
+        """The 50,000 px threshold at 512 x 512 scaled by area to ``size`` x ``size``."""
+        return int(round(self.area_threshold_512 * (size / PAPER_MASK_SIZE) ** 2))
 
     def lr_milestones(self, epochs: int | None = None) -> list[int]:
         """Epochs at which the learning rate is multiplied by ``lr_factor``, scaled to ``epochs``
@@ -269,8 +273,8 @@ class RunConfig:
             f"out_dir      {self.out_dir}",
             f"seed         {self.seed}",
             f"segmentation {p.unet_arch} UNet @ {p.seg_size}px, {p.seg_folds} folds x {p.unet_epochs} epochs",
-            f"refinement   dilate x{_scaled(p.dilate_iters, p.seg_size)}, "
-            f"close x{_scaled(p.close_iters, p.seg_size)} "
+            f"refinement   dilate x{scaled_iterations(p.dilate_iters, p.seg_size)}, "
+            f"close x{scaled_iterations(p.close_iters, p.seg_size)} "
             f"(= {p.dilate_iters}, {p.close_iters} at 512 px), area >= {p.area_threshold} px",
             f"classifier   {p.hrnet} @ {p.cls_size}px, {p.n_folds} folds x {p.cls_epochs} epochs, "
             f"lr steps {p.lr_milestones()}",
@@ -283,10 +287,12 @@ class RunConfig:
         return "\n".join(lines)
 
 
-def _scaled(iters: int, size: int) -> int:
-    from .refine import scaled_iterations
-
-    return scaled_iterations(iters, size)
+def scaled_iterations(iters_at_512: int, size: int) -> int:
+    """Iterations of a 3 x 3 kernel with the same reach at ``size`` as ``iters_at_512`` at 512 px
+    (each iteration grows a mask by one pixel, so the count scales with the image side)."""
+    if iters_at_512 <= 0:
+        return 0
+    return max(1, int(round(iters_at_512 * size / PAPER_MASK_SIZE)))
 
 
 def _coerce(name: str, value: Any, current: Any) -> Any:

@@ -30,6 +30,7 @@ import pandas as pd
 
 from . import io
 from .data import splits
+from .pipeline import ART
 
 # Steps whose exclusions are problems of the files rather than the selection protocol; with
 # ``strict`` any of them fails the run.
@@ -138,7 +139,7 @@ def build_indices(manifest: pd.DataFrame, profile, seed: int, root: Path | None 
     cls["y"] = (cls["label"] == "covid").astype(int)
     if cls.empty:
         raise CurationError("no classification (classify) images are left in the cohort; the "
-                            "classifier needs covid and normal images (see curation/excluded.csv)")
+                            f"classifier needs covid and normal images (see {ART.excluded.rel()})")
     if cls["y"].nunique() < 2:
         raise ValueError("the classification set needs both covid and normal images; "
                          f"found only {cls['label'].unique().tolist()}")

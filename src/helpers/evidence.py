@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from . import ledger, metrics
+from .pipeline import ART, EVIDENCE_TABLES, STAGES
 
 __all__ = [
     "run_manifest",
@@ -58,7 +59,7 @@ __all__ = [
     "TABLES",
 ]
 
-STAGES = ("curation", "unet", "refine", "hrnet", "baselines", "ladder", "figures")
+
 
 #: One-line reading of each known audit (the labels of :func:`helpers.plots.audit_plot`).
 AUDIT_SHORT = {
@@ -72,9 +73,7 @@ AUDIT_SHORT = {
 
 #: the evidence tables notebook 06 computes once (:func:`evidence_tables`) and saves in its stage
 #: folder (``OUT_DIR/figures/``): name -> file. Figures, SUMMARY.md and the model card read these.
-TABLES = {"calibration": "calibration.csv", "reliability": "reliability.csv", "ppv_npv": "ppv_npv.csv",
-          "comparisons": "comparisons.csv", "ledger_paper": "ledger_paper.csv",
-          "ledger_companion": "ledger_companion.csv", "heat_share_ci": "heat_share_ci.csv"}
+TABLES = {name: getattr(ART, name).file for name in EVIDENCE_TABLES}
 
 COMPARISON_COLUMNS = ["model", "reference", "n", "n_pos", "n_neg", "auc_reference", "auc_model",
                       "auc_diff", "auc_diff_lo", "auc_diff_hi", "auc_p", "auc_method",
@@ -157,12 +156,12 @@ def load_predictions(out_dir: Path) -> pd.DataFrame:
     appended with ``set = 'external'`` where the file leaves it empty. Raises FileNotFoundError
     naming notebook 05 when ``all_preds.csv`` is missing.
     """
-    allp = read_artefact(out_dir, "baselines/all_preds.csv")
+    allp = ART.all_preds.find(out_dir)
     if allp is None:
-        raise FileNotFoundError(f"{Path(out_dir) / 'baselines/all_preds.csv'} not found: run "
+        raise FileNotFoundError(f"{ART.all_preds.path(out_dir)} not found: run "
                                 "notebooks/05_baseline_comparison.ipynb first (same OUT_DIR)")
     parts = [_clean_preds(allp)] if len(allp) else []
-    ext = read_artefact(out_dir, "baselines/external_preds.csv")
+    ext = ART.external_preds.find(out_dir)
     if ext is not None and len(ext):
         ext = ext.copy()
         ext["set"] = ext["set"].fillna("external") if "set" in ext.columns else "external"
@@ -252,7 +251,7 @@ PREVALENCE_COLUMNS = ["model", "prevalence", "ppv", "ppv_lo", "ppv_hi", "npv", "
 def _pooled_rates(g: pd.DataFrame) -> tuple[dict, dict]:
     y = g["y"].astype(int).to_numpy()
     p = g["prob"].to_numpy(dtype=np.float64)
-    thr = metrics._thresholds(g, "threshold", 0.5)
+    thr = metrics.fold_thresholds(g, "threshold", 0.5)
     cm = metrics.confusion(y, metrics.predict(p, thr))
     return cm, metrics.rates(**cm)
 
@@ -360,7 +359,7 @@ def table7_claims(table7: pd.DataFrame, decimals: int = 2) -> list[ledger.Claim]
             f"companion Table 7 {r.model} pooled", _pct_units(tp + tn, tp + fn + fp + tn, decimals),
             _pct_units(tp, tp + fn, decimals), _pct_units(tn, tn + fp, decimals), kind="single",
             n_pos=tp + fn, n_neg=fp + tn, decimals=decimals, rounding="round",
-            source=f"baselines/table7.csv ({r.model}, pooled out-of-fold)"))
+            source=f"{ART.table7.rel()} ({r.model}, pooled out-of-fold)"))
     return claims
 
 
@@ -375,7 +374,7 @@ def ledger_tables(out_dir: Path) -> dict[str, pd.DataFrame]:
     """
     paper = ledger.ledger_table(ledger.paper_claims())
     claims: list[ledger.Claim] = []
-    ft = read_artefact(out_dir, "hrnet/fold_table.csv")
+    ft = ART.fold_table.find(out_dir)
     if ft is not None and len(ft):
         ft = ft.copy()
         ft["fold"] = ft["fold"].astype(str)
@@ -385,9 +384,9 @@ def ledger_tables(out_dir: Path) -> dict[str, pd.DataFrame]:
         if n_fold_claims < n_folds:
             fc = [c for c in fc if c.kind != "mean_over_folds"]
         for c in fc:
-            c.source = f"hrnet/fold_table.csv ({c.source})"
+            c.source = f"{ART.fold_table.rel()} ({c.source})"
         claims += fc
-    t7 = read_artefact(out_dir, "baselines/table7.csv")
+    t7 = ART.table7.find(out_dir)
     if t7 is not None and len(t7):
         claims += table7_claims(t7)
     companion = ledger.ledger_table(claims) if claims else pd.DataFrame(columns=paper.columns)
@@ -419,9 +418,9 @@ def _cluster_mean_ci(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: 
 
 def _heat_frames(out_dir: Path) -> dict[str, pd.DataFrame]:
     frames = {}
-    for rel, kind, default in (("hrnet/heat_share.csv", "segmented", "hrnet (segmented)"),
-                               ("baselines/heat_share.csv", "unsegmented", "hrnet (unsegmented)")):
-        df = read_artefact(out_dir, rel)
+    for art, kind, default in ((ART.hrnet_heat_share, "segmented", "hrnet (segmented)"),
+                               (ART.unsegmented_heat_share, "unsegmented", "hrnet (unsegmented)")):
+        df = art.find(out_dir)
         if df is None or df.empty or "share_lung" not in df.columns:
             continue
         df = df.copy()

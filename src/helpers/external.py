@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from . import io, metrics
+from .pipeline import ART, EXTERNAL_PREFIX
 
-PREFIX = "ext_"
+PREFIX = EXTERNAL_PREFIX  # the external set's files sit beside the internal ones
 
 
 def load(cfg, out: Path | None = None) -> tuple[Path, pd.DataFrame]:
@@ -80,7 +81,7 @@ def decode(cfg, manifest: pd.DataFrame, root: Path, out: Path) -> dict[str, pd.D
 
 def available(cfg) -> bool:
     """True when curation decoded an external set for this run."""
-    return (cfg.out_dir / "curation" / f"{PREFIX}cls_index.csv").is_file()
+    return ART.ext_cls_index.exists(cfg)
 
 
 def mean_of_folds(preds: pd.DataFrame, set_name: str = "external") -> pd.DataFrame:
@@ -155,11 +156,10 @@ def unet_dice(cfg, states: list[dict], device: str = "cpu") -> pd.DataFrame:
     """Dice of each fold UNet and of their mean on the external image/mask pairs."""
     from . import segment
 
-    cur = cfg.out_dir / "curation"
-    idx = io.read_stage_csv(cur / f"{PREFIX}seg_index.csv", "01_data_curation.ipynb")
+    idx = ART.ext_seg_index.read(cfg)
     if idx.empty:
         return pd.DataFrame(columns=["image_id", "patient_id", "source", "fold", "dice"])
-    imgs, masks = io.load_npy(cur / f"{PREFIX}seg_images.npy"), io.load_npy(cur / f"{PREFIX}seg_masks.npy")
+    imgs, masks = ART.ext_seg_images.read(cfg), ART.ext_seg_masks.read(cfg)
     rows = []
     for name, group in [(str(k), [st]) for k, st in enumerate(states)] + [("mean", states)]:
         prob = segment.predict(cfg.profile, group, np.asarray(imgs), device, desc=f"external, UNet {name}")
@@ -179,13 +179,13 @@ def refine(cfg, states: list[dict], device: str, out: Path) -> pd.DataFrame:
     from . import refine as rf
     from . import segment
 
-    p, cur = cfg.profile, cfg.out_dir / "curation"
-    idx = io.read_stage_csv(cur / f"{PREFIX}cls_index.csv", "01_data_curation.ipynb")
-    prob = segment.predict(p, states, np.asarray(io.load_npy(cur / f"{PREFIX}cls_images_seg.npy")), device,
+    p = cfg.profile
+    idx = ART.ext_cls_index.read(cfg)
+    prob = segment.predict(p, states, np.asarray(ART.ext_cls_images_seg.read(cfg)), device,
                            desc="external masks")
     raw, refined, area = rf.refine_all(prob, p)
     raw_c, ref_c = rf.resize_masks(raw, p.cls_size), rf.resize_masks(refined, p.cls_size)
-    images = np.asarray(io.load_npy(cur / f"{PREFIX}cls_images.npy"))
+    images = np.asarray(ART.ext_cls_images.read(cfg))
     io.save_npy(raw_c, out / f"{PREFIX}masks_raw_cls.npy")
     io.save_npy(ref_c, out / f"{PREFIX}masks_refined_cls.npy")  # for helpers.preprocess
     io.save_npy(rf.apply_mask(images, ref_c), out / f"{PREFIX}segmented.npy")
@@ -232,14 +232,12 @@ def extra_set(cfg, segmented: bool, include: str = "passed") -> dict | None:
         raise ValueError(f"include must be 'passed', 'failed' or 'all', got {include!r}")
     if not available(cfg):
         return None
-    ri = io.read_stage_csv(cfg.out_dir / "refine" / f"{PREFIX}refine_index.csv", "03_mask_refinement.ipynb")
+    ri = ART.ext_refine_index.read(cfg)
     passed = io.bool_column(ri, "passed")
     sel = {"passed": passed, "failed": ~passed, "all": passed | ~passed}[include]
     keep = np.flatnonzero(sel)
-    idx = io.read_stage_csv(cfg.out_dir / "curation" / f"{PREFIX}cls_index.csv",
-                            "01_data_curation.ipynb").iloc[keep].reset_index(drop=True)
+    idx = ART.ext_cls_index.read(cfg).iloc[keep].reset_index(drop=True)
     idx = idx.assign(area=ri["area"].to_numpy()[keep], passed=passed[keep])
-    f = (cfg.out_dir / "refine" / f"{PREFIX}segmented.npy" if segmented
-         else cfg.out_dir / "curation" / f"{PREFIX}cls_images.npy")
+    f = ART.ext_segmented.path(cfg) if segmented else ART.ext_cls_images.path(cfg)
     name = {"passed": "external", "failed": "external_failed", "all": "external_all"}[include]
     return {name: {"images": np.asarray(io.load_npy(f))[keep], "y": idx["y"].to_numpy(), "index": idx}}

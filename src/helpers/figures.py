@@ -13,6 +13,18 @@ import numpy as np
 import pandas as pd
 
 from . import explain, io, metrics, plots, repro
+from .pipeline import ART, MAIN_MODEL_DIR, kept
+from .tables import (
+    fold_label,
+    heat_share_frame,
+    history_frame,
+    model_label,
+    model_order,
+    planned_epochs,
+    pooled_vs_mean_note,
+    table6_frame,
+    table7_frame,
+)
 
 
 @dataclass
@@ -31,22 +43,15 @@ def data_note(cfg) -> str:
     return evidence.data_note(cfg.out_dir, cfg.to_dict())
 
 
-def _kept(cfg) -> tuple[pd.DataFrame, np.ndarray]:
-    ri = io.read_stage_csv(cfg.out_dir / "refine/refine_index.csv", "03_mask_refinement.ipynb")
-    keep = np.flatnonzero(io.bool_column(ri, "passed"))
-    cls = io.read_stage_csv(cfg.out_dir / "curation/cls_index.csv", "01_data_curation.ipynb")
-    return cls.iloc[keep].reset_index(drop=True), keep
-
-
 def fig7(cfg) -> Figure:
-    z = np.load(cfg.out_dir / "unet/aug_samples.npz")
+    z = np.load(ART.aug_samples.path(cfg.out_dir))
     f = plots.augmentation_samples(z["originals"], z["images"], z["masks"], caption=data_note(cfg))
     return Figure(f, "fig07_augmentation.png", "Fig. 7", "02_unet_training", "Table 3 augmentation samples")
 
 
 def fig10(cfg) -> Figure:
-    h = io.read_stage_csv(cfg.out_dir / "unet/history.csv", "02_unet_training.ipynb")
-    d = io.read_stage_csv(cfg.out_dir / "unet/dice.csv", "02_unet_training.ipynb")
+    h = ART.unet_history.read(cfg.out_dir)
+    d = ART.unet_dice.read(cfg.out_dir)
     cap = f"{data_note(cfg)}; held-out Dice {d.dice.mean():.3f} (n={len(d)}), folds={h.fold.nunique()}"
     f = plots.training_curves(h, [("train_loss", "val_loss"), ("train_acc", "val_acc"),
                                   ("train_dice", "val_dice")],
@@ -55,11 +60,11 @@ def fig10(cfg) -> Figure:
 
 
 def fig6(cfg, n: int = 6) -> Figure:
-    cls = io.read_stage_csv(cfg.out_dir / "curation/cls_index.csv", "01_data_curation.ipynb")
-    ri = io.read_stage_csv(cfg.out_dir / "refine/refine_index.csv", "03_mask_refinement.ipynb")
-    images = io.load_npy(cfg.out_dir / "curation/cls_images.npy")
-    raw = io.load_npy(cfg.out_dir / "refine/masks_raw_cls.npy")
-    ref = io.load_npy(cfg.out_dir / "refine/masks_refined_cls.npy")
+    cls = ART.cls_index.read(cfg.out_dir)
+    ri = ART.refine_index.read(cfg.out_dir)
+    images = ART.cls_images.read(cfg.out_dir)
+    raw = ART.masks_raw_cls.read(cfg.out_dir)
+    ref = ART.masks_refined_cls.read(cfg.out_dir)
     passed = io.bool_column(ri, "passed")
     rng = np.random.default_rng(cfg.seed)
     pick = []
@@ -76,131 +81,14 @@ def fig6(cfg, n: int = 6) -> Figure:
     return Figure(f, "fig06_refinement.png", "Fig. 6", "03_mask_refinement", cap)
 
 
-#: readable names of the models a run can train, in the order tables list them
-MODEL_LABELS: dict[str, str] = {
-    "hrnet": "HRNet, segmented lungs (proposed)",
-    "hrnet_unsegmented": "HRNet, full image",
-    "resnet152": "ResNet152", "densenet121": "DenseNet121", "efficientnet_b4": "EfficientNet-B4",
-    "resnet18": "ResNet18 (smoke stand-in for ResNet152)",
-    "efficientnet_b0": "EfficientNet-B0 (smoke stand-in for EfficientNet-B4)",
-    "thumbnail_logreg_segmented": "Thumbnail logistic regression, segmented",
-    "thumbnail_logreg_unsegmented": "Thumbnail logistic regression, full image",
-    "audit_source": "Audit: source", "audit_lungs_blacked_out": "Audit: lungs blacked out",
-    "audit_mask_only": "Audit: mask only", "audit_permuted_labels": "Audit: permuted labels",
-}
-#: Table 7 of the paper (accuracy, sensitivity, specificity in %); HRNet is its "Proposed Model"
-PAPER_TABLE7: dict[str, tuple[float, float, float]] = {
-    "hrnet": (99.26, 98.53, 98.82), "resnet152": (94.50, 95.12, 94.00),
-    "densenet121": (93.40, 90.24, 96.00), "efficientnet_b4": (97.56, 95.12, 96.15),
-}
-
-
-def model_label(name: str) -> str:
-    return MODEL_LABELS.get(str(name), str(name))
-
-
-def model_order(names, baselines=()) -> list[str]:
-    """HRNet first, its unsegmented twin, the profile's baselines, then the rest alphabetically."""
-    first = ["hrnet", "hrnet_unsegmented", *baselines]
-    names = list(dict.fromkeys(str(n) for n in names))
-    return [n for n in first if n in names] + sorted(n for n in names if n not in first)
-
-
-def fold_label(fold) -> str:
-    """Folds are numbered from 1 wherever a reader sees them (stored ids start at 0)."""
-    s = str(fold)
-    return str(int(float(s)) + 1) if s.replace(".", "", 1).lstrip("-").isdigit() else s
-
-
-def readable_folds(df: pd.DataFrame, col: str = "fold", where: pd.Series | None = None) -> pd.DataFrame:
-    """A copy of ``df`` whose fold ids read 1..K (rows ``where`` is true, all by default)."""
-    out = df.copy()
-    mask = where if where is not None else pd.Series(True, index=out.index)
-    out[col] = out[col].astype(object)
-    out.loc[mask, col] = [fold_label(v) for v in out.loc[mask, col]]
-    return out
-
-
-def _pct(v, lo=np.nan, hi=np.nan) -> str:
-    if not np.isfinite(v):
-        return "n/a"
-    return f"{100 * v:.1f}" + (f" [{100 * lo:.1f}, {100 * hi:.1f}]" if np.isfinite(lo) else "")
-
-
-def _numeric(t: pd.DataFrame, keep=("fold", "kind", "note", "model")) -> pd.DataFrame:
-    t = t.copy()
-    num = [c for c in t.columns if c not in keep]
-    t[num] = t[num].apply(pd.to_numeric, errors="coerce")
-    return t
-
-
-def table6_frame(cfg, fold_table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Table 6 as the paper lays it out (fold, accuracy, sensitivity, specificity, in %), with
-    Wilson 95 % intervals, each fold's images (COVID / normal), its AUC and its decision threshold."""
-    ft = fold_table if fold_table is not None else io.read_stage_csv(
-        cfg.out_dir / "hrnet/fold_table.csv", "04_hrnet_cv_training.ipynb")
-    ft = _numeric(ft)
-    rows = []
-    for r in ft.itertuples(index=False):
-        row = {"Fold": {"pooled": "Pooled", "mean": "Average"}.get(str(r.fold), fold_label(r.fold)),
-               "Images (COVID / normal)": f"{int(r.n_pos)} / {int(r.n_neg)}"}
-        for m in ("accuracy", "sensitivity", "specificity"):
-            row[f"{m.capitalize()} %"] = _pct(getattr(r, m), getattr(r, f"{m}_lo", np.nan),
-                                             getattr(r, f"{m}_hi", np.nan))
-        row["AUC"] = f"{r.auc:.3f}" if np.isfinite(r.auc) else "n/a"
-        row["Threshold"] = f"{r.threshold:.2f}" if np.isfinite(r.threshold) else "per fold"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def pooled_vs_mean_note(fold_table: pd.DataFrame) -> str:
-    """Why the pooled AUC can fall below every fold's AUC, with this run's numbers."""
-    ft = _numeric(fold_table)
-    folds = ft[~ft["fold"].astype(str).isin(["pooled", "mean"])]
-    pooled = ft[ft["fold"].astype(str) == "pooled"]
-    if folds.empty or pooled.empty or not folds["auc"].notna().any():
-        return ""
-    pa, lo, hi = float(pooled["auc"].iloc[0]), folds["auc"].min(), folds["auc"].max()
-    tlo, thi = folds["threshold"].min(), folds["threshold"].max()
-    text = (f"Pooled AUC {pa:.3f} ranks all out-of-fold probabilities together; the fold AUCs "
-            f"({lo:.3f}-{hi:.3f}) rank each fold model's own scores. ")
-    if pa < lo:
-        text += (f"The pooled AUC is lower than every fold's because the fold models score on "
-                 f"different scales (validation thresholds {tlo:.2f}-{thi:.2f}): a score means "
-                 "different things in different folds, which a single deployed model would not "
-                 "allow. The pooled value is the one to quote.")
-    else:
-        text += f"Validation thresholds range {tlo:.2f}-{thi:.2f}."
-    return text
-
-
 def table6(cfg) -> Figure:
-    ft = io.read_stage_csv(cfg.out_dir / "hrnet/fold_table.csv", "04_hrnet_cv_training.ipynb")
+    ft = ART.fold_table.read(cfg.out_dir)
     t = table6_frame(cfg, ft)
     cap = (f"{data_note(cfg)}. Wilson 95% intervals. 'Average' is the unweighted mean of the fold "
            "rows, as the paper's Average row (99.29 / 98.53 / 98.82 over 10 folds); 'Pooled' is one "
            f"confusion matrix of all out-of-fold predictions. {pooled_vs_mean_note(ft)}")
     f = plots.table_figure(t, "Table 6 - HRNet on segmented lungs, per test fold", cap)
     return Figure(f, "table6_hrnet_folds.png", "Table 6", "04_hrnet_cv_training", cap)
-
-
-def table7_frame(cfg, table7: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Table 7 with the paper's columns (accuracy, sensitivity, specificity in %) and our 95 %
-    intervals, the paper's value beside ours where the paper reports the model, and ROC-AUC."""
-    t = table7 if table7 is not None else io.read_stage_csv(
-        cfg.out_dir / "baselines/table7.csv", "05_baseline_comparison.ipynb")
-    t = _numeric(t).set_index("model")
-    rows = []
-    for m in model_order(t.index, cfg.profile.baselines):
-        r, paper = t.loc[m], PAPER_TABLE7.get(m)
-        row = {"Model": model_label(m), "n": int(r["n"])}
-        for i, name in enumerate(("accuracy", "sensitivity", "specificity")):
-            row[f"{name.capitalize()} %"] = _pct(r[name], r[f"{name}_lo"], r[f"{name}_hi"])
-            row[f"{name[:4].capitalize()}. paper"] = f"{paper[i]:.2f}" if paper else "-"
-        row["ROC-AUC [95% CI]"] = (f"{r['roc_auc']:.3f} [{r['roc_auc_lo']:.3f}, {r['roc_auc_hi']:.3f}]"
-                                   if np.isfinite(r["roc_auc"]) else "n/a")
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def table7(cfg) -> Figure:
@@ -222,7 +110,7 @@ def _fold_mats(preds: pd.DataFrame) -> list[tuple[int, dict, float]]:
 
 
 def fig13(cfg) -> Figure:
-    p = io.read_stage_csv(cfg.out_dir / "hrnet/hrnet/preds.csv", "04_hrnet_cv_training.ipynb")
+    p = ART.hrnet_preds.read(cfg.out_dir)
     mats = sorted(_fold_mats(p[p["set"] == "oof"]), key=lambda t: (t[2], -t[0]))
     worst, best = mats[0], mats[-1]
     cap = data_note(cfg)
@@ -250,18 +138,18 @@ def fig14(cfg) -> Figure:
 
 
 def heat_frames(cfg) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    cls, _ = _kept(cfg)
-    seg = explain.collect(cfg.out_dir / "hrnet", "hrnet", len(cls))
+    cls, _ = kept(cfg)
+    seg = explain.collect(cfg.out_dir / "hrnet", MAIN_MODEL_DIR, len(cls))
     unseg = explain.collect(cfg.out_dir / "baselines", "hrnet_unsegmented", len(cls))
     return cls, seg, unseg
 
 
 def fig9_12(cfg) -> Figure:
-    cls, keep = _kept(cfg)
+    cls, keep = kept(cfg)
     _, seg_heat, unseg_heat = heat_frames(cfg)
-    segmented = np.asarray(io.load_npy(cfg.out_dir / "refine/segmented.npy"))[keep]
-    images = np.asarray(io.load_npy(cfg.out_dir / "curation/cls_images.npy"))[keep]
-    lungs = np.asarray(io.load_npy(cfg.out_dir / "refine/masks_raw_cls.npy"))[keep]
+    segmented = np.asarray(ART.segmented.read(cfg.out_dir))[keep]
+    images = np.asarray(ART.cls_images.read(cfg.out_dir))[keep]
+    lungs = np.asarray(ART.masks_raw_cls.read(cfg.out_dir))[keep]
     rng = np.random.default_rng(cfg.seed)
     pick = []
     for lab in ("covid", "normal"):
@@ -277,15 +165,6 @@ def fig9_12(cfg) -> Figure:
     return Figure(f, "fig09_12_gradcam.png", "Figs. 9 and 12", "04/05", cap)
 
 
-def heat_share_frame(cfg) -> pd.DataFrame:
-    a = io.read_stage_csv(cfg.out_dir / "hrnet/heat_share.csv", "04_hrnet_cv_training.ipynb")
-    b = io.read_stage_csv(cfg.out_dir / "baselines/heat_share.csv", "05_baseline_comparison.ipynb")
-    df = pd.concat([b, a], ignore_index=True)
-    num = [c for c in df.columns if c.startswith(("share_", "area_"))]
-    df[num] = df[num].apply(pd.to_numeric, errors="coerce")
-    return df
-
-
 def fig_heat_share(cfg) -> Figure:
     df = heat_share_frame(cfg)
     chance = float(df["area_lung"].mean())
@@ -295,23 +174,6 @@ def fig_heat_share(cfg) -> Figure:
     f = plots.share_plot(df, "model", "share_lung", "label",
                          "Share of Grad-CAM heat inside the lung mask, every test image", chance, cap)
     return Figure(f, "fig09_12_heat_share.png", "Figs. 9 and 12 (quantified)", "04/05", cap)
-
-
-def history_frame(cfg) -> pd.DataFrame:
-    """Every classifier's per-epoch history of this run (``<stage>/<model>/history.csv``)."""
-    files = sorted((cfg.out_dir / "hrnet").glob("*/history.csv")) + \
-        sorted((cfg.out_dir / "baselines").glob("*/history.csv"))
-    if not files:
-        raise FileNotFoundError(f"no classifier history under {cfg.out_dir}: run notebooks 04 and 05")
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-
-
-def planned_epochs(cfg, names) -> dict[str, int]:
-    """The epochs each model trains for under this profile (baselines and audits may be cut)."""
-    P = cfg.profile
-    role = lambda n: "audit" if n.startswith("audit_") else (  # noqa: E731
-        "proposed" if n.startswith("hrnet") else "baseline")
-    return {n: P.for_network(n, role(n)).cls_epochs for n in names}
 
 
 def training_dynamics(cfg) -> Figure:
@@ -329,31 +191,12 @@ def training_dynamics(cfg) -> Figure:
                   "04/05", cap)
 
 
-def ladder_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """The ladder table as a reader sees it: one row per rung, AUCs to three decimals."""
-    from . import ladder
-
-    if table is None or table.empty:
-        return pd.DataFrame({"note": ["no ladder in this profile (./run_all.sh cpu-deconf runs one)"]})
-    t = table.copy()
-    out = pd.DataFrame({"rung": t["rung"], "steps": t["steps"],
-                        "internal AUC [95% CI]": [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi
-                                                  in zip(t["auc"], t["auc_lo"], t["auc_hi"])]})
-    for key in ladder.AUDITS:
-        out[f"probe {key.replace('_', ' ')}"] = t[f"audit_{key}"].round(3)
-    out["shortcut excess"] = t["shortcut_excess"].round(3)
-    out["heat in lungs / lung area"] = [f"{h:.2f} / {a:.2f}" for h, a in
-                                         zip(t["heat_share_lungs"], t["lung_area"])]
-    out["within-source AUC"] = t["within_source"].fillna("").replace("", "none with both classes")
-    return out
-
-
 def ladder_figure(cfg, table: pd.DataFrame | None = None) -> Figure | None:
     """The de-confounding ladder (notebook 05b); None when the profile runs no ladder."""
     from . import ladder
 
     if table is None:
-        f = cfg.out_dir / "ladder/ladder_table.csv"
+        f = ART.ladder_table.path(cfg.out_dir)
         table = io.read_stage_csv(f, "05b_deconfounding_ladder.ipynb") if f.is_file() else None
     if table is None or table.empty:
         return None
@@ -399,10 +242,10 @@ def ev_ppv_npv(cfg, tables: dict) -> Figure | None:
 def ev_auc_forest(cfg, tables: dict) -> Figure | None:
     from . import evidence
 
-    t7 = evidence.read_artefact(cfg.out_dir, "baselines/table7.csv")
+    t7 = ART.table7.find(cfg.out_dir)
     if t7 is None or t7.empty:
         return None
-    ext = evidence.read_artefact(cfg.out_dir, "baselines/external_table.csv")
+    ext = ART.external_table.find(cfg.out_dir)
     note = data_note(cfg)
     f = plots.auc_forest(t7, ext, caption=note, order=evidence.model_order(t7["model"].astype(str)))
     return Figure(f, "ev_auc_forest.png", "Table 7 (ROC-AUC with intervals)", "06_figure_generation",
@@ -423,10 +266,10 @@ def ev_heat_share(cfg, tables: dict) -> Figure | None:
 def ev_audits(cfg, tables: dict) -> Figure | None:
     from . import evidence
 
-    at = evidence.read_artefact(cfg.out_dir, "baselines/audit_table.csv")
+    at = ART.audit_table.find(cfg.out_dir)
     if at is None or at.empty:
         return None
-    null = evidence.read_json(cfg.out_dir, "baselines/permutation_null.json")
+    null = ART.permutation_null.find(cfg.out_dir)
     note = data_note(cfg)
     f = plots.audit_plot(at, null, caption=note, descriptions=evidence.AUDIT_SHORT)
     return Figure(f, "ev_audits.png", "beyond the paper (shortcut audits, DeGrave et al. 2021)",

@@ -299,7 +299,7 @@ def load_stack(files: Iterable[str | Path], size: int, mask: bool = False,
     return out
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process umask, read without changing it where Linux reports it."""
     try:
         with open("/proc/self/status") as fh:
@@ -313,7 +313,7 @@ def _umask() -> int:
     return old
 
 
-def _atomic(path: Path, write) -> Path:
+def write_atomic(path: Path, write) -> Path:
     """Write through a temporary file in the same folder, then rename it into place.
 
     The file gets the mode a plain ``open()`` would give it (0666 less the user's umask), not
@@ -325,7 +325,7 @@ def _atomic(path: Path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -336,9 +336,9 @@ def _atomic(path: Path, write) -> Path:
 def save_json(obj: Any, path: str | Path) -> Path:
     def w(tmp):
         with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=_json_default)
+            json.dump(obj, fh, indent=2, sort_keys=True, default=json_default)
             fh.write("\n")
-    return _atomic(Path(path), w)
+    return write_atomic(Path(path), w)
 
 
 def load_json(path: str | Path) -> Any:
@@ -347,14 +347,14 @@ def load_json(path: str | Path) -> Any:
 
 
 def save_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    return _atomic(Path(path), lambda tmp: df.to_csv(tmp, index=False))
+    return write_atomic(Path(path), lambda tmp: df.to_csv(tmp, index=False))
 
 
 def save_npy(arr: np.ndarray, path: str | Path) -> Path:
     def w(tmp):
         with open(tmp, "wb") as fh:
             np.save(fh, arr)
-    return _atomic(Path(path), w)
+    return write_atomic(Path(path), w)
 
 
 def load_npy(path: str | Path, mmap: bool = True) -> np.ndarray:
@@ -383,7 +383,7 @@ def bool_column(df: pd.DataFrame, col: str) -> np.ndarray:
     return df[col].astype(str).str.strip().str.lower().isin(("true", "1", "1.0")).to_numpy()
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

@@ -36,6 +36,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from . import audits, explain, floors, metrics, preprocess
+from .pipeline import ART, MAIN_MODEL_DIR
 
 #: rung -> (profile fields it switches on, one line for readers); applied cumulatively in order
 RUNGS: dict[str, tuple[dict, str]] = {
@@ -186,14 +187,14 @@ def run_rung(cfg, name: str, Pr, text: str, data: dict, out, device: str = "cpu"
     ``y`` (N,) and ``index`` (the classification rows). The rung whose settings equal the
     profile's own model is read from notebook 04's results instead of being trained again.
     """
-    from . import io, train
+    from . import train
 
     x = rung_inputs(Pr, data["segmented"], data["unsegmented"], data["refined"], data["lungs"],
                     data["shapes"])
     y, index = data["y"], data["index"]
     if same_inputs_and_training(Pr, cfg.profile):
-        stage, tag = cfg.out_dir / "hrnet", "hrnet"
-        preds = io.read_stage_csv(stage / "hrnet/preds.csv", "04_hrnet_cv_training.ipynb")
+        stage, tag = ART.hrnet_preds.path(cfg).parent.parent, MAIN_MODEL_DIR
+        preds = ART.hrnet_preds.read(cfg)
     else:
         stage, tag = out, f"ladder_{name}"
         preds = train.cross_validate(Pr, Pr.hrnet, tag, x["images"], y, index, out, cfg.seed, device,

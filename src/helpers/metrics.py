@@ -404,7 +404,7 @@ def choose_threshold(y_val, prob_val, rule: str = "youden") -> float:
 # --------------------------------------------------------------------------------------------
 # tables from predictions
 # --------------------------------------------------------------------------------------------
-def _thresholds(df: pd.DataFrame, threshold_col: str | None, default: float) -> np.ndarray:
+def fold_thresholds(df: pd.DataFrame, threshold_col: str | None, default: float) -> np.ndarray:
     if threshold_col and threshold_col in df.columns:
         t = df[threshold_col].to_numpy(dtype=np.float64)
         return np.where(np.isnan(t), default, t)
@@ -454,7 +454,7 @@ def fold_table(preds: pd.DataFrame, threshold_col: str = "threshold",
     then ``auc`` (nan when a fold has one class) and ``note``.
     """
     _one_model(preds)
-    thr_all = _thresholds(preds, threshold_col, default_threshold)
+    thr_all = fold_thresholds(preds, threshold_col, default_threshold)
     y_all = _as_binary(preds["y"].to_numpy())
     p_all = preds["prob"].to_numpy(dtype=np.float64)
     folds = preds["fold"].to_numpy()
@@ -502,7 +502,7 @@ def summarise_models(preds_all: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
     for model, d in preds_all.groupby("model", sort=True):
         y = _as_binary(d["y"].to_numpy())
         prob = d["prob"].to_numpy(dtype=np.float64)
-        thr = _thresholds(d, threshold_col, default_threshold)
+        thr = fold_thresholds(d, threshold_col, default_threshold)
         groups = d[cluster_col].to_numpy() if cluster_col and cluster_col in d.columns else None
         cm = confusion(y, predict(prob, thr))
         r = rates(**cm, alpha=alpha)
@@ -539,7 +539,7 @@ def stratified(preds: pd.DataFrame, by: str = "view", threshold_col: str = "thre
         key = key if isinstance(key, tuple) else (key,)
         y = _as_binary(g["y"].to_numpy())
         prob = g["prob"].to_numpy(dtype=np.float64)
-        thr = _thresholds(g, threshold_col, default_threshold)
+        thr = fold_thresholds(g, threshold_col, default_threshold)
         cm = confusion(y, predict(prob, thr))
         r = rates(**cm, alpha=alpha)
         row = dict(zip(keys, key))
@@ -749,9 +749,9 @@ def compare_to_reference(preds_all: pd.DataFrame, reference: str = "hrnet",
         d = _aligned(preds_all, reference, other)
         y = _as_binary(d["y_ref"].to_numpy())
         pr, po = d["prob_ref"].to_numpy(float), d["prob_oth"].to_numpy(float)
-        tr = (_thresholds(d.rename(columns={f"{threshold_col}_ref": threshold_col}), threshold_col,
+        tr = (fold_thresholds(d.rename(columns={f"{threshold_col}_ref": threshold_col}), threshold_col,
                           default_threshold))
-        to = (_thresholds(d.rename(columns={f"{threshold_col}_oth": threshold_col}), threshold_col,
+        to = (fold_thresholds(d.rename(columns={f"{threshold_col}_oth": threshold_col}), threshold_col,
                           default_threshold))
         groups = None
         if cluster_col and f"{cluster_col}_ref" in d.columns:

@@ -8,6 +8,11 @@ from it (finished folds are not trained again).
 
 ``require`` lets every notebook run on its own: when an upstream stage has not been run for this
 ``OUT_DIR``, it executes the upstream notebooks with papermill first (same parameters).
+
+:data:`ART` is the one registry of what the stages write (stage, file, producing notebook); every
+reader of a run goes through it, so a file name lives in one place. :func:`start` is the stage
+object a notebook opens first: it seeds, runs missing upstream stages (:data:`UPSTREAM`), opens
+the stage folder and owns its run log and ``DONE.json``.
 """
 from __future__ import annotations
 
@@ -15,8 +20,12 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from . import io, paths
 
@@ -40,6 +49,176 @@ UPSTREAM: dict[str, list[str]] = {
 }
 
 
+#: the folder of notebook 04's fold files (``hrnet/folds/fold{k}_*``; a baseline's are in
+#: ``baselines/<model>/``)
+MAIN_MODEL_DIR = "folds"
+#: file-name prefix of the external set's artefacts beside the internal ones (``ext_cls_index.csv``)
+EXTERNAL_PREFIX = "ext_"
+#: output layout version of the stages whose file names changed; part of their configuration key,
+#: so results written under an earlier layout are moved aside, not misread
+LAYOUT = {"hrnet": 2}
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """One file a stage writes: ``OUT_DIR/<stage>/<file>``.
+
+    ``file`` may hold ``{placeholders}`` (e.g. ``{tag}/preds.csv``) filled by keyword arguments.
+    ``read`` is for inputs a notebook cannot do without (a missing file names the notebook that
+    writes it); ``find`` is for the reports, which say what is missing instead of failing.
+    """
+
+    stage: str
+    file: str
+
+    @property
+    def notebook(self) -> str:
+        return STAGES[self.stage]
+
+    def rel(self, **fmt: Any) -> str:
+        """``<stage>/<file>``: how a report names the file."""
+        return f"{self.stage}/{self.file.format(**fmt)}"
+
+    def path(self, run, **fmt: Any) -> Path:
+        """The file in a run: ``run`` is a RunConfig or a run folder (``OUT_DIR``)."""
+        return run_dir(run) / self.rel(**fmt)
+
+    def exists(self, run, **fmt: Any) -> bool:
+        return self.path(run, **fmt).is_file()
+
+    def read(self, run, **fmt: Any):
+        """The artefact (csv: DataFrame with text kept as text; npy: array; npz: dict of arrays;
+        json: dict); a missing file raises FileNotFoundError naming the notebook to run."""
+        f = self.path(run, **fmt)
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} not found: run notebooks/{self.notebook} first (same OUT_DIR)")
+        if f.suffix == ".csv":
+            return pd.read_csv(f, keep_default_na=False)
+        if f.suffix == ".npy":
+            return io.load_npy(f)
+        if f.suffix == ".npz":
+            with np.load(f) as z:
+                return {k: z[k] for k in z.files}
+        if f.suffix == ".json":
+            return io.load_json(f)
+        raise ValueError(f"{f}: no reader for {f.suffix} files")
+
+    def find(self, run, **fmt: Any):
+        """The artefact or None when it is missing (csv with pandas' defaults, so empty cells are
+        NaN; an empty csv is an empty frame; json that cannot be read is None)."""
+        f = self.path(run, **fmt)
+        if not f.is_file():
+            return None
+        if f.suffix == ".csv":
+            try:
+                return pd.read_csv(f)
+            except pd.errors.EmptyDataError:
+                return pd.DataFrame()
+        if f.suffix == ".json":
+            try:
+                return json.loads(f.read_text())
+            except (OSError, ValueError):
+                return None
+        return self.read(run, **fmt)
+
+
+class ART:
+    """Every artefact a later stage, a report or a bundle reads, by name."""
+
+    # 01 curation
+    cls_index = Artefact("curation", "cls_index.csv")
+    cls_images = Artefact("curation", "cls_images.npy")
+    cls_images_seg = Artefact("curation", "cls_images_seg.npy")
+    cls_masks_true = Artefact("curation", "cls_masks_true.npy")
+    seg_index = Artefact("curation", "seg_index.csv")
+    seg_images = Artefact("curation", "seg_images.npy")
+    seg_masks = Artefact("curation", "seg_masks.npy")
+    cohort = Artefact("curation", "cohort.csv")
+    flow = Artefact("curation", "flow.csv")
+    excluded = Artefact("curation", "excluded.csv")
+    duplicates = Artefact("curation", "duplicates.csv")
+    folds_summary = Artefact("curation", "folds_summary.csv")
+    # 01 curation of the external set (EXTERNAL_DATA_DIR), decoded as the internal one
+    ext_cls_index = Artefact("curation", EXTERNAL_PREFIX + "cls_index.csv")
+    ext_cls_images = Artefact("curation", EXTERNAL_PREFIX + "cls_images.npy")
+    ext_cls_images_seg = Artefact("curation", EXTERNAL_PREFIX + "cls_images_seg.npy")
+    ext_seg_index = Artefact("curation", EXTERNAL_PREFIX + "seg_index.csv")
+    ext_seg_images = Artefact("curation", EXTERNAL_PREFIX + "seg_images.npy")
+    ext_seg_masks = Artefact("curation", EXTERNAL_PREFIX + "seg_masks.npy")
+    # 02 unet
+    unet_history = Artefact("unet", "history.csv")
+    unet_dice = Artefact("unet", "dice.csv")
+    dice_table = Artefact("unet", "dice_table.csv")
+    external_dice = Artefact("unet", "external_dice.csv")
+    aug_samples = Artefact("unet", "aug_samples.npz")
+    # 03 refine
+    refine_index = Artefact("refine", "refine_index.csv")
+    pass_counts = Artefact("refine", "pass_counts.csv")
+    masks_refined = Artefact("refine", "masks_refined.npy")
+    masks_raw_cls = Artefact("refine", "masks_raw_cls.npy")
+    masks_refined_cls = Artefact("refine", "masks_refined_cls.npy")
+    segmented = Artefact("refine", "segmented.npy")
+    ext_refine_index = Artefact("refine", EXTERNAL_PREFIX + "refine_index.csv")
+    ext_segmented = Artefact("refine", EXTERNAL_PREFIX + "segmented.npy")
+    ext_masks_raw_cls = Artefact("refine", EXTERNAL_PREFIX + "masks_raw_cls.npy")
+    ext_masks_refined_cls = Artefact("refine", EXTERNAL_PREFIX + "masks_refined_cls.npy")
+    # 04 hrnet
+    hrnet_preds = Artefact("hrnet", MAIN_MODEL_DIR + "/preds.csv")
+    hrnet_history = Artefact("hrnet", MAIN_MODEL_DIR + "/history.csv")
+    fold_table = Artefact("hrnet", "fold_table.csv")
+    hrnet_heat_share = Artefact("hrnet", "heat_share.csv")
+    plateau = Artefact("hrnet", "plateau.csv")
+    auc_gap = Artefact("hrnet", "auc_gap.csv")
+    randomisation_check = Artefact("hrnet", "randomisation_check.csv")
+    # 05 baselines
+    table7 = Artefact("baselines", "table7.csv")
+    all_preds = Artefact("baselines", "all_preds.csv")
+    external_preds = Artefact("baselines", "external_preds.csv")
+    external_table = Artefact("baselines", "external_table.csv")
+    external_table_all = Artefact("baselines", "external_table_all.csv")
+    audit_table = Artefact("baselines", "audit_table.csv")
+    unsegmented_heat_share = Artefact("baselines", "heat_share.csv")
+    permutation_null = Artefact("baselines", "permutation_null.json")
+    stratified = Artefact("baselines", "stratified.csv")
+    baselines_plateau = Artefact("baselines", "plateau.csv")
+    baselines_auc_gap = Artefact("baselines", "auc_gap.csv")
+    # 05b ladder
+    ladder_table = Artefact("ladder", "ladder_table.csv")
+    # 06 figures: the evidence tables (helpers.evidence.TABLES), computed once
+    figures_manifest = Artefact("figures", "run_manifest.json")
+    figure_index = Artefact("figures", "index.csv")
+    calibration = Artefact("figures", "calibration.csv")
+    reliability = Artefact("figures", "reliability.csv")
+    ppv_npv = Artefact("figures", "ppv_npv.csv")
+    comparisons = Artefact("figures", "comparisons.csv")
+    ledger_paper = Artefact("figures", "ledger_paper.csv")
+    ledger_companion = Artefact("figures", "ledger_companion.csv")
+    heat_share_ci = Artefact("figures", "heat_share_ci.csv")
+
+
+#: the evidence tables notebook 06 computes once and saves in ``OUT_DIR/figures/``
+EVIDENCE_TABLES = ("calibration", "reliability", "ppv_npv", "comparisons", "ledger_paper",
+                   "ledger_companion", "heat_share_ci")
+
+
+def run_dir(run) -> Path:
+    """``OUT_DIR`` of a RunConfig, or the folder itself."""
+    return Path(getattr(run, "out_dir", run))
+
+
+def kept(run) -> tuple[pd.DataFrame, np.ndarray]:
+    """The classification images that passed refinement: (their rows of ``cls_index.csv``,
+    reindexed from 0; their positions in the curated arrays). The one reader of
+    ``refine_index.csv``'s ``passed`` column; index arrays with ``arr[positions]``."""
+    ri = ART.refine_index.read(run)
+    keep = np.flatnonzero(io.bool_column(ri, "passed"))
+    cls = ART.cls_index.read(run)
+    if len(cls) != len(ri):
+        raise ValueError(f"{ART.cls_index.path(run)} has {len(cls)} rows but "
+                         f"{ART.refine_index.path(run)} has {len(ri)}: re-run notebook 03")
+    return cls.iloc[keep].reset_index(drop=True), keep
+
+
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -61,6 +240,8 @@ def config_key(cfg, stage: str | None = None) -> str:
          "external_data_dir": str(cfg.external_data_dir) if cfg.external_data_dir else None}
     if stage in ("curation", "figures"):
         d["data_dir"] = str(cfg.data_dir) if cfg.data_dir else None
+    if stage in LAYOUT:
+        d["layout"] = LAYOUT[stage]
     return _key(d)
 
 
@@ -135,6 +316,45 @@ def mark_done(cfg, stage: str, **summary: Any) -> None:
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **summary},
                      done_file(cfg, stage))
     print(f"[{stage}] finished: results in {f.parent}")
+
+
+class Stage:
+    """A notebook's stage, opened by :func:`start`: ``cfg`` (the resolved run), ``profile``,
+    ``out`` (``OUT_DIR/<stage>/``), ``device`` and ``log`` (its :class:`helpers.repro.RunLog`)."""
+
+    def __init__(self, name: str, cfg, run_upstream: bool = True):
+        from . import repro
+
+        if name not in STAGES:
+            raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        self.name, self.cfg, self.profile = name, cfg, cfg.profile
+        repro.seed_everything(cfg.seed)
+        self.device = repro.setup_torch(cfg.profile)
+        if run_upstream:  # runs earlier notebooks first where their results are missing
+            require(cfg, *UPSTREAM[name])
+        self.out = open_stage(cfg, name)
+        self.log = repro.RunLog(cfg, name, notebook_parameters(cfg))
+
+    def timed(self, part: str):
+        """``with stage.timed("train"): ...``: the part's seconds go into ``run_manifest.json``."""
+        return self.log.timed(part)
+
+    def done(self, **summary: Any) -> None:
+        """Write ``run_manifest.json`` and ``DONE.json`` (with ``summary``): the stage is finished."""
+        self.log.write(**summary)
+        mark_done(self.cfg, self.name, **summary)
+
+
+def start(stage: str, profile: str, data_dir: str = "", out_dir: str = "", seed: int = 0,
+          external_data_dir: str = "", overrides: dict | None = None) -> Stage:
+    """Open ``stage`` for a notebook's parameters: resolve the profile, seed, set torch up, run
+    missing upstream stages, open the stage folder, and print what runs where."""
+    from .config import resolve
+
+    cfg = resolve(profile, data_dir, out_dir, seed, external_data_dir, overrides or {})
+    st = Stage(stage, cfg)
+    print(cfg.summary(), "\ndevice       ", st.device)
+    return st
 
 
 def notebook_parameters(cfg) -> dict[str, Any]:

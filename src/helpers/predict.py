@@ -120,7 +120,7 @@ class Predictor:
             try:
                 it.image = io.read_image(x, info=info)
             except io.ImageError as exc:
-                return self._fail(it, "unreadable", checks._short(exc, x))
+                return self._fail(it, "unreadable", checks.short_reason(exc, x))
             notes, view = list(info.get("notes", [])), info.get("view", "")
         it.row["notes"] = "; ".join(notes)
         reason = checks.view_reason(view)
@@ -317,7 +317,7 @@ def _write_png(path: Path, arr: np.ndarray, base: Path) -> str:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr).astype(np.uint8))
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    io._atomic(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
+    io.write_atomic(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
     return path.relative_to(base).as_posix()
 
 
@@ -365,23 +365,11 @@ def write_outputs(df: pd.DataFrame, out_dir: Path, pred: Predictor, seconds: flo
         with open(tmp, "w") as fh:
             for r in df.to_dict("records"):
                 fh.write(json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                                     for k, v in r.items()}, default=io._json_default) + "\n")
-    io._atomic(out_dir / "predictions.jsonl", w)
+                                     for k, v in r.items()}, default=io.json_default) + "\n")
+    io.write_atomic(out_dir / "predictions.jsonl", w)
     counts = df["status"].value_counts().to_dict()
     io.save_json({"bundle": str(pred.bundle_dir), "model": pred.model, "folds": pred.folds,
                   "threshold": pred.threshold, "decision_rule": bd.DECISION_RULE,
                   "n_inputs": len(df), "status_counts": counts, "seconds": round(seconds, 2),
                   "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "intended_use": "research only; not for diagnosis"}, out_dir / "run.json")
-
-
-def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    from .cli import main as cli_main
-
-    return cli_main(["predict", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

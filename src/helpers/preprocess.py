@@ -38,6 +38,8 @@ from typing import Mapping
 import cv2
 import numpy as np
 
+from .pipeline import ART
+
 __all__ = ["lung_box", "film_box", "crop_to_lungs", "standardise_in_lungs", "classifier_inputs",
            "external_inputs", "external_sets", "uses_preprocessing", "LUNG_PERCENTILES", "LUNG_TARGETS"]
 
@@ -209,12 +211,11 @@ def external_inputs(cfg, segmented: bool, include: str = "passed") -> dict | Non
     ex = external.extra_set(cfg, segmented, include=include)
     if ex is None or not uses_preprocessing(cfg.profile):
         return ex
-    f = cfg.out_dir / "refine" / f"{external.PREFIX}masks_refined_cls.npy"
+    f = ART.ext_masks_refined_cls.path(cfg)
     if not f.is_file():
         raise FileNotFoundError(f"{f} not found: re-run 03_mask_refinement.ipynb, which writes the "
                                 "refined masks of the external films that preprocessing needs")
-    ri = io.read_stage_csv(cfg.out_dir / "refine" / f"{external.PREFIX}refine_index.csv",
-                           "03_mask_refinement.ipynb")
+    ri = ART.ext_refine_index.read(cfg)
     passed = io.bool_column(ri, "passed")
     sel = {"passed": passed, "failed": ~passed, "all": passed | ~passed}[include]
     keep = np.flatnonzero(sel)
@@ -230,13 +231,12 @@ def external_sets(cfg, segmented: bool) -> dict | None:
     refinement, the main analysis) and, when some failed, ``external_all`` (every film, the failed
     ones with their small refined mask or unsegmented), a sensitivity analysis that keeps the
     external AUC from being computed on the easy part alone."""
-    from . import external, io
+    from . import io
 
     main = external_inputs(cfg, segmented)
     if main is None:
         return None
-    ri = io.read_stage_csv(cfg.out_dir / "refine" / f"{external.PREFIX}refine_index.csv",
-                           "03_mask_refinement.ipynb")
+    ri = ART.ext_refine_index.read(cfg)
     if not io.bool_column(ri, "passed").all():
         main.update(external_inputs(cfg, segmented, include="all"))
     return main

@@ -30,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .pipeline import ART
+
 PROVENANCE = "PROVENANCE.json"
 #: What makes two publications the same run's figures (the git revision and the files do not).
 COMPARED = ("profile", "seed", "data", "external_data", "overrides")
@@ -132,8 +134,8 @@ def figures_folder(run_dir: str | Path) -> Path:
                 raise FileNotFoundError(f"{d} has no DONE.json: notebook 06 did not finish there; "
                                         "run it (./run_all.sh ... --from 6) before publishing")
             return d
-    raise FileNotFoundError(f"{run_dir} holds no finished figures (figures/index.csv and "
-                            "figures/run_manifest.json): run notebook 06 into it first")
+    raise FileNotFoundError(f"{run_dir} holds no finished figures ({ART.figure_index.rel()} and "
+                            f"{ART.figures_manifest.rel()}): run notebook 06 into it first")
 
 
 def _listed(index_csv: Path) -> list[str]:

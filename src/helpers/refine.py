@@ -13,16 +13,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .config import PAPER_MASK_SIZE
+from .config import scaled_iterations
+
+__all__ = ["scaled_iterations", "binarise", "refine_mask", "refine_all", "area_threshold", "pass_table",
+           "resize_masks", "apply_mask"]
 
 KERNEL = np.ones((3, 3), np.uint8)
-
-
-def scaled_iterations(iters_at_512: int, size: int) -> int:
-    """Iterations of a 3 x 3 kernel with the same reach at ``size`` as ``iters_at_512`` at 512 px."""
-    if iters_at_512 <= 0:
-        return 0
-    return max(1, int(round(iters_at_512 * size / PAPER_MASK_SIZE)))
 
 
 def binarise(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -61,8 +57,9 @@ def refine_all(probs: np.ndarray, profile, threshold: float = 0.5
 
 
 def area_threshold(profile, size: int) -> int:
-    """The 50,000 px threshold at 512 x 512 scaled by area to ``size`` x ``size``."""
-    return int(round(profile.area_threshold_512 * (size / PAPER_MASK_SIZE) ** 2))
+    """The 50,000 px threshold at 512 x 512 scaled by area to ``size`` x ``size``
+    (:meth:`helpers.config.Profile.area_threshold_at`)."""
+    return profile.area_threshold_at(size)
 
 
 def pass_table(labels: pd.Series, passed: np.ndarray) -> pd.DataFrame:

@@ -28,7 +28,8 @@ import pandas as pd
 
 from . import evidence as ev
 from . import io
-from .figures import fold_label, readable_folds
+from .pipeline import ART, Artefact
+from .tables import fold_label, readable_folds
 
 
 def display_path(p: Path) -> str:
@@ -99,7 +100,7 @@ def _fmt_p(p) -> str:
     return "< 0.001" if v < 0.001 else f"{v:.3f}"
 
 
-def _int(x) -> str:
+def num(x) -> str:
     v = _num(x)
     return str(int(v)) if math.isfinite(v) else "n/a"
 
@@ -129,18 +130,18 @@ def _setting(v) -> str:
     return str(v)
 
 
-def _missing(rel: str, notebook: str) -> str:
-    return f"_Not available: `{rel}` is missing (written by `notebooks/{notebook}`)._\n"
+def _missing(art: Artefact) -> str:
+    return f"_Not available: `{art.rel()}` is missing (written by `notebooks/{art.notebook}`)._\n"
 
 
 def _missing_table(name: str) -> str:
-    return _missing(f"figures/{ev.TABLES[name]}", "06_figure_generation.ipynb")
+    return _missing(getattr(ART, name))
 
 
 # --------------------------------------------------------------------------------------------
 # context shared by the sections
 # --------------------------------------------------------------------------------------------
-class _Run:
+class Run:
     def __init__(self, out_dir: Path, cfg_dict: dict | None, figures_rel: str | None,
                  figures_dir: Path | None = None):
         self.out = Path(out_dir)
@@ -157,13 +158,13 @@ class _Run:
         self.figures_rel = figures_rel.rstrip("/") if figures_rel else None
         self._cache: dict = {}
 
-    def csv(self, rel: str) -> pd.DataFrame | None:
-        if rel not in self._cache:
-            self._cache[rel] = ev.read_artefact(self.out, rel)
-        return self._cache[rel]
+    def csv(self, art: Artefact) -> pd.DataFrame | None:
+        if art.rel() not in self._cache:
+            self._cache[art.rel()] = art.find(self.out)
+        return self._cache[art.rel()]
 
-    def json(self, rel: str):
-        return ev.read_json(self.out, rel)
+    def json(self, art: Artefact):
+        return art.find(self.out)
 
     def table(self, name: str) -> pd.DataFrame | None:
         """A saved evidence table (:data:`helpers.evidence.TABLES`); None when missing."""
@@ -181,7 +182,7 @@ class _Run:
 # --------------------------------------------------------------------------------------------
 # sections
 # --------------------------------------------------------------------------------------------
-def _banner(run: _Run) -> list[str]:
+def banner(run: Run) -> list[str]:
     if not run.info["synthetic"]:
         return []
     p = run.profile
@@ -197,7 +198,7 @@ def _banner(run: _Run) -> list[str]:
             "about how well any model detects COVID-19.", ""]
 
 
-def _what_was_run(run: _Run) -> list[str]:
+def _what_was_run(run: Run) -> list[str]:
     L = []
     info = run.info
     data = ("generated phantoms (no real images)" if info["synthetic"] else
@@ -274,21 +275,21 @@ def _what_was_run(run: _Run) -> list[str]:
     return L
 
 
-def _cohort(run: _Run) -> list[str]:
+def cohort_section(run: Run) -> list[str]:
     L = []
-    c = run.csv("curation/cohort.csv")
+    c = run.csv(ART.cohort)
     if c is None:
-        return [_missing("curation/cohort.csv", "01_data_curation.ipynb")]
-    L += ["Images and patients per role, class and source (`curation/cohort.csv`):", "", md_table(c), ""]
+        return [_missing(ART.cohort)]
+    L += [f"Images and patients per role, class and source (`{ART.cohort.rel()}`):", "", md_table(c), ""]
     cls = c[c["role"].astype(str) == "classify"] if "role" in c.columns else c
     if len(cls) and "images" in cls.columns:
         by = cls.groupby("label")["images"].sum()
         L.append("- Classification images: " + ", ".join(f"{k} {int(v)}" for k, v in by.items())
                  + f" (total {int(by.sum())}).")
-    flow = run.csv("curation/flow.csv")
+    flow = run.csv(ART.flow)
     if flow is not None and len(flow):
-        L += ["", "Curation flow (`curation/flow.csv`):", "", md_table(flow), ""]
-    exc = run.csv("curation/excluded.csv")
+        L += ["", f"Curation flow (`{ART.flow.rel()}`):", "", md_table(flow), ""]
+    exc = run.csv(ART.excluded)
     if exc is not None:
         if len(exc):
             keys = [k for k in ("source", "step", "reason") if k in exc.columns]
@@ -298,7 +299,7 @@ def _cohort(run: _Run) -> list[str]:
                   md_table(g.head(20)), ""]
         else:
             L.append("- Excluded images: none.")
-    dup = run.csv("curation/duplicates.csv")
+    dup = run.csv(ART.duplicates)
     if dup is not None:
         if len(dup):
             def count(col):
@@ -311,15 +312,15 @@ def _cohort(run: _Run) -> list[str]:
     return L
 
 
-def _splits(run: _Run) -> list[str]:
+def _splits(run: Run) -> list[str]:
     L = []
-    fs = run.csv("curation/folds_summary.csv")
-    idx = run.csv("curation/cls_index.csv")
+    fs = run.csv(ART.folds_summary)
+    idx = run.csv(ART.cls_index)
     if fs is None and idx is None:
-        return [_missing("curation/folds_summary.csv", "01_data_curation.ipynb")]
+        return [_missing(ART.folds_summary)]
     if fs is not None and len(fs):
         fs = readable_folds(fs)
-        L += [f"{len(fs)} classification folds (`curation/folds_summary.csv`):", "", md_table(fs), ""]
+        L += [f"{len(fs)} classification folds (`{ART.folds_summary.rel()}`):", "", md_table(fs), ""]
         both = [c for c in ("images_covid", "images_normal") if c in fs.columns]
         if len(both) == 2:
             one = fs[(fs[both[0]] == 0) | (fs[both[1]] == 0)]
@@ -333,7 +334,7 @@ def _splits(run: _Run) -> list[str]:
                  f"{int((pspread > 1).sum())} patients appear in more than one fold "
                  f"({idx['patient_id'].nunique() if 'patient_id' in idx.columns else 'n/a'} patients, "
                  f"{len(idx)} images).")
-    ri = run.csv("refine/refine_index.csv")
+    ri = run.csv(ART.refine_index)
     if ri is not None and len(ri) and "passed" in ri.columns:
         kept = int(io.bool_column(ri, "passed").sum())
         L.append(f"- Classification uses the {kept} of {len(ri)} images whose lung mask passed refinement.")
@@ -342,19 +343,19 @@ def _splits(run: _Run) -> list[str]:
     return L
 
 
-def _segmentation(run: _Run) -> list[str]:
+def _segmentation(run: Run) -> list[str]:
     L = []
-    dt = run.csv("unet/dice_table.csv")
+    dt = run.csv(ART.dice_table)
     if dt is None:
-        L.append(_missing("unet/dice_table.csv", "02_unet_training.ipynb"))
+        L.append(_missing(ART.dice_table))
     elif len(dt):
         dt = readable_folds(dt, "name", dt["group"] == "fold")
-        t = pd.DataFrame({"by": dt["group"], "name": dt["name"], "n": dt["n"].map(_int),
+        t = pd.DataFrame({"by": dt["group"], "name": dt["name"], "n": dt["n"].map(num),
                           "Dice mean": dt["dice_mean"].map(fmt_auc),
                           "sd": dt["dice_sd"].map(fmt_auc), "min": dt["dice_min"].map(fmt_auc)})
         L += ["Held-out Dice of the UNet (each image scored by the fold model that did not train on it; "
-              "`unet/dice_table.csv`):", "", md_table(t), ""]
-    ed = run.csv("unet/external_dice.csv")
+              f"`{ART.dice_table.rel()}`):", "", md_table(t), ""]
+    ed = run.csv(ART.external_dice)
     if ed is not None and len(ed) and "dice" in ed.columns:
         e = ed[ed["fold"].astype(str) == "mean"] if "fold" in ed.columns else ed
         g = e.groupby("source")["dice"].agg(["count", "mean", "std", "min"]).reset_index()
@@ -363,26 +364,26 @@ def _segmentation(run: _Run) -> list[str]:
         L += ["External Dice (mean of the fold UNets):", "", md_table(g), ""]
     else:
         L.append("- External Dice: not run (no external image/mask pairs).")
-    pc = run.csv("refine/pass_counts.csv")
+    pc = run.csv(ART.pass_counts)
     if pc is None:
-        L += ["", _missing("refine/pass_counts.csv", "03_mask_refinement.ipynb")]
+        L += ["", _missing(ART.pass_counts)]
     else:
-        L += ["", "Mask refinement (dilate, close, minimum lung area; `refine/pass_counts.csv`):", "",
+        L += ["", f"Mask refinement (dilate, close, minimum lung area; `{ART.pass_counts.rel()}`):", "",
               md_table(pc)]
     return L
 
 
-def _table6(run: _Run) -> list[str]:
-    ft = run.csv("hrnet/fold_table.csv")
+def table6_section(run: Run) -> list[str]:
+    ft = run.csv(ART.fold_table)
     if ft is None:
-        return [_missing("hrnet/fold_table.csv", "04_hrnet_cv_training.ipynb")]
+        return [_missing(ART.fold_table)]
     rows = []
     for r in ft.itertuples(index=False):
         f = str(r.fold)
         label = fold_label(f)
         ci = f != "mean"
-        row = {"fold": label, "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
-               "tp/fn/fp/tn": f"{_int(r.tp)}/{_int(r.fn)}/{_int(r.fp)}/{_int(r.tn)}",
+        row = {"fold": label, "n (pos/neg)": f"{num(r.n)} ({num(r.n_pos)}/{num(r.n_neg)})",
+               "tp/fn/fp/tn": f"{num(r.tp)}/{num(r.fn)}/{num(r.fp)}/{num(r.tn)}",
                "threshold": fmt_auc(r.threshold)}
         for m in ("accuracy", "sensitivity", "specificity"):
             row[m] = fmt_pct(getattr(r, m), getattr(r, f"{m}_lo") if ci else None,
@@ -395,14 +396,14 @@ def _table6(run: _Run) -> list[str]:
             "Wilson 95 % intervals.", "", md_table(pd.DataFrame(rows)), ""]
 
 
-def _table7(run: _Run) -> list[str]:
-    t = run.csv("baselines/table7.csv")
+def table7_section(run: Run) -> list[str]:
+    t = run.csv(ART.table7)
     if t is None:
-        return [_missing("baselines/table7.csv", "05_baseline_comparison.ipynb")]
+        return [_missing(ART.table7)]
     t = t.set_index(t["model"].astype(str)).loc[ev.model_order(t["model"].astype(str))].reset_index(drop=True)
     rows = []
     for r in t.itertuples(index=False):
-        rows.append({"model": r.model, "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
+        rows.append({"model": r.model, "n (pos/neg)": f"{num(r.n)} ({num(r.n_pos)}/{num(r.n_neg)})",
                      "accuracy": fmt_pct(r.accuracy, r.accuracy_lo, r.accuracy_hi),
                      "sensitivity": fmt_pct(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi),
                      "specificity": fmt_pct(r.specificity, r.specificity_lo, r.specificity_hi),
@@ -414,16 +415,16 @@ def _table7(run: _Run) -> list[str]:
             md_table(pd.DataFrame(rows)), "", run.fig("ev_auc_forest.png", "ROC-AUC per model"), ""]
 
 
-def _dynamics(run: _Run) -> list[str]:
+def _dynamics(run: Run) -> list[str]:
     """Did each classifier settle before it was tested, and how far apart are its folds?"""
-    parts = [run.csv(f"{s}/plateau.csv") for s in ("hrnet", "baselines")]
-    gaps = [run.csv(f"{s}/auc_gap.csv") for s in ("hrnet", "baselines")]
+    parts = [run.csv(ART.plateau), run.csv(ART.baselines_plateau)]
+    gaps = [run.csv(ART.auc_gap), run.csv(ART.baselines_auc_gap)]
     settle = pd.concat([p for p in parts if p is not None], ignore_index=True) if any(
         p is not None for p in parts) else None
     gap = pd.concat([g for g in gaps if g is not None], ignore_index=True) if any(
         g is not None for g in gaps) else None
     if settle is None or gap is None or settle.empty:
-        return [_missing("hrnet/plateau.csv", "04_hrnet_cv_training.ipynb")]
+        return [_missing(ART.plateau)]
     gap = gap.drop_duplicates(["model", "fold"])
     planned = _num(run.profile.get("cls_epochs"))
     rows, cut = [], []
@@ -463,13 +464,13 @@ def _dynamics(run: _Run) -> list[str]:
     return L
 
 
-def _ladder(run: _Run) -> list[str]:
+def _ladder(run: Run) -> list[str]:
     """The de-confounding ladder of notebook 05b, read from ``ladder/ladder_table.csv``."""
-    from . import figures, ladder
+    from . import ladder, tables
 
-    t = run.csv("ladder/ladder_table.csv")
+    t = run.csv(ART.ladder_table)
     if t is None:
-        return [_missing("ladder/ladder_table.csv", "05b_deconfounding_ladder.ipynb")]
+        return [_missing(ART.ladder_table)]
     if t.empty:
         return [f"Not run in profile `{run.profile.get('name', '?')}`: its `ladder` field names no "
                 "rung. `./run_all.sh cpu-deconf --reuse-from outputs/cpu` runs the ladder on top of a "
@@ -477,7 +478,7 @@ def _ladder(run: _Run) -> list[str]:
     t = t.copy()
     t["within_source"] = t["within_source"].fillna("") if "within_source" in t else ""
     fav = ladder.favoured(t)
-    frame = figures.ladder_frame(t)
+    frame = tables.ladder_frame(t)
     best_auc = str(t.loc[t["auc"].astype(float).idxmax(), "rung"])
     row = t[t["rung"].astype(str) == fav].iloc[0]
     L = ["Each rung switches on one more input step on top of the rungs above it and trains the "
@@ -507,7 +508,7 @@ def _ladder(run: _Run) -> list[str]:
     return L
 
 
-def _comparisons(run: _Run) -> list[str]:
+def _comparisons(run: Run) -> list[str]:
     c = run.table("comparisons")
     if c is None:
         return ["### Paired comparisons with HRNet", "", _missing_table("comparisons")]
@@ -523,7 +524,7 @@ def _comparisons(run: _Run) -> list[str]:
                      "AUC model": fmt_auc(r.auc_model),
                      "difference (hrnet - model)": fmt_auc(r.auc_diff, r.auc_diff_lo, r.auc_diff_hi),
                      "p (DeLong)": _fmt_p(r.auc_p),
-                     "McNemar b / c": f"{_int(r.mcnemar_b)} / {_int(r.mcnemar_c)}",
+                     "McNemar b / c": f"{num(r.mcnemar_b)} / {num(r.mcnemar_c)}",
                      "p (McNemar)": _fmt_p(r.mcnemar_p), "note": r.note or ""})
     return ["### Paired comparisons with HRNet", "",
             "Same images, same folds: DeLong test of the AUC difference (patient-clustered variance) "
@@ -531,7 +532,7 @@ def _comparisons(run: _Run) -> list[str]:
             "reverse).", "", md_table(pd.DataFrame(rows).fillna("")), ""]
 
 
-def _calibration(run: _Run) -> list[str]:
+def _calibration(run: Run) -> list[str]:
     cal = run.table("calibration")
     if cal is None:
         return ["### Calibration", "", _missing_table("calibration")]
@@ -544,7 +545,7 @@ def _calibration(run: _Run) -> list[str]:
             md_table(pd.DataFrame(rows)), "", run.fig("ev_calibration.png", "reliability diagram"), ""]
 
 
-def _prevalence(run: _Run) -> list[str]:
+def _prevalence(run: Run) -> list[str]:
     prev = [0.01, 0.05, 0.20]
     t = run.table("ppv_npv")
     if t is None:
@@ -567,8 +568,8 @@ def _prevalence(run: _Run) -> list[str]:
             run.fig("ev_ppv_npv.png", "PPV and NPV from 1 % to 20 % prevalence"), ""]
 
 
-def _classification(run: _Run) -> list[str]:
-    return (_table6(run) + _table7(run) + _dynamics(run) + _comparisons(run) + _calibration(run)
+def _classification(run: Run) -> list[str]:
+    return (table6_section(run) + table7_section(run) + _dynamics(run) + _comparisons(run) + _calibration(run)
             + _prevalence(run))
 
 
@@ -580,7 +581,7 @@ def _verdict(c) -> str:
     return "undecided"
 
 
-def _ledger(run: _Run) -> list[str]:
+def _ledger(run: Run) -> list[str]:
     p, c = run.table("ledger_paper"), run.table("ledger_companion")
     if p is None or c is None:
         return [_missing_table("ledger_paper" if p is None else "ledger_companion")]
@@ -603,40 +604,40 @@ def _ledger(run: _Run) -> list[str]:
           f"decimals): {n_ok} of {len(c)} consistent.", ""]
     rows = [{"claim": r.name, "kind": r.kind,
              "acc / sens / spec (%)": f"{r.accuracy:.2f} / {r.sensitivity:.2f} / {r.specificity:.2f}",
-             "n_pos / n_neg": f"{_int(r.n_pos)} / {_int(r.n_neg)}" if r.kind == "single" else "",
+             "n_pos / n_neg": f"{num(r.n_pos)} / {num(r.n_neg)}" if r.kind == "single" else "",
              "verdict": _verdict(r.consistent)} for r in c.itertuples(index=False)]
     L.append(md_table(pd.DataFrame(rows)))
     return L
 
 
-def _audits(run: _Run) -> list[str]:
+def audits_section(run: Run) -> list[str]:
     L = []
-    at = run.csv("baselines/audit_table.csv")
+    at = run.csv(ART.audit_table)
     if at is None:
-        L.append(_missing("baselines/audit_table.csv", "05_baseline_comparison.ipynb"))
+        L.append(_missing(ART.audit_table))
     elif len(at):
         rows = [{"audit": r.audit, "what it tests": ev.AUDIT_SHORT.get(str(r.audit), str(r.tests)),
-                 "n": _int(r.n), "AUC [95 % CI]": fmt_auc(r.auc, r.auc_lo, r.auc_hi),
+                 "n": num(r.n), "AUC [95 % CI]": fmt_auc(r.auc, r.auc_lo, r.auc_hi),
                  "verdict": r.verdict} for r in at.itertuples(index=False)]
         L += ["Pooled out-of-fold AUC of models trained on inputs that do not show the disease (or on "
               "another target), patient-level bootstrap intervals. Verdicts are reading aids: "
               "'shortcut signal' when the lower bound exceeds 0.6, 'no evidence' when the interval "
               "holds 0.5.", "", md_table(pd.DataFrame(rows)), "",
               run.fig("ev_audits.png", "audit AUCs against chance"), ""]
-    null = run.json("baselines/permutation_null.json")
+    null = run.json(ART.permutation_null)
     if null:
         L.append(f"- Low-level audit against its patient-level permutation null: observed AUC "
                  f"{fmt_auc(null.get('observed_auc'))}, null mean {fmt_auc(null.get('null_mean'))}, null "
                  f"95th percentile {fmt_auc(null.get('null_q95'))}, p = {_fmt_p(null.get('p_value'))} "
-                 f"({_int(null.get('n_perm'))} permutations).")
-    st = run.csv("baselines/stratified.csv")
+                 f"({num(null.get('n_perm'))} permutations).")
+    st = run.csv(ART.stratified)
     if st is not None and len(st):
         rows = []
         for r in st.itertuples(index=False):
             one = _num(r.n_pos) == 0 or _num(r.n_neg) == 0
             few = not one and min(_num(r.n_pos), _num(r.n_neg)) < 10
             rows.append({"model": r.model, "by": r.stratum_type, "stratum": r.stratum,
-                         "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
+                         "n (pos/neg)": f"{num(r.n)} ({num(r.n_pos)}/{num(r.n_neg)})",
                          "accuracy": fmt_pct(r.accuracy), "sensitivity": fmt_pct(r.sensitivity),
                          "specificity": fmt_pct(r.specificity), "AUC": fmt_auc(r.auc),
                          "flag": ("**one class only**" if one else
@@ -644,7 +645,7 @@ def _audits(run: _Run) -> list[str]:
         L += ["", "Stratified by view and by source (does the accuracy hold where the source cannot "
               "explain it?):", "", md_table(pd.DataFrame(rows)), ""]
         src = st[st["stratum_type"].astype(str) == "source"]
-        t7 = run.csv("baselines/table7.csv")
+        t7 = run.csv(ART.table7)
         overall = dict(zip(t7["model"].astype(str), t7["roc_auc"])) if t7 is not None and len(t7) else {}
         if len(src):
             L.append("- ROC-AUC overall vs within each source (where the source cannot separate the "
@@ -660,7 +661,7 @@ def _audits(run: _Run) -> list[str]:
     return L
 
 
-def _saliency(run: _Run) -> list[str]:
+def _saliency(run: Run) -> list[str]:
     L = []
     hs = run.table("heat_share_ci")
     if hs is None:
@@ -687,7 +688,7 @@ def _saliency(run: _Run) -> list[str]:
                     for r in d.itertuples(index=False)]
             L += ["Paired difference on the same images:", "", md_table(pd.DataFrame(rows)), ""]
         L += [run.fig("ev_heat_share.png", "heat share with intervals"), ""]
-    rc = run.csv("hrnet/randomisation_check.csv")
+    rc = run.csv(ART.randomisation_check)
     if rc is not None and len(rc) and "spearman_trained_vs_random" in rc.columns:
         s = pd.to_numeric(rc["spearman_trained_vs_random"], errors="coerce")
         ok = s.dropna()
@@ -700,16 +701,16 @@ def _saliency(run: _Run) -> list[str]:
     return L
 
 
-def _external(run: _Run) -> list[str]:
-    et = run.csv("baselines/external_table.csv")
+def external_section(run: Run) -> list[str]:
+    et = run.csv(ART.external_table)
     if et is None or et.empty:
         return ["Not run: this run had no external set (EXTERNAL_DATA_DIR empty), so every number above "
                 "is internal cross-validation."]
     et = et.assign(fold=et["fold"].astype(str), source=et["source"].astype(str))
     L = ["Internal and external ROC-AUC side by side: internal is the pooled out-of-fold AUC "
-         "(`baselines/table7.csv`), external the AUC of the mean of the fold models' probabilities on "
-         "the external images (`baselines/external_table.csv`), each fold model listed as well.", ""]
-    t7 = run.csv("baselines/table7.csv")
+         f"(`{ART.table7.rel()}`), external the AUC of the mean of the fold models' probabilities on "
+         f"the external images (`{ART.external_table.rel()}`), each fold model listed as well.", ""]
+    t7 = run.csv(ART.table7)
     internal = {} if t7 is None else {str(r.model): r for r in t7.itertuples(index=False)}
     side = []
     for model in ev.model_order(et["model"].astype(str).unique()):
@@ -727,7 +728,7 @@ def _external(run: _Run) -> list[str]:
                      fmt_auc(i.roc_auc, i.roc_auc_lo, i.roc_auc_hi),
                      "external AUC (mean of folds)": fmt_auc(m.auc, m.auc_lo, m.auc_hi),
                      "external AUC per fold model (1 / 2 / ...)": per_fold or "n/a",
-                     "external n (pos/neg)": f"{_int(m.n)} ({_int(m.n_pos)}/{_int(m.n_neg)})"})
+                     "external n (pos/neg)": f"{num(m.n)} ({num(m.n_pos)}/{num(m.n_neg)})"})
     L += [md_table(pd.DataFrame(side)), "", run.fig("ev_auc_forest.png", "internal and external AUCs"), ""]
     e = et[et["fold"] == "mean"]
     within = e[(e["source"] != "all") & (e["n_pos"] > 0) & (e["n_neg"] > 0)]
@@ -736,12 +737,12 @@ def _external(run: _Run) -> list[str]:
         for model in ev.model_order(within["model"].astype(str).unique()):
             w = within[within["model"] == model]
             parts.append(f"{model} " + ", ".join(
-                f"{r.source} {fmt_auc(r.auc)} ({_int(r.n_pos)}/{_int(r.n_neg)})" for r in w.itertuples()))
+                f"{r.source} {fmt_auc(r.auc)} ({num(r.n_pos)}/{num(r.n_neg)})" for r in w.itertuples()))
         L += ["- Within one external source (both classes present, pos/neg in brackets): "
               + "; ".join(parts) + ". Where these sit well below the overall external AUC, the overall "
               "figure owes much to the mix of sources rather than to the disease.", ""]
     rows = [{"model": r.model, "source": r.source,
-             "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
+             "n (pos/neg)": f"{num(r.n)} ({num(r.n_pos)}/{num(r.n_neg)})",
              "AUC": fmt_auc(r.auc, r.auc_lo, r.auc_hi),
              "accuracy": fmt_pct(r.accuracy, r.accuracy_lo, r.accuracy_hi),
              "sensitivity": fmt_pct(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi),
@@ -753,40 +754,40 @@ def _external(run: _Run) -> list[str]:
     return L + _external_selection(run)
 
 
-def _external_selection(run: _Run) -> list[str]:
+def _external_selection(run: Run) -> list[str]:
     """Which external films failed refinement, and the AUC when they are scored too."""
     from .external import refine_counts
 
-    ri = run.csv("refine/ext_refine_index.csv")
+    ri = run.csv(ART.ext_refine_index)
     if ri is None or ri.empty:
         return []
     rc = refine_counts(ri)
     tot = rc[(rc["source"] == "all") & (rc["label"] == "all")].iloc[0]
-    L = [f"**Selection by refinement.** {_int(tot.failed)} of {_int(tot.total)} external films failed the "
-         "lung-area check and are not in the tables above (`refine/ext_refine_index.csv`), per source and "
+    L = [f"**Selection by refinement.** {num(tot.failed)} of {num(tot.total)} external films failed the "
+         f"lung-area check and are not in the tables above (`{ART.ext_refine_index.rel()}`), per source and "
          "class:", "", md_table(rc[rc["label"] != "all"].astype(str)), ""]
-    ea = run.csv("baselines/external_table_all.csv")
+    ea = run.csv(ART.external_table_all)
     if int(tot.failed) == 0:
         return L + ["No external film failed refinement, so no sensitivity analysis was needed.", ""]
     if ea is None or ea.empty:
         return L + ["The sensitivity analysis (every external film scored) is missing from this run.", ""]
     ea = ea.assign(fold=ea["fold"].astype(str), source=ea["source"].astype(str))
-    rows = [{"model": r.model, "n (pos/neg)": f"{_int(r.n)} ({_int(r.n_pos)}/{_int(r.n_neg)})",
+    rows = [{"model": r.model, "n (pos/neg)": f"{num(r.n)} ({num(r.n_pos)}/{num(r.n_neg)})",
              "AUC, every external film": fmt_auc(r.auc, r.auc_lo, r.auc_hi),
              "sensitivity": fmt_pct(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi),
              "specificity": fmt_pct(r.specificity, r.specificity_lo, r.specificity_hi)}
             for r in ea[(ea["fold"] == "mean") & (ea["source"] == "all")].itertuples(index=False)]
     return L + ["Sensitivity analysis: the same fold models on every external film, the failed ones with "
                 "their small refined mask (segmented models) or whole (unsegmented models) "
-                "(`baselines/external_table_all.csv`):", "", md_table(pd.DataFrame(rows)), ""]
+                f"(`{ART.external_table_all.rel()}`):", "", md_table(pd.DataFrame(rows)), ""]
 
 
-def _limitations(run: _Run) -> list[str]:
+def limitations_section(run: Run) -> list[str]:
     L = []
     if run.info["synthetic"]:
         L.append("- **The data are generated phantoms.** The results test the code, not a detector of "
                  "COVID-19; nothing here transfers to radiographs.")
-    c = run.csv("curation/cohort.csv")
+    c = run.csv(ART.cohort)
     if c is not None and len(c) and {"role", "label", "source", "images"} <= set(c.columns):
         cl = c[c["role"].astype(str) == "classify"]
         pv = cl.pivot_table(index="source", columns="label", values="images", aggfunc="sum", fill_value=0)
@@ -801,18 +802,18 @@ def _limitations(run: _Run) -> list[str]:
             else:
                 L.append(f"- Sources are mixed across the classes ({counts}); "
                          f"{100 * aligned:.1f} % of images carry their source's majority label.")
-    t7 = run.csv("baselines/table7.csv")
+    t7 = run.csv(ART.table7)
     if t7 is not None and len(t7) and "hrnet" in set(t7["model"].astype(str)):
         r = t7[t7["model"].astype(str) == "hrnet"].iloc[0]
-        L.append(f"- **n is small**: {_int(r['n'])} images ({_int(r['n_pos'])} COVID / {_int(r['n_neg'])} "
-                 f"normal) of {_int(r.get('n_patients'))} patients. HRNet's pooled sensitivity "
+        L.append(f"- **n is small**: {num(r['n'])} images ({num(r['n_pos'])} COVID / {num(r['n_neg'])} "
+                 f"normal) of {num(r.get('n_patients'))} patients. HRNet's pooled sensitivity "
                  f"{fmt_pct(r['sensitivity'], r['sensitivity_lo'], r['sensitivity_hi'])} has a 95 % interval "
                  f"{100 * (_num(r['sensitivity_hi']) - _num(r['sensitivity_lo'])):.1f} "
                  "percentage points wide, "
                  f"its AUC {fmt_auc(r['roc_auc'], r['roc_auc_lo'], r['roc_auc_hi'])} one "
                  f"{_num(r['roc_auc_hi']) - _num(r['roc_auc_lo']):.3f} wide; per-fold rows are "
                  "smaller still.")
-    ft = run.csv("hrnet/fold_table.csv")
+    ft = run.csv(ART.fold_table)
     if ft is not None and len(ft):
         thr = pd.to_numeric(ft.loc[~ft["fold"].astype(str).isin(["pooled", "mean"]), "threshold"],
                             errors="coerce").dropna()
@@ -834,7 +835,7 @@ def _limitations(run: _Run) -> list[str]:
             L.append("- **Profile reduced** relative to the paper's protocol: " + "; ".join(diffs) + ".")
         else:
             L.append("- The run follows the paper's protocol settings (profile fields as in `paper`).")
-    at = run.csv("baselines/audit_table.csv")
+    at = run.csv(ART.audit_table)
     if at is not None and len(at) and "verdict" in at.columns:
         sig = at[at["verdict"].astype(str) == "shortcut signal"]
         if len(sig):
@@ -850,7 +851,7 @@ def _limitations(run: _Run) -> list[str]:
         if weak:
             L.append("- Grad-CAM heat is not concentrated in the lungs beyond chance for: "
                      + "; ".join(weak) + ".")
-    et = run.csv("baselines/external_table.csv")
+    et = run.csv(ART.external_table)
     if et is None or et.empty:
         L.append("- No external validation: all results come from cross-validation within one cohort.")
     L += ["- All networks are trained from scratch, without ImageNet weights (the paper does not say "
@@ -862,27 +863,27 @@ def _limitations(run: _Run) -> list[str]:
     return L
 
 
-def _checklist(run: _Run) -> list[str]:
-    idx = run.csv("curation/cls_index.csv")
+def _checklist(run: Run) -> list[str]:
+    idx = run.csv(ART.cls_index)
     grouped = "n/a"
     if idx is not None and len(idx) and "fold" in idx.columns:
         gcol = "group_id" if "group_id" in idx.columns else "patient_id"
         grouped = "yes" if (idx.groupby(gcol)["fold"].nunique() <= 1).all() else "**no**"
-    et = run.csv("baselines/external_table.csv")
-    at = run.csv("baselines/audit_table.csv")
+    et = run.csv(ART.external_table)
+    at = run.csv(ART.audit_table)
     revs = {m.get("git_revision") for m in run.manifests.values()}
     rows = [
         ("Data sources and selection",
-         "Cohort and curation" if run.csv("curation/cohort.csv") is not None else "missing"),
+         "Cohort and curation" if run.csv(ART.cohort) is not None else "missing"),
         ("Synthetic or real data", "synthetic phantoms" if run.info["synthetic"] else run.info["data"]),
         ("Patient-level partition of train / test", grouped),
         ("Thresholds chosen without the test data", "yes (inner validation split)"),
         ("Metrics with confidence intervals", "yes (Wilson, patient-level bootstrap)"),
-        ("Calibration reported", "yes" if run.csv("baselines/all_preds.csv") is not None else "no"),
+        ("Calibration reported", "yes" if run.csv(ART.all_preds) is not None else "no"),
         ("Comparison on the same data, paired tests",
-         "yes" if run.csv("baselines/all_preds.csv") is not None else "no"),
+         "yes" if run.csv(ART.all_preds) is not None else "no"),
         ("Failure / shortcut analysis", f"yes ({len(at)} audits)" if at is not None and len(at) else "no"),
-        ("Saliency checked quantitatively", "yes" if run.csv("hrnet/heat_share.csv") is not None else "no"),
+        ("Saliency checked quantitatively", "yes" if run.csv(ART.hrnet_heat_share) is not None else "no"),
         ("External validation", "yes" if et is not None and len(et) else "**no**"),
         ("Code revision recorded", ", ".join(sorted(r for r in revs if r)) or "no"),
     ]
@@ -890,7 +891,7 @@ def _checklist(run: _Run) -> list[str]:
             "artefacts:", "", md_table(pd.DataFrame(rows, columns=["item", "this run"]))]
 
 
-def _figures(run: _Run) -> list[str]:
+def _figures(run: Run) -> list[str]:
     L = ["Evidence figures (`helpers.evidence`):", ""]
     names = {"ev_calibration.png": "reliability diagram, Brier, ECE",
              "ev_ppv_npv.png": "PPV / NPV at 1-20 % prevalence",
@@ -900,18 +901,18 @@ def _figures(run: _Run) -> list[str]:
     L += [f"- [{n}]({run.figures_rel}/{n}): {d}" for n, d in names.items()]
     idx = ev.read_artefact(run.figures_dir, "index.csv")
     if idx is not None and len(idx) and "file" in idx.columns:
-        L += ["", "Paper figures and tables (`figures/index.csv`):", ""]
+        L += ["", f"Paper figures and tables (`{ART.figure_index.rel()}`):", ""]
         L += [f"- [{r.file}]({run.figures_rel}/{r.file}): {getattr(r, 'paper', '')}"
               for r in idx.itertuples(index=False)]
     return L
 
 
-_BUILDERS: dict[str, Callable[[_Run], list[str]]] = {
-    "What was run": _what_was_run, "Cohort and curation": _cohort, "Splits": _splits,
+_BUILDERS: dict[str, Callable[[Run], list[str]]] = {
+    "What was run": _what_was_run, "Cohort and curation": cohort_section, "Splits": _splits,
     "Segmentation": _segmentation, "Classification": _classification, "Claims ledger": _ledger,
-    "Shortcut audits": _audits, "De-confounding ladder": _ladder, "Saliency": _saliency,
-    "External validation": _external,
-    "Limitations": _limitations, "Checklist": _checklist,
+    "Shortcut audits": audits_section, "De-confounding ladder": _ladder, "Saliency": _saliency,
+    "External validation": external_section,
+    "Limitations": limitations_section, "Checklist": _checklist,
 }
 
 
@@ -928,9 +929,9 @@ def summary_markdown(out_dir: Path, cfg_dict: dict | None = None, figures_rel: s
     evidence tables and the figure index in (default ``out_dir/figures``). A section whose inputs
     are missing says so; a section that fails says why instead of stopping the summary.
     """
-    run = _Run(Path(out_dir), cfg_dict, figures_rel, figures_dir)
+    run = Run(Path(out_dir), cfg_dict, figures_rel, figures_dir)
     lines = [f"# Results summary: profile `{run.info['profile']}`", ""]
-    lines += _banner(run)
+    lines += banner(run)
     lines += [f"Generated by `helpers.summary` from the artefacts in `{display_path(run.out)}`; "
               "every number is read from or recomputed from those files.", ""]
     sections = SECTIONS + (["Figures"] if figures_rel else [])

@@ -49,7 +49,7 @@ def _groups(index: pd.DataFrame) -> pd.Series:
     return index["group_id"] if "group_id" in index else index["patient_id"]
 
 
-def _autocast(device: str, bf16: bool):
+def autocast(device: str, bf16: bool):
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bool(bf16))
 
 
@@ -69,7 +69,7 @@ def predict_proba(model, images: np.ndarray, device: str, bf16: bool = False,
     out = []
     for s in range(0, len(images), batch):
         x = to_input(np.asarray(images[s:s + batch]), device, channels_last)
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             logit = model(x)
         out.append(torch.sigmoid(logit.float()).squeeze(1).cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
@@ -78,7 +78,7 @@ def predict_proba(model, images: np.ndarray, device: str, bf16: bool = False,
 def train_step(model, opt, x: torch.Tensor, target: torch.Tensor, device: str, bf16: bool
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD step on a batch (x from :func:`to_input`, target float (B, 1)): (loss, logit)."""
-    with _autocast(device, bf16):
+    with autocast(device, bf16):
         logit = model(x)
     loss = F.binary_cross_entropy_with_logits(logit.float(), target)
     opt.zero_grad(set_to_none=True)
@@ -163,7 +163,8 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
                    index: pd.DataFrame, out_dir: Path, seed: int, device: str = "cpu",
                    extra: dict[str, dict] | None = None,
                    after_fold: Callable[[int, torch.nn.Module, np.ndarray], dict] | None = None,
-                   save_weights: bool = True, role: str = "proposed") -> pd.DataFrame:
+                   save_weights: bool = True, role: str = "proposed",
+                   folder: str | None = None) -> pd.DataFrame:
     """Algorithm 2 over ``index['fold']``; returns out-of-fold predictions of every image.
 
     ``role`` ("proposed", "baseline" or "audit") selects the network's epochs and compute path
@@ -178,7 +179,8 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     ``after_fold(k, model, test_idx)`` may compute more per-fold artefacts (Grad-CAM) and return a
     dict of arrays saved to ``<tag>/fold{k}_extra.npz``.
 
-    Files under ``out_dir/<tag>/``: ``fold{k}_preds.csv``, ``fold{k}_history.csv``,
+    Files under ``out_dir/<folder>/`` (``folder`` defaults to ``tag``, the model's name in the
+    predictions): ``fold{k}_preds.csv``, ``fold{k}_history.csv``,
     ``fold{k}.pt`` (weights), and ``preds.csv`` / ``history.csv`` for all folds.
     Prediction columns: image_id, patient_id, fold, set ('oof' or an extra name), y, prob,
     threshold, pred, model, plus source/view/label when present in ``index``.
@@ -186,7 +188,7 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     from . import executor
 
     profile = profile.for_network(name, role)
-    d = Path(out_dir) / tag
+    d = Path(out_dir) / (folder or tag)
     d.mkdir(parents=True, exist_ok=True)
     y = np.asarray(y).astype(np.int64)
     fold_ids = sorted(np.unique(index["fold"].to_numpy()))

@@ -59,7 +59,7 @@ def test_paper_sizes_and_networks_ran(paper_run):
 
 
 def test_paper_learning_rate_steps_acted(paper_run):
-    h = pd.read_csv(paper_run / "hrnet/hrnet/history.csv")
+    h = pd.read_csv(paper_run / "hrnet/folds/history.csv")
     for _, fold in h.groupby("fold"):
         lr = fold.sort_values("epoch")["lr"].to_numpy()
         assert len(lr) == 2 and lr[0] == pytest.approx(0.01) and lr[1] == pytest.approx(0.001)

@@ -89,7 +89,7 @@ def test_refinement_counts_every_image(smoke_run):
 
 
 def test_hrnet_oof_predictions_and_metrics(smoke_run):
-    p = _csv(smoke_run, "hrnet/hrnet/preds.csv")
+    p = _csv(smoke_run, "hrnet/folds/preds.csv")
     oof = p[p["set"] == "oof"]
     ri = _csv(smoke_run, "refine/refine_index.csv")
     assert len(oof) == int((ri["passed"].astype(str) == "True").sum())

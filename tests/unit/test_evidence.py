@@ -83,7 +83,7 @@ def _manifest(stage: str, data: str, **extra) -> dict:
 def make_run(root: Path, data: str = "synthetic", with_external: bool = False, seed: int = 0) -> Path:
     """A complete OUT_DIR with every artefact the evidence and summary modules read."""
     out = Path(root)
-    for s in ("curation", "unet", "refine", "hrnet/hrnet", "baselines", "figures"):
+    for s in ("curation", "unet", "refine", "hrnet/folds", "baselines", "figures"):
         (out / s).mkdir(parents=True, exist_ok=True)
     idx = _index(60, seed)
     cls = idx.assign(group_id=idx["patient_id"], split_role="classify", file="x.png")
@@ -123,7 +123,7 @@ def make_run(root: Path, data: str = "synthetic", with_external: bool = False, s
     allp = _preds(idx, seed + 1)
     allp.to_csv(out / "baselines/all_preds.csv", index=False)
     hr = allp[allp.model == "hrnet"]
-    hr.to_csv(out / "hrnet/hrnet/preds.csv", index=False)
+    hr.to_csv(out / "hrnet/folds/preds.csv", index=False)
     metrics.fold_table(hr).to_csv(out / "hrnet/fold_table.csv", index=False)
     t7 = metrics.summarise_models(allp, n_boot=200, seed=0)
     t7.to_csv(out / "baselines/table7.csv", index=False)
@@ -317,7 +317,7 @@ def test_ledger_paper_flags_and_companion_consistent(run_dir):
 
 def test_ledger_with_a_one_class_fold(tmp_path):
     out = make_run(tmp_path)
-    p = pd.read_csv(out / "hrnet/hrnet/preds.csv")
+    p = pd.read_csv(out / "hrnet/folds/preds.csv")
     p = p[~((p.fold == 2) & (p.y == 0))]  # fold index 2 (printed "fold 3") now has positives only
     metrics.fold_table(p).to_csv(out / "hrnet/fold_table.csv", index=False)
     comp = E.ledger_tables(out)["companion"]

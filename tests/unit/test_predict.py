@@ -44,7 +44,7 @@ def predictor(bdir):
 
 
 def _oof(run: Path) -> pd.DataFrame:
-    p = pd.read_csv(run / "hrnet/hrnet/preds.csv", keep_default_na=False)
+    p = pd.read_csv(run / "hrnet/folds/preds.csv", keep_default_na=False)
     idx = pd.read_csv(run / "curation/cls_index.csv", keep_default_na=False)
     p = p[p["set"] == "oof"].merge(idx[["image_id", "file"]], on="image_id")
     return p
@@ -59,7 +59,7 @@ def test_bundle_contents_checksums_and_model_card(run, bdir):
     assert meta["format"] == bundle.FORMAT and meta["default_model"] == "hrnet"
     assert meta["profile"]["seg_size"] == 64 and meta["refinement"]["area_threshold_px"] > 0
     c = meta["classifiers"]["hrnet"]
-    preds = pd.read_csv(run / "hrnet/hrnet/preds.csv")
+    preds = pd.read_csv(run / "hrnet/folds/preds.csv")
     assert [f["threshold"] for f in c["folds"]] == [
         preds[(preds.fold == k) & (preds.set == "oof")].threshold.iloc[0] for k in (0, 1)]
     assert c["decision_threshold"] == pytest.approx(np.median([f["threshold"] for f in c["folds"]]))
@@ -95,7 +95,7 @@ def test_export_refuses_to_overwrite_and_unfinished_runs(run, bdir, tmp_path):
         bundle.export(run, tmp_path / "b2", ("resnet18",))
     unsaved = tmp_path / "unsaved"
     shutil.copytree(run, unsaved)
-    (unsaved / "hrnet/hrnet/fold1.pt").unlink()
+    (unsaved / "hrnet/folds/fold1.pt").unlink()
     with pytest.raises(bundle.BundleError, match="weights of 'hrnet' were not saved"):
         bundle.export(unsaved, tmp_path / "b2")
     assert not (tmp_path / "b2").exists() and not list(tmp_path.glob(".b2.partial-*"))

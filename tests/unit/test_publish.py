@@ -259,18 +259,18 @@ class _Figures:
 def test_notebook_06_save_cell_leaves_the_repository_figures_untouched(tmp_path, seed):
     """The save cell of notebook 06, run on a finished real-data run (the default seed, which the
     notebook used to publish, and seed 1): it writes its figures into OUT_DIR/figures/ only."""
-    from helpers import pipeline, repro
+    from helpers import pipeline
 
     run = te.make_run(tmp_path / "run")
     cfg = config.resolve("cpu", data_folder(tmp_path / "data"), run, seed)
     ev = evidence.evidence_tables(cfg.out_dir, n_boot=100, seed=cfg.seed)
-    out = pipeline.open_stage(cfg, "figures")
-    log = repro.RunLog(cfg, "figures", pipeline.notebook_parameters(cfg))
+    stage = pipeline.Stage("figures", cfg, run_upstream=False)  # the synthetic run has no DONE files
+    out = stage.out
     figs = _Figures()
     save = _code_cells()[-1]
     assert save.startswith("evidence.save_tables")
     repo_figures = snapshot(ROOT / "figures")
-    ns = dict(cfg=cfg, ev=ev, out=out, log=log, evidence=evidence, figures=figs, pipeline=pipeline,
+    ns = dict(cfg=cfg, ev=ev, out=out, stage=stage, evidence=evidence, figures=figs, pipeline=pipeline,
               config=config)
     exec(compile(save, str(NB06), "exec"), ns)
     figures.plots.plt.close("all")

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from helpers import figures, metrics, progress
+from helpers import metrics, progress, tables
 
 
 def _preds(seed=0):
@@ -26,7 +26,7 @@ CFG = SimpleNamespace(profile=SimpleNamespace(baselines=("resnet152", "densenet1
 
 def test_table6_numbers_folds_from_one_and_shows_thresholds():
     ft = metrics.fold_table(_preds())
-    t = figures.table6_frame(CFG, ft)
+    t = tables.table6_frame(CFG, ft)
     assert t["Fold"].tolist() == ["1", "2", "3", "Pooled", "Average"]
     assert t["Threshold"].tolist()[:3] == ["0.50", "0.90", "0.20"]
     assert list(t.columns[:5]) == ["Fold", "Images (COVID / normal)", "Accuracy %", "Sensitivity %",
@@ -38,7 +38,7 @@ def test_pooled_vs_mean_note_explains_a_pooled_auc_below_every_fold():
     folds = ft[~ft["fold"].astype(str).isin(["pooled", "mean"])]
     pooled = float(ft[ft["fold"].astype(str) == "pooled"]["auc"].iloc[0])
     assert pooled < folds["auc"].min()  # the scales differ by fold
-    note = figures.pooled_vs_mean_note(ft)
+    note = tables.pooled_vs_mean_note(ft)
     assert f"{pooled:.3f}" in note and "lower than every fold's" in note and "0.20-0.90" in note
 
 
@@ -46,7 +46,7 @@ def test_table7_puts_hrnet_first_with_readable_names_and_the_papers_values():
     allp = pd.concat([_preds().assign(model=m) for m in
                       ("resnet152", "thumbnail_logreg_segmented", "hrnet", "hrnet_unsegmented")])
     t7 = metrics.summarise_models(allp, n_boot=50)
-    t = figures.table7_frame(CFG, t7)
+    t = tables.table7_frame(CFG, t7)
     assert t["Model"].tolist() == ["HRNet, segmented lungs (proposed)", "HRNet, full image", "ResNet152",
                                    "Thumbnail logistic regression, segmented"]
     assert t.loc[0, "Accu. paper"] == "99.26" and t.loc[2, "Sens. paper"] == "95.12"
@@ -55,7 +55,7 @@ def test_table7_puts_hrnet_first_with_readable_names_and_the_papers_values():
 
 def test_readable_folds_only_touches_fold_ids():
     df = pd.DataFrame({"fold": [0, 1, "pooled"], "x": [1, 2, 3]})
-    assert figures.readable_folds(df)["fold"].tolist() == ["1", "2", "pooled"]
+    assert tables.readable_folds(df)["fold"].tolist() == ["1", "2", "pooled"]
     assert df["fold"].tolist() == [0, 1, "pooled"]  # the input is not changed
 
 

@@ -61,7 +61,8 @@ def build_run(out_dir: Path, profile: str = "smoke", overrides: dict | None = No
     kept = cls.iloc[keep].reset_index(drop=True)
     y = kept["y"].to_numpy()
     seg_imgs = np.asarray(io.load_npy(cfg.out_dir / "refine/segmented.npy"))[keep]
-    preds = train.cross_validate(P, P.hrnet, "hrnet", seg_imgs, y, kept, out, seed, device)
+    preds = train.cross_validate(P, P.hrnet, "hrnet", seg_imgs, y, kept, out, seed, device,
+                                 folder=pipeline.MAIN_MODEL_DIR)
     io.save_csv(metrics.fold_table(preds[preds["set"] == "oof"]), out / "fold_table.csv")
     _finish(cfg, "hrnet", params)
 

@@ -661,7 +661,7 @@ def inspect_image(path: str | Path, allow_16bit: bool = False, deep: bool = Fals
         try:
             h, w = io.image_size(p)
         except io.ImageError as exc:
-            return ImageInfo(str(p), "DICOM", reason=checks._short(exc, p))
+            return ImageInfo(str(p), "DICOM", reason=checks.short_reason(exc, p))
         return ImageInfo(str(p), "DICOM", (w, h))
     try:
         with Image.open(p) as im:
@@ -740,12 +740,12 @@ def _check_mask_file(path: str, mask_path: str) -> tuple[str, str]:
     try:
         shape = io.image_size(path)
     except io.ImageError as exc:
-        return checks._short(exc, path), ""
+        return checks.short_reason(exc, path), ""
     info: dict = {}
     try:
         m = io.read_mask(mask_path, image_shape=shape, info=info)
     except io.ImageError as exc:
-        return checks._short(exc, mask_path, prefix="mask: "), ""
+        return checks.short_reason(exc, mask_path, prefix="mask: "), ""
     reason, note = checks.mask_reason(m)
     notes = info.get("notes", []) + ([note] if note else [])
     return reason or "", "; ".join(notes)
@@ -1161,7 +1161,7 @@ def build_mask(parts: list[Path], image_size: tuple[int, int], out: Path,
         try:
             m = io.read_mask(part, None, info)
         except io.ImageError as exc:
-            return f"mask {part.name}: {checks._short(exc, part)}", None
+            return f"mask {part.name}: {checks.short_reason(exc, part)}", None
         mh, mw = m.shape
         if (mw, mh) != (w, h):
             if abs(mw / mh - w / h) > max_aspect_diff * (w / h):
@@ -1234,7 +1234,7 @@ def _adapt_segment(name: str, root: Path, images_dir: Path, derived_dir: str | P
             ih, iw = io.image_size(path)
             size = (iw, ih)
         except io.ImageError as exc:
-            reasons.append(checks._short(exc, path))
+            reasons.append(checks.short_reason(exc, path))
             notes.append("")
             outs.append("")
             continue
