@@ -269,6 +269,8 @@ def source_target(index: pd.DataFrame, classes: Sequence[str] | str | None = Non
 def permuted_labels(y, groups, seed: int, strata=None) -> np.ndarray:
     """Labels permuted at the patient (group) level: int64 (N,).
 
+    Kept by hand: scikit-learn's ``permutation_test_score`` permutes images, not patients within folds.
+
     Each group's label (the majority of its images' labels, ties to 1) is shuffled among the
     groups, so every group keeps a single label, the number of groups per class is preserved
     and the labels no longer relate to the images. Same ``seed``, same permutation.
@@ -520,6 +522,9 @@ def _cv_fold(X, y, index, groups, folds, k, keep_cols, seed, C, val_fraction, mo
 def permutation_null(features, y, index: pd.DataFrame, n_perm: int = 200, seed: int = 0,
                      C: float = 1.0) -> dict:
     """Is the low-level audit's AUC more than chance? A patient-level permutation test.
+
+    Kept by hand: the null must permute whole patients within each fold (:func:`permuted_labels`),
+    which no library's permutation test does.
 
     ``observed_auc`` is the pooled out-of-fold ROC-AUC of the procedure of :func:`cv_logistic`
     (its refit on the whole training part of each fold; equal to the AUC of its predictions).

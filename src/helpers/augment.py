@@ -115,7 +115,9 @@ TABLE3: list[dict[str, Any]] = [
 
 
 class SeededCompose(A.Compose):
-    """``A.Compose`` whose transforms share one random stream (see the module docstring)."""
+    """``A.Compose`` whose transforms share one random stream (see the module docstring).
+
+    Kept: albumentations seeds each transform with the same value, which correlates them."""
 
     def set_random_seed(self, seed: int | None) -> None:
         super().set_random_seed(seed)

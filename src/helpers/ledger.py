@@ -1,5 +1,7 @@
 """The claims ledger: can a reported (accuracy, sensitivity, specificity) triple be real?
 
+Kept by hand: no library checks published rates against the confusion matrices they allow.
+
 Paper section 4.3 defines accuracy (eq. 2), sensitivity (eq. 3) and specificity (eq. 4) of a
 confusion matrix and reports them as percentages with two decimals, per test fold (Table 6),
 as a mean over the 10 folds (Table 6 "Average", the abstract, Table 7 "Proposed Model") and for

@@ -196,7 +196,10 @@ def _weighted_ap(y: np.ndarray, prob: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 
 def _bootstrap_weights(n: int, n_boot: int, rng: np.random.Generator, groups=None):
-    """Yield (b, n) bootstrap multiplicity matrices in chunks (images or whole patients)."""
+    """Yield (b, n) bootstrap multiplicity matrices in chunks (images or whole patients).
+
+    Kept by hand: ``scipy.stats.bootstrap`` resamples observations, not patients, one resample at
+    a time; here every resample is a row of weights, computed at once."""
     if groups is None:
         idx, G = np.arange(n), n
     else:
@@ -578,6 +581,8 @@ def _delong_components(y: np.ndarray, probs: np.ndarray):
 
 def delong_cov(y, *probs, groups=None) -> tuple[np.ndarray, np.ndarray]:
     """AUCs and their covariance matrix by DeLong's method (fast midrank algorithm).
+
+    Kept by hand: neither scipy nor scikit-learn has DeLong, and none has its cluster-robust form.
 
     Without ``groups``: ``S = S10 / m + S01 / n`` (DeLong et al. 1988, computed as Sun & Xu
     2014). With ``groups`` (patient ids) a cluster-robust (sandwich) estimate in the spirit of

@@ -100,6 +100,8 @@ class _Concat(nn.Module):
 class PaperUNet(nn.Module):
     """The UNet of Table 4: 1-channel input, channels base x (1, 2, 4, 8, 16), 1-channel LOGITS.
 
+    Kept by hand: segmentation-models-pytorch's Unet has an encoder backbone, not Table 4's layers.
+
     ``base=32`` gives Table 4 exactly (32-64-128-256-512). The input side must be divisible by 16.
     """
 
@@ -228,6 +230,8 @@ def table4_frame(size: int = 512, base: int = 32):
 
 def dice_coefficient(prob: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Soft Dice of eq. (1), per image: D = 2 sum(p g) / (sum p^2 + sum g^2).
+
+    Kept by hand: segmentation-models-pytorch's DiceLoss divides by sum(p) + sum(g), not eq. (1)'s squares.
 
     ``prob`` and ``target``: (B, 1, H, W) (any shape with a leading batch axis) in [0, 1].
     ``eps`` is added to numerator and denominator, so two empty maps give D = 1. Returns (B,).

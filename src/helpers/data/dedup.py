@@ -138,7 +138,9 @@ def fingerprints(paths: list[str | Path], workers: int | None = None) -> Fingerp
 
 
 def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise Hamming distances (uint8, shape (len(a), len(b))) between uint64 hashes."""
+    """Pairwise Hamming distances (uint8, shape (len(a), len(b))) between uint64 hashes.
+
+    Kept: ``scipy.spatial.distance.cdist(..., "hamming")`` works on bit arrays 64x the size."""
     x = np.bitwise_xor(a[:, None].astype(np.uint64), b[None, :].astype(np.uint64))
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(x).astype(np.uint8)
