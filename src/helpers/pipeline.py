@@ -54,9 +54,10 @@ UPSTREAM: dict[str, list[str]] = {
 MAIN_MODEL_DIR = "folds"
 #: file-name prefix of the external set's artefacts beside the internal ones (``ext_cls_index.csv``)
 EXTERNAL_PREFIX = "ext_"
-#: output layout version of the stages whose file names changed; part of their configuration key,
-#: so results written under an earlier layout are moved aside, not misread
-LAYOUT = {"hrnet": 2}
+#: folders renamed since runs were first written: (stage, old, new); :func:`migrate` renames them in
+#: place, so a finished run keeps its results (``DONE.json`` and the hashes later stages recorded
+#: stay valid: the bytes are the same)
+RENAMED = (("hrnet", "hrnet", MAIN_MODEL_DIR),)
 
 
 @dataclass(frozen=True)
@@ -240,9 +241,20 @@ def config_key(cfg, stage: str | None = None) -> str:
          "external_data_dir": str(cfg.external_data_dir) if cfg.external_data_dir else None}
     if stage in ("curation", "figures"):
         d["data_dir"] = str(cfg.data_dir) if cfg.data_dir else None
-    if stage in LAYOUT:
-        d["layout"] = LAYOUT[stage]
     return _key(d)
+
+
+def migrate(run) -> list[Path]:
+    """Rename folders of an earlier layout (:data:`RENAMED`) in the run ``run``; returns the new
+    folders. Nothing is deleted; a folder is left alone when its new name is already taken."""
+    moved = []
+    for stage, old, new in RENAMED:
+        src, dest = run_dir(run) / stage / old, run_dir(run) / stage / new
+        if src.is_dir() and not dest.exists():
+            src.rename(dest)
+            print(f"[{stage}] renamed {src} to {dest} (the current layout)")
+            moved.append(dest)
+    return moved
 
 
 def done_file(cfg, stage: str) -> Path:
@@ -288,6 +300,7 @@ def open_stage(cfg, stage: str) -> Path:
     Existing contents made with another configuration or other upstream results are moved to
     ``<stage>.old-<YYYYmmdd-HHMMSS>`` (never deleted); matching contents are kept for resuming.
     """
+    migrate(cfg)
     d = cfg.out_dir / stage
     want = {"config_key": config_key(cfg, stage), "upstream_key": upstream_key(cfg, stage)}
     meta = d / "stage.json"
@@ -445,6 +458,7 @@ def run_notebook(cfg, stage: str, log_dir: Path | None = None) -> Path:
 
 def require(cfg, *stages: str) -> None:
     """Make sure the given upstream stages are finished for this configuration, running them if not."""
+    migrate(cfg)
     for stage in STAGES:  # in pipeline order
         if stage in stages and not is_done(cfg, stage):
             require(cfg, *UPSTREAM[stage])

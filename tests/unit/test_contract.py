@@ -174,16 +174,28 @@ def test_kept_reads_the_passed_column_once(tmp_path):
         pipeline.kept(tmp_path)
 
 
-def test_layout_version_moves_old_hrnet_results_aside(tmp_path):
-    """A run folder written before ``hrnet/folds/`` replaced ``hrnet/hrnet/`` is not reused."""
+def test_a_run_of_the_earlier_layout_is_renamed_in_place_and_stays_finished(tmp_path):
+    """``hrnet/hrnet/`` (before ``hrnet/folds/``) is renamed, not retrained: DONE.json and the hash
+    that later stages recorded stay valid, and nothing is lost."""
     cfg = config.resolve("smoke", out_dir=tmp_path / "run")
-    key = pipeline.config_key(cfg, "hrnet")
-    old = pipeline.LAYOUT.pop("hrnet")
-    try:
-        assert pipeline.config_key(cfg, "hrnet") != key
-    finally:
-        pipeline.LAYOUT["hrnet"] = old
-    assert pipeline.config_key(cfg, "hrnet") == key
+    for stage in ("curation", "refine", "hrnet"):
+        pipeline.open_stage(cfg, stage)
+        if stage == "hrnet":
+            (cfg.out_dir / "hrnet" / "hrnet").mkdir()
+            io.save_csv(pd.DataFrame({"prob": [0.25]}), cfg.out_dir / "hrnet" / "hrnet" / "preds.csv")
+        pipeline.mark_done(cfg, stage)
+    down = pipeline.open_stage(cfg, "baselines")
+    io.save_csv(pd.DataFrame({"a": [1]}), down / "table7.csv")
+    before = pipeline.upstream_key(cfg, "baselines")
+    pipeline.require(cfg, "curation", "refine", "hrnet")  # finished: renames, runs nothing
+    assert ART.hrnet_preds.read(cfg)["prob"].tolist() == [0.25]
+    assert not (cfg.out_dir / "hrnet" / "hrnet").exists()
+    assert pipeline.is_done(cfg, "hrnet") and pipeline.upstream_key(cfg, "baselines") == before
+    pipeline.open_stage(cfg, "baselines")
+    assert (cfg.out_dir / "baselines" / "table7.csv").is_file(), "baselines were moved aside"
+    # a folder already in the new layout is never overwritten
+    (cfg.out_dir / "hrnet" / "hrnet").mkdir()
+    assert pipeline.migrate(cfg) == [] and (cfg.out_dir / "hrnet" / "hrnet").is_dir()
 
 
 def test_stage_object_seeds_opens_and_finishes(tmp_path):
