@@ -4,8 +4,8 @@ with assertions on the artefacts it leaves (Done-when of the foundation issue).
 The chain runs from scratch. When ``$HRNET_CXR_OUT_ROOT`` names an empty folder (run_tests.sh makes
 a fresh one), the chain writes there, and the nbval pass that follows executes the same notebooks
 with their defaults in the same folder: it then exercises the resume path instead of training
-every model a second time. One test runs notebook 02 again with its folds on an embedded Ray
-(``executor="ray"``) from the chain's own curation and compares the files byte for byte.
+every model a second time. One test runs notebooks 02 and 04 again with their folds on an embedded
+Ray (``executor="ray"``) from the chain's own curation and compares the fold files byte for byte.
 """
 import json
 import os
@@ -39,28 +39,36 @@ def _csv(out, rel):
 
 
 def test_ray_folds_equal_the_local_loop(smoke_run, tmp_path):
-    """Notebook 02 again with its folds as Ray tasks (an embedded Ray), from the chain's curation:
-    every UNet fold's held-out Dice, history and weights are byte-identical to those of the chain's
-    local loop. (The whole chain on Ray took 620 s against about 450 s locally on 2 cores, too long
-    to run twice in the suite; tests/unit/test_executor.py checks the classifier folds of
-    ``train.cross_validate``, through which notebooks 04, 05 and 05b train, the same way.)"""
+    """Notebooks 02 and 04 again with their folds as Ray tasks (an embedded Ray), from the chain's
+    curation and refinement: every UNet fold's held-out Dice, history and weights, and every HRNet
+    fold's predictions, history and weights, are byte-identical to those of the chain's local
+    loop. (The whole chain on Ray took 562 s against 483 s locally on 2 cores, too long to run
+    twice in the suite; notebooks 05 and 05b train through the same ``train.cross_validate`` as 04,
+    and tests/unit/test_executor.py checks its folds on Ray the same way.)"""
     import shutil
 
     from helpers import pipeline
 
     shutil.copytree(smoke_run / "curation", tmp_path / "curation")
     (tmp_path / "notebooks").mkdir()
-    nb = next(n for n in NOTEBOOKS if n.name.startswith("02"))
-    pipeline.execute(nb, tmp_path / "notebooks" / nb.name,
-                     {"OUT_DIR": str(tmp_path), "OVERRIDES": {"executor": "ray"}})
-    text = (tmp_path / "notebooks" / nb.name).read_text()
-    assert "UNet on Ray" in text and "folds in" in text  # the folds did run as Ray tasks
-    compared = 0
-    for f in sorted((smoke_run / "unet").iterdir()):
-        if f.suffix in (".csv", ".pt") and "manifest" not in f.name:
-            assert f.read_bytes() == (tmp_path / "unet" / f.name).read_bytes(), f.name
-            compared += 1
-    assert compared >= 9  # per fold: weights, history, held-out Dice
+    compared = {}
+    main = f"hrnet/{pipeline.MAIN_MODEL_DIR}"
+    for prefix, stage, folder in (("02", "unet", "unet"), ("04", "hrnet", main)):
+        if stage == "hrnet":  # 02 on Ray reproduced the UNet bytes, so 03's results are still valid
+            shutil.copytree(smoke_run / "refine", tmp_path / "refine")
+        nb = next(n for n in NOTEBOOKS if n.name.startswith(prefix))
+        pipeline.execute(nb, tmp_path / "notebooks" / nb.name,
+                         {"OUT_DIR": str(tmp_path), "OVERRIDES": {"executor": "ray"}})
+        text = (tmp_path / "notebooks" / nb.name).read_text()
+        assert "on Ray" in text and "folds in" in text, f"{nb.name}: the folds did not run as Ray tasks"
+        assert "running 03_mask_refinement" not in text, "notebook 04 re-ran refinement"
+        compared[stage] = 0
+        for f in sorted((smoke_run / folder).iterdir()):
+            if f.suffix in (".csv", ".pt") and "manifest" not in f.name:
+                assert f.read_bytes() == (tmp_path / folder / f.name).read_bytes(), f"{folder}/{f.name}"
+                compared[stage] += 1
+    # per fold: weights, history, held-out Dice (UNet) or predictions (HRNet)
+    assert compared["unet"] >= 9 and compared["hrnet"] >= 9, compared
 
 
 def test_folds_patient_disjoint(smoke_run):
@@ -233,3 +241,15 @@ def test_executed_notebooks_have_clean_outputs(smoke_run):
                 assert o["output_type"] != "error", f"{where}: error"
                 if o["output_type"] == "execute_result":
                     assert not repr_end.match(text), f"{where}: ends with a bare repr: {text[:120]}"
+
+
+def test_every_registered_artefact_was_written(smoke_run):
+    """The registry (``pipeline.ART``) names files the notebooks really write: after the chain, each
+    exists (the external set's only with an external set, which the smoke chain has not)."""
+    from helpers.pipeline import ART, EXTERNAL_PREFIX, Artefact
+
+    arts = {n: a for n, a in vars(ART).items() if isinstance(a, Artefact)}
+    missing = [a.rel() for n, a in arts.items()
+               if not a.file.startswith(EXTERNAL_PREFIX) and not a.exists(smoke_run)]
+    assert not missing, f"registered but not written: {missing}"
+    assert len(arts) > 40
