@@ -65,6 +65,8 @@ def decode(cfg, manifest: pd.DataFrame, root: Path, out: Path) -> dict[str, pd.D
     cls.insert(0, "image_id", image_ids(cls["path"], cls["source"]))
     seg.insert(0, "image_id", image_ids(seg["path"], seg["source"]))
     cls["y"] = (cls["label"] == "covid").astype(int)
+    cls["file"] = [str(Path(root) / f) for f in cls["path"]]  # as curation's index: original files
+    seg["file"] = [str(Path(root) / f) for f in seg["path"]]
     files = [Path(root) / f for f in cls["path"]]
     io.save_npy(io.load_stack(files, p.cls_size, desc="external classify"), out / f"{PREFIX}cls_images.npy")
     io.save_npy(io.load_stack(files, p.seg_size, desc="external @ seg size"),

@@ -220,7 +220,9 @@ def external_inputs(cfg, segmented: bool, include: str = "passed") -> dict | Non
     sel = {"passed": passed, "failed": ~passed, "all": passed | ~passed}[include]
     keep = np.flatnonzero(sel)
     (e,) = ex.values()
-    shapes = audits.original_shapes(e["index"]["file"]) if cfg.profile.cls_film_only else None
+    # runs curated before the external index had "file": external.load made "path" absolute
+    files = e["index"]["file" if "file" in e["index"].columns else "path"]
+    shapes = audits.original_shapes(files) if cfg.profile.cls_film_only else None
     e["images"] = classifier_inputs(e["images"], np.asarray(io.load_npy(f))[keep], cfg.profile,
                                     segmented=segmented, shapes=shapes)["images"]
     return ex

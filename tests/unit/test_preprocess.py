@@ -99,3 +99,33 @@ def test_deconf_profile_is_cpu_plus_the_ladder():
     assert changed == {"name", "ladder"} and dec.ladder == config.LADDER_RUNGS
     with pytest.raises(ValueError, match="cls_crop_lungs"):
         config.make_profile("cpu", {"cls_film_only": True})
+
+
+@pytest.mark.parametrize("with_file_column", [True, False])
+def test_external_films_keep_their_own_geometry_under_film_only(films, tmp_path, with_file_column):
+    """``cls_film_only`` needs each external film's original size: from the index's ``file`` column
+    (what curation writes), or from ``path`` in runs curated before it had one (absolute there)."""
+    import pandas as pd
+    from PIL import Image
+
+    from helpers.pipeline import ART
+
+    imgs, masks = films
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    paths = []
+    for i, (w, h) in enumerate([(120, 96), (96, 140), (96, 96), (200, 100)]):
+        paths.append(str(ext / f"f{i}.png"))
+        Image.fromarray(np.zeros((h, w), np.uint8)).save(paths[-1])
+    cfg = config.resolve("smoke", out_dir=tmp_path / "run", external_data_dir=ext,
+                         overrides={"cls_size": 96, "cls_crop_lungs": True, "cls_film_only": True})
+    idx = pd.DataFrame({"image_id": [f"e{i}" for i in range(4)], "path": paths, "y": [1, 0, 1, 0]})
+    if with_file_column:
+        idx["file"] = paths
+    io.save_csv(idx, ART.ext_cls_index.path(cfg))
+    io.save_csv(idx[["image_id"]].assign(area=100, passed=True), ART.ext_refine_index.path(cfg))
+    io.save_npy(imgs[:4], ART.ext_segmented.path(cfg))
+    io.save_npy(masks[:4], ART.ext_masks_refined_cls.path(cfg))
+    (e,) = preprocess.external_inputs(cfg, segmented=True).values()
+    assert e["images"].shape == (4, 96, 96) and e["images"].dtype == np.uint8
+    assert not np.array_equal(e["images"], imgs[:4])  # the crop acted
