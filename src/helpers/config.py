@@ -186,12 +186,12 @@ PROFILES: dict[str, Profile] = {
         # opacity, so that a from-scratch HRNet can learn them from ~140 training images in a few
         # epochs: 10 for the proposed model (7 left its pooled AUC at the edge of what the smoke
         # chain test asks), 7 for the baselines and audit CNNs, which keeps the chain inside 5
-        # minutes on 2 CPU cores. The classifier trains without Table 3 augmentation and without learning-rate steps (scaled to 7-8
-        # epochs they would cut the rate after 2 epochs, and the augmented short run learns
-        # nothing). The Table 7 baselines are replaced by lighter members of the same families
-        # (ResNet-18, DenseNet-121, EfficientNet-B0) to keep the chain within minutes on 2 CPU
-        # cores; cpu and paper use the Table 7 models. Measured numbers behind these choices:
-        # README, "Measurements" (dated, with the revision).
+        # minutes on 2 CPU cores. The classifier trains without Table 3 augmentation and without
+        # learning-rate steps (scaled to 7-10 epochs they would cut the rate after 2 epochs, and
+        # the augmented short run learns nothing). The Table 7 baselines are replaced by lighter
+        # members of the same families (ResNet-18, DenseNet-121, EfficientNet-B0) to keep the
+        # chain within minutes on 2 CPU cores; cpu and paper use the Table 7 models. Measured
+        # numbers behind these choices: README, "Measurements" (dated, with the revision).
         name="smoke", data="synthetic", n_patients=50, images_per_patient=(1, 3), n_seg_pairs=60,
         shortcut_strength=0.9, phantom_size=96, finding_contrast=4.0,
         seg_size=64, seg_folds=3, unet_epochs=25, unet_lr=0.005, unet_batch=8, unet_base_channels=8,
