@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from . import io, ood, refine, repro
-from .pipeline import ART, MAIN_MODEL_DIR, kept
+from .pipeline import ART, MAIN_MODEL_DIR, kept, migrate
 
 FORMAT = "hrnet-cxr-bundle/1"
 BUNDLE_FILE = "bundle.json"
@@ -217,6 +217,7 @@ def export(run_dir: str | Path, bundle_dir: str | Path, models: tuple[str, ...] 
     run_dir, bundle_dir = Path(run_dir).resolve(), Path(bundle_dir).resolve()
     _check_run(run_dir)
     _check_dest(bundle_dir)
+    migrate(run_dir)  # a run of the earlier layout (hrnet/hrnet/) is renamed in place
     models = list(dict.fromkeys(models))
     if not models:
         raise BundleError("no model to export")
