@@ -64,7 +64,6 @@ RENAMED = (("hrnet", "hrnet", MAIN_MODEL_DIR),)
 class Artefact:
     """One file a stage writes: ``OUT_DIR/<stage>/<file>``.
 
-    ``file`` may hold ``{placeholders}`` (e.g. ``{tag}/preds.csv``) filled by keyword arguments.
     ``read`` is for inputs a notebook cannot do without (a missing file names the notebook that
     writes it); ``find`` is for the reports, which say what is missing instead of failing.
     """
@@ -76,21 +75,21 @@ class Artefact:
     def notebook(self) -> str:
         return STAGES[self.stage]
 
-    def rel(self, **fmt: Any) -> str:
+    def rel(self) -> str:
         """``<stage>/<file>``: how a report names the file."""
-        return f"{self.stage}/{self.file.format(**fmt)}"
+        return f"{self.stage}/{self.file}"
 
-    def path(self, run, **fmt: Any) -> Path:
+    def path(self, run) -> Path:
         """The file in a run: ``run`` is a RunConfig or a run folder (``OUT_DIR``)."""
-        return run_dir(run) / self.rel(**fmt)
+        return run_dir(run) / self.rel()
 
-    def exists(self, run, **fmt: Any) -> bool:
-        return self.path(run, **fmt).is_file()
+    def exists(self, run) -> bool:
+        return self.path(run).is_file()
 
-    def read(self, run, **fmt: Any):
+    def read(self, run):
         """The artefact (csv: DataFrame with text kept as text; npy: array; npz: dict of arrays;
         json: dict); a missing file raises FileNotFoundError naming the notebook to run."""
-        f = self.path(run, **fmt)
+        f = self.path(run)
         if not f.is_file():
             raise FileNotFoundError(f"{f} not found: run notebooks/{self.notebook} first (same OUT_DIR)")
         if f.suffix == ".csv":
@@ -104,10 +103,10 @@ class Artefact:
             return io.load_json(f)
         raise ValueError(f"{f}: no reader for {f.suffix} files")
 
-    def find(self, run, **fmt: Any):
+    def find(self, run):
         """The artefact or None when it is missing (csv with pandas' defaults, so empty cells are
         NaN; an empty csv is an empty frame; json that cannot be read is None)."""
-        f = self.path(run, **fmt)
+        f = self.path(run)
         if not f.is_file():
             return None
         if f.suffix == ".csv":
@@ -120,7 +119,7 @@ class Artefact:
                 return json.loads(f.read_text())
             except (OSError, ValueError):
                 return None
-        return self.read(run, **fmt)
+        return self.read(run)
 
 
 class ART:
