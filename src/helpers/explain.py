@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
 from .train import to_input
 
@@ -23,6 +21,11 @@ def gradcam(model: torch.nn.Module, images: np.ndarray, categories: np.ndarray,
     images: uint8 (N, S, S); returns float32 (N, S, S) in [0, 1] (each map scaled to max 1; an
     all-zero map stays zero).
     """
+    # imported here: pytorch_grad_cam pulls in torchvision's models (about 1.5 s), which every
+    # notebook importing this module for its tables alone would otherwise pay
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
+
     model.eval()
     out = np.zeros(images.shape, dtype=np.float32)
     if len(images) == 0:
