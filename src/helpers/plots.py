@@ -671,7 +671,7 @@ def audit_plot(audit_table: pd.DataFrame, permutation_null: dict | None = None,
     ax.axvline(0.6, ls=":", color="0.7", lw=1)
     ax.set_yticks(ypos)
     ax.set_yticklabels(labels, fontsize=8)
-    ax.set_xlim(0, 1.0)
+    ax.set_xlim(0, 1.02)  # a little past 1, so that a marker at AUC 1.000 is drawn whole
     ax.set_ylim(-0.7, n - 0.1)
     ax.set_xlabel("pooled out-of-fold ROC-AUC (0.5 = chance)")
     ax.set_title(title, fontsize=10)

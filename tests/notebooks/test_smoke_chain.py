@@ -200,6 +200,39 @@ def test_evidence_and_summary(smoke_run):
     assert "GENERATED PHANTOMS" in text and "## Shortcut audits" in text and "## Claims ledger" in text
 
 
+def test_evidence_recomputes_table7_from_the_stored_predictions(smoke_run):
+    """Notebook 06's evidence layer, fed the chain's stored predictions, gives notebook 05's Table 7
+    numbers again (Brier score, ROC-AUC per model), and every number the ledger checks of this run is
+    consistent."""
+    from helpers import evidence as E
+
+    lt = E.ledger_tables(smoke_run)
+    assert len(lt["companion"]) and all(v is True for v in lt["companion"]["consistent"])
+    preds = E.load_predictions(smoke_run)
+    t7 = _csv(smoke_run, "baselines/table7.csv").set_index("model")
+    cal = E.calibration(preds)
+    assert len(cal) >= 5
+    assert cal.set_index("model")["brier"].to_numpy() == pytest.approx(
+        t7.loc[cal["model"], "brier"].astype(float).to_numpy())
+    c = E.comparisons(preds, n_boot=100)
+    assert len(c) >= 4
+    assert c.set_index("model")["auc_model"].to_numpy() == pytest.approx(
+        t7.loc[c["model"], "roc_auc"].astype(float).to_numpy())
+
+
+def test_summary_rewritten_from_the_artefacts(smoke_run, tmp_path):
+    """SUMMARY.md written again from the chain's artefacts: no section fails, the phantom banner is
+    there, and the classification row of the proposed model carries Table 7's AUC."""
+    from helpers import summary as S
+
+    text = S.write_summary(smoke_run, tmp_path / "SUMMARY.md", figures_rel="figures").read_text()
+    assert "could not be built" not in text and S.PHANTOM_BANNER in text
+    auc = _csv(smoke_run, "baselines/table7.csv").set_index("model").loc["hrnet", "roc_auc"]
+    section = re.search(r"^## Classification\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M).group(1)
+    row = next(line for line in section.splitlines() if line.startswith("| hrnet |"))
+    assert [c.strip() for c in row.strip("|").split("|")][5].startswith(f"{float(auc):.3f}")
+
+
 def test_summary_tables_and_captions_agree_at_two_seeds(smoke_run, tmp_path):
     """Notebook 06's own output (seed 0) and its saving path again with seed 1: within each,
     SUMMARY.md, the evidence CSVs and the captions of index.csv show the same numbers."""

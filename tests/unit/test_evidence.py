@@ -1,6 +1,6 @@
 """helpers.evidence on a tiny synthetic OUT_DIR (real column schemas, predictions from a known
-generator), checked against direct computations; the evidence figures of helpers.plots drawn from
-its tables; and on the smoke run in /tmp/dev_out/smoke2 when it exists."""
+generator), checked against direct computations; and the evidence figures of helpers.plots drawn
+from its tables. The same checks on the smoke chain's own run: tests/notebooks/test_smoke_chain.py."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,6 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from helpers import audits, external, figures, metrics, plots
 from helpers import evidence as E
 
-SMOKE = Path("/tmp/dev_out/smoke2")
 MODELS = {"hrnet": 1.0, "hrnet_unsegmented": 1.4, "densenet121": 0.6, "resnet18": 0.0}
 EVIDENCE_FIGURES = ["ev_calibration.png", "ev_ppv_npv.png", "ev_auc_forest.png", "ev_heat_share.png",
                     "ev_audits.png"]
@@ -429,18 +428,3 @@ def test_evidence_with_missing_pieces(tmp_path):
     (out / "baselines/all_preds.csv").unlink()
     with pytest.raises(FileNotFoundError, match="05_baseline_comparison"):
         E.evidence_tables(out)
-
-
-@pytest.mark.skipif(not (SMOKE / "baselines/all_preds.csv").is_file(),
-                    reason="no smoke run in /tmp/dev_out/smoke2")
-def test_smoke_run(tmp_path):
-    lt = E.ledger_tables(SMOKE)
-    assert all(v is True for v in lt["companion"]["consistent"])
-    preds = E.load_predictions(SMOKE)
-    t7 = pd.read_csv(SMOKE / "baselines/table7.csv").set_index("model")
-    cal = E.calibration(preds)
-    assert cal.set_index("model")["brier"].to_numpy() == pytest.approx(
-        t7.loc[cal["model"], "brier"].to_numpy())
-    c = E.comparisons(preds, n_boot=100)
-    auc7 = t7.loc[c["model"], "roc_auc"].to_numpy()
-    assert c.set_index("model")["auc_model"].to_numpy() == pytest.approx(auc7)

@@ -1,6 +1,6 @@
 """helpers.summary: the markdown results summary of a run, on the synthetic OUT_DIR of
-test_evidence (every number parsed back and compared with the artefacts) and on the smoke run in
-/tmp/dev_out/smoke2 when it exists."""
+test_evidence (every number parsed back and compared with the artefacts). The summary of the smoke
+chain's own run is checked in tests/notebooks/test_smoke_chain.py."""
 from __future__ import annotations
 
 import re
@@ -195,17 +195,6 @@ def test_missing_artefacts_do_not_crash(tmp_path):
     for name in S.SECTIONS:
         assert f"## {name}" in text
     assert "is missing" in text
-
-
-@pytest.mark.skipif(not (te.SMOKE / "baselines/table7.csv").is_file(),
-                    reason="no smoke run in /tmp/dev_out/smoke2")
-def test_smoke_summary(tmp_path):
-    p = S.write_summary(te.SMOKE, tmp_path / "SUMMARY.md", figures_rel="figures")
-    text = p.read_text()
-    assert "could not be built" not in text and S.PHANTOM_BANNER in text
-    t7 = pd.read_csv(te.SMOKE / "baselines/table7.csv").set_index("model")
-    row = _row(_section(text, "Classification"), "hrnet")
-    assert row[5].startswith(f"{t7.loc['hrnet', 'roc_auc']:.3f}")
 
 
 def test_external_section_reports_refinement_failures_and_the_sensitivity_analysis(tmp_path):
