@@ -65,16 +65,16 @@ def decode(cfg, manifest: pd.DataFrame, root: Path, out: Path) -> dict[str, pd.D
     cls.insert(0, "image_id", image_ids(cls["path"], cls["source"]))
     seg.insert(0, "image_id", image_ids(seg["path"], seg["source"]))
     cls["y"] = (cls["label"] == "covid").astype(int)
-    cls["file"] = [str(Path(root) / f) for f in cls["path"]]  # as curation's index: original files
-    seg["file"] = [str(Path(root) / f) for f in seg["path"]]
     files = [Path(root) / f for f in cls["path"]]
+    seg_files = [Path(root) / f for f in seg["path"]]
+    cls["file"] = [str(f) for f in files]  # as curation's index: the original files
+    seg["file"] = [str(f) for f in seg_files]
     io.save_npy(io.load_stack(files, p.cls_size, desc="external classify"), out / f"{PREFIX}cls_images.npy")
     io.save_npy(io.load_stack(files, p.seg_size, desc="external @ seg size"),
                 out / f"{PREFIX}cls_images_seg.npy")
-    io.save_npy(io.load_stack([Path(root) / f for f in seg["path"]], p.seg_size, desc="external seg"),
-                out / f"{PREFIX}seg_images.npy")
+    io.save_npy(io.load_stack(seg_files, p.seg_size, desc="external seg"), out / f"{PREFIX}seg_images.npy")
     io.save_npy(io.load_stack([Path(root) / f for f in seg["mask_path"]], p.seg_size, mask=True,
-                              desc="external masks", images=[Path(root) / f for f in seg["path"]]),
+                              desc="external masks", images=seg_files),
                 out / f"{PREFIX}seg_masks.npy")
     io.save_csv(cls, out / f"{PREFIX}cls_index.csv")
     io.save_csv(seg, out / f"{PREFIX}seg_index.csv")
