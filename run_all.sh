@@ -20,7 +20,7 @@
 # --executor ray runs the folds of notebooks 02, 04, 05 and 05b as Ray tasks (README, "Running on
 # many GPUs / a cluster"); results are the same files, so a run can switch executor and resume.
 # The notebooks write only into OUT. --publish DIR (relative to the repository) runs
-# `python -m helpers.publish OUT DIR` once notebook 06 has finished: it copies the figures with a
+# `python -m helpers.run.publish OUT DIR` once notebook 06 has finished: it copies the figures with a
 # PROVENANCE.json and refuses, before anything runs, a DIR that holds figures of another provenance
 # (profile, seed, data, external data, overrides) or of none recorded, unless --replace is given.
 set -euo pipefail
@@ -75,7 +75,8 @@ PARAMS="$(mktemp -t hrnet-cxr-params-XXXX.json)"
 export PROFILE DATA OUT SEED EXTERNAL OVERRIDES PARAMS EXECUTOR PUBLISH REPLACE
 "$PY" - <<'PY'
 import json, os, sys
-from helpers import config, pipeline, publish
+from helpers import config
+from helpers.run import notebooks, publish
 try:
     overrides = json.loads(os.environ["OVERRIDES"])
 except json.JSONDecodeError as exc:
@@ -94,7 +95,7 @@ if os.environ["PUBLISH"]:  # refused now rather than after the run
         publish.check(os.environ["PUBLISH"], publish.provenance(cfg.to_dict()), os.environ["REPLACE"] == "1")
     except publish.PublishRefused as exc:
         sys.exit(f"run_all.sh: --publish: {exc}")
-json.dump(pipeline.notebook_parameters(cfg), open(os.environ["PARAMS"], "w"))
+json.dump(notebooks.notebook_parameters(cfg), open(os.environ["PARAMS"], "w"))
 print(cfg.summary())
 PY
 OUT="$(cd "$OUT" && pwd)"
@@ -102,7 +103,7 @@ mkdir -p "$OUT/notebooks"
 if [ -n "$REUSE" ]; then
   REUSE="$(cd "$REUSE" && pwd)"
   [ "$REUSE" != "$OUT" ] || die "--reuse-from: '$REUSE' is the output folder itself"
-  STAGE_NAMES=" $("$PY" -c "from helpers import pipeline; print(' '.join(pipeline.STAGES))") "
+  STAGE_NAMES=" $("$PY" -c "from helpers.run import artefacts; print(' '.join(artefacts.STAGES))") "
   for done in "$REUSE"/*/DONE.json; do
     stage="$(basename "$(dirname "$done")")"
     [ "$stage" = figures ] && continue  # always re-drawn
@@ -153,7 +154,7 @@ for nb in "${NOTEBOOKS[@]}"; do
   [ "$((10#${nb:0:2}))" -lt "$((10#$FROM))" ] && continue
   t0=$(date +%s)
   echo "[run_all] $nb ..."
-  "$PY" -m helpers.pipeline "notebooks/$nb.ipynb" "$OUT/notebooks/$nb.ipynb" "$PARAMS" &
+  "$PY" -m helpers.run.notebooks "notebooks/$nb.ipynb" "$OUT/notebooks/$nb.ipynb" "$PARAMS" &
   CHILD=$!
   if ! wait "$CHILD"; then
     echo "[run_all] $nb failed; the executed notebook with the error is $OUT/notebooks/$nb.ipynb" >&2
@@ -166,5 +167,5 @@ echo "[run_all] all notebooks done in $(( $(date +%s) - start )) s; figures in $
 if [ -n "$PUBLISH" ]; then
   REPLACE_ARG=()
   [ "$REPLACE" = 0 ] || REPLACE_ARG=(--replace)
-  "$PY" -m helpers.publish "$OUT" "$PUBLISH" "${REPLACE_ARG[@]}" || { echo "[run_all] not published; the figures are in $OUT/figures" >&2; exit 1; }
+  "$PY" -m helpers.run.publish "$OUT" "$PUBLISH" "${REPLACE_ARG[@]}" || { echo "[run_all] not published; the figures are in $OUT/figures" >&2; exit 1; }
 fi

@@ -10,6 +10,6 @@ hrnet_env
 # nbval executes the notebooks with their defaults; keep those outputs out of the repository
 export HRNET_CXR_OUT_ROOT="${HRNET_CXR_OUT_ROOT:-$(mktemp -d -t hrnet-cxr-nbval-XXXX)}"
 if [ $# -gt 0 ]; then exec "$PY" -m pytest "$@"; fi
-"$PY" -m ruff check src tests notebooks  # rules in pyproject.toml; notebooks are linted natively
+"$PY" -m ruff check src tests notebooks scripts  # rules in pyproject.toml; notebooks are linted natively
 "$PY" -m pytest tests -q
 "$PY" -m pytest --nbval-lax notebooks -q -p no:cacheprovider

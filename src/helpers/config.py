@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import paths
+from helpers import paths
 
 PAPER_MASK_SIZE = 512          # section 3.2: images and masks resized to 512 x 512
 PAPER_AREA_THRESHOLD = 50_000  # section 3.2: minimum lung area in pixels, defined at 512 x 512
@@ -95,7 +95,7 @@ class Profile:
     fast_path_off: tuple[str, ...] = ()  # networks (name prefixes) kept in fp32 NCHW: bf16 is slower for them
     num_workers: int = 0
     torch_threads: int = 0         # 0 = leave torch's default (under Ray: threads per CPU fold)
-    executor: str = "local"        # "local": folds one after another; "ray": at once (helpers.executor)
+    executor: str = "local"        # "local": folds one after another; "ray": at once (helpers.run.executor)
 
     # ------------------------------------------------------------------------------------------------
     @property

@@ -12,7 +12,7 @@ Outputs of the curation stage (``OUT_DIR/curation/``):
                       phantoms do) the true lung masks at seg_size, to score the UNet on them;
 * ``cohort.csv``, ``flow.csv``, ``folds_summary.csv``;
 * ``excluded.csv``    every row left out, with the step and the reason (missing, unreadable, not
-                      a plausible radiograph, not frontal, a bad lung mask: :mod:`helpers.checks`);
+                      a plausible radiograph, not frontal, a bad lung mask: :mod:`helpers.data.checks`);
 * ``notes.csv``       one line per kept file with a remark (colour converted to gray, DICOM
                       mapped to 8-bit, mask normalised or resized, lung fraction unusual, ...).
 
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io
-from .data import splits
-from .pipeline import ART
+from helpers.data import decode, splits
+from helpers.run import store
+from helpers.run.artefacts import ART
 
 # Steps whose exclusions are problems of the files rather than the selection protocol; with
 # ``strict`` any of them fails the run.
@@ -183,28 +183,28 @@ def decode_arrays(cls: pd.DataFrame, seg: pd.DataFrame, root: Path, profile, out
     root = Path(root)
     files = [root / p for p in cls["path"]]
     written = {}
-    written["cls_images"] = io.save_npy(io.load_stack(files, profile.cls_size, desc="classify images"),
+    written["cls_images"] = store.save_npy(decode.load_stack(files, profile.cls_size, desc="classify images"),
                                         out / "cls_images.npy")
-    written["cls_images_seg"] = io.save_npy(
-        io.load_stack(files, profile.seg_size, desc="classify images @ seg size"),
+    written["cls_images_seg"] = store.save_npy(
+        decode.load_stack(files, profile.seg_size, desc="classify images @ seg size"),
         out / "cls_images_seg.npy")
     if len(cls) and (cls["mask_path"] != "").all():
         mfiles = [root / p for p in cls["mask_path"]]
-        written["cls_masks_true"] = io.save_npy(
-            io.load_stack(mfiles, profile.seg_size, mask=True, desc="true lung masks", images=files),
+        written["cls_masks_true"] = store.save_npy(
+            decode.load_stack(mfiles, profile.seg_size, mask=True, desc="true lung masks", images=files),
             out / "cls_masks_true.npy")
-    written["seg_images"] = io.save_npy(
-        io.load_stack([root / p for p in seg["path"]], profile.seg_size, desc="seg images"),
+    written["seg_images"] = store.save_npy(
+        decode.load_stack([root / p for p in seg["path"]], profile.seg_size, desc="seg images"),
         out / "seg_images.npy")
-    written["seg_masks"] = io.save_npy(
-        io.load_stack([root / p for p in seg["mask_path"]], profile.seg_size, mask=True,
+    written["seg_masks"] = store.save_npy(
+        decode.load_stack([root / p for p in seg["mask_path"]], profile.seg_size, mask=True,
                       desc="seg masks", images=[root / p for p in seg["path"]]), out / "seg_masks.npy")
     return {k: str(v) for k, v in written.items()}
 
 
 def _source_roots(root: Path) -> dict[str, Path]:
     """The public sources under ``root``: ``root`` itself if it is one, else its sub-folders."""
-    from .data import sources
+    from helpers.data import sources
 
     try:
         return {sources.detect_source(root): root}
@@ -238,16 +238,16 @@ def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd
     one public source in its original layout, or a folder holding several such sources (each
     adapter reports its selection flow and every excluded row with the reason; merged lung masks
     are written under ``OUT_DIR/data/derived``, never into the source). Every image and mask
-    passes :mod:`helpers.checks`; prints one line saying how many rows were excluded and why, and
+    passes :mod:`helpers.data.checks`; prints one line saying how many rows were excluded and why, and
     raises :class:`CurationError` when nothing usable is left (or, with ``strict``, at any file
     or content problem).
     """
-    from .data import manifest as mf
-    from .data import sources
+    from helpers.data import manifest as mf
+    from helpers.data import sources
 
     p = cfg.profile
     if p.data == "synthetic":
-        from .data import phantoms
+        from helpers.data import phantoms
 
         root = phantoms.generate(cfg.out_dir / "data" / "phantoms", n_patients=p.n_patients,
                                  images_per_patient=tuple(p.images_per_patient),
@@ -281,7 +281,7 @@ def duplicate_guard(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, p
     group, so that folds keep them on one side (the same film filed under two patients or two
     collections would otherwise sit in training and test at once).
     """
-    from .data import dedup
+    from helpers.data import dedup
 
     pairs = dedup.find_duplicates(manifest, root=root)
     known = set(manifest["patient_id"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .train import to_input
+from helpers.train import to_input
 
 
 def gradcam(model: torch.nn.Module, images: np.ndarray, categories: np.ndarray,
@@ -117,7 +117,7 @@ def randomisation_check(profile, name: str, stage_dir, tag: str, images: np.ndar
     """
     import torch
 
-    from . import train
+    from helpers import train
 
     rows = np.flatnonzero(index["fold"].to_numpy() == fold)[:n]
     trained = train.load_fold_model(profile, name, stage_dir, tag, fold, device)

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io, metrics
-from .pipeline import ART, EXTERNAL_PREFIX
+from helpers.data import decode as decoding
+from helpers.evidence import metrics
+from helpers.run import store
+from helpers.run.artefacts import ART, EXTERNAL_PREFIX
 
 PREFIX = EXTERNAL_PREFIX  # the external set's files sit beside the internal ones
 
@@ -24,23 +26,23 @@ def load(cfg, out: Path | None = None) -> tuple[Path, pd.DataFrame]:
 
     The external set is curated exactly as ``DATA_DIR`` is (:func:`helpers.data.sources.load_source`):
     lateral views, missing or broken files, implausible images and bad lung masks are excluded
-    with their reasons (:mod:`helpers.checks`), and one line says how many and why. With ``out``
+    with their reasons (:mod:`helpers.data.checks`), and one line says how many and why. With ``out``
     the selection is written there as ``ext_flow.csv``, ``ext_excluded.csv`` and ``ext_notes.csv``.
     Raises :class:`helpers.curate.CurationError` when nothing usable is left (or, with the
     profile's ``strict``, at any file or content problem).
     """
-    from .curate import enforce
-    from .data import manifest as mf
-    from .data import sources
+    from helpers.curate import enforce
+    from helpers.data import manifest as mf
+    from helpers.data import sources
 
     root = Path(cfg.external_data_dir)
     name = "manifest" if (root / "manifest.csv").is_file() else "auto"
     res = sources.load_source(name, root, derived_dir=cfg.out_dir / "data" / "derived_external")
     df = mf.validate(res.manifest, where=str(root), check_files=False)
     if out is not None:
-        io.save_csv(res.flow, Path(out) / f"{PREFIX}flow.csv")
-        io.save_csv(res.excluded, Path(out) / f"{PREFIX}excluded.csv")
-        io.save_csv(res.notes, Path(out) / f"{PREFIX}notes.csv")
+        store.save_csv(res.flow, Path(out) / f"{PREFIX}flow.csv")
+        store.save_csv(res.excluded, Path(out) / f"{PREFIX}excluded.csv")
+        store.save_csv(res.notes, Path(out) / f"{PREFIX}notes.csv")
     print(enforce(df, res.flow, res.excluded, getattr(cfg.profile, "strict", False),
                   f"EXTERNAL_DATA_DIR {root}"))
     return Path("/"), df
@@ -57,7 +59,7 @@ def decode(cfg, manifest: pd.DataFrame, root: Path, out: Path) -> dict[str, pd.D
 
     Writes ``ext_cls_index.csv``, ``ext_seg_index.csv`` and ``ext_*.npy`` stacks into ``out``.
     """
-    from .curate import image_ids
+    from helpers.curate import image_ids
 
     p = cfg.profile
     cls = manifest[manifest["split_role"] == "classify"].sort_values("path").reset_index(drop=True)
@@ -69,15 +71,17 @@ def decode(cfg, manifest: pd.DataFrame, root: Path, out: Path) -> dict[str, pd.D
     seg_files = [Path(root) / f for f in seg["path"]]
     cls["file"] = [str(f) for f in files]  # as curation's index: the original files
     seg["file"] = [str(f) for f in seg_files]
-    io.save_npy(io.load_stack(files, p.cls_size, desc="external classify"), out / f"{PREFIX}cls_images.npy")
-    io.save_npy(io.load_stack(files, p.seg_size, desc="external @ seg size"),
+    store.save_npy(decoding.load_stack(files, p.cls_size, desc="external classify"),
+                   out / f"{PREFIX}cls_images.npy")
+    store.save_npy(decoding.load_stack(files, p.seg_size, desc="external @ seg size"),
                 out / f"{PREFIX}cls_images_seg.npy")
-    io.save_npy(io.load_stack(seg_files, p.seg_size, desc="external seg"), out / f"{PREFIX}seg_images.npy")
-    io.save_npy(io.load_stack([Path(root) / f for f in seg["mask_path"]], p.seg_size, mask=True,
+    store.save_npy(decoding.load_stack(seg_files, p.seg_size, desc="external seg"),
+                   out / f"{PREFIX}seg_images.npy")
+    store.save_npy(decoding.load_stack([Path(root) / f for f in seg["mask_path"]], p.seg_size, mask=True,
                               desc="external masks", images=seg_files),
                 out / f"{PREFIX}seg_masks.npy")
-    io.save_csv(cls, out / f"{PREFIX}cls_index.csv")
-    io.save_csv(seg, out / f"{PREFIX}seg_index.csv")
+    store.save_csv(cls, out / f"{PREFIX}cls_index.csv")
+    store.save_csv(seg, out / f"{PREFIX}seg_index.csv")
     return {"cls": cls, "seg": seg}
 
 
@@ -135,7 +139,7 @@ def check_disjoint(internal: pd.DataFrame, external: pd.DataFrame, internal_root
 
     Returns the (empty) table of cross-set duplicate pairs; raises ValueError naming them otherwise.
     """
-    from .data import dedup
+    from helpers.data import dedup
 
     shared = overlap_report(internal, external)
     if len(shared):
@@ -156,7 +160,7 @@ def check_disjoint(internal: pd.DataFrame, external: pd.DataFrame, internal_root
 
 def unet_dice(cfg, states: list[dict], device: str = "cpu") -> pd.DataFrame:
     """Dice of each fold UNet and of their mean on the external image/mask pairs."""
-    from . import segment
+    from helpers import segment
 
     idx = ART.ext_seg_index.read(cfg)
     if idx.empty:
@@ -178,8 +182,8 @@ def refine(cfg, states: list[dict], device: str, out: Path) -> pd.DataFrame:
     ``ext_segmented.npy`` for every image - also those that fail the area threshold, so that a
     sensitivity analysis can score them (:func:`extra_set` with ``include="failed"``).
     """
-    from . import refine as rf
-    from . import segment
+    from helpers import refine as rf
+    from helpers import segment
 
     p = cfg.profile
     idx = ART.ext_cls_index.read(cfg)
@@ -188,13 +192,13 @@ def refine(cfg, states: list[dict], device: str, out: Path) -> pd.DataFrame:
     raw, refined, area = rf.refine_all(prob, p)
     raw_c, ref_c = rf.resize_masks(raw, p.cls_size), rf.resize_masks(refined, p.cls_size)
     images = np.asarray(ART.ext_cls_images.read(cfg))
-    io.save_npy(raw_c, out / f"{PREFIX}masks_raw_cls.npy")
-    io.save_npy(ref_c, out / f"{PREFIX}masks_refined_cls.npy")  # for helpers.preprocess
-    io.save_npy(rf.apply_mask(images, ref_c), out / f"{PREFIX}segmented.npy")
+    store.save_npy(raw_c, out / f"{PREFIX}masks_raw_cls.npy")
+    store.save_npy(ref_c, out / f"{PREFIX}masks_refined_cls.npy")  # for helpers.preprocess
+    store.save_npy(rf.apply_mask(images, ref_c), out / f"{PREFIX}segmented.npy")
     thr = rf.area_threshold(p, p.seg_size)
     ri = idx[["image_id", "patient_id", "label", "source"]].assign(area=area, threshold=thr,
                                                                    passed=area >= thr)
-    io.save_csv(ri, out / f"{PREFIX}refine_index.csv")
+    store.save_csv(ri, out / f"{PREFIX}refine_index.csv")
     return ri
 
 
@@ -208,7 +212,7 @@ def refine_counts(ri: pd.DataFrame) -> pd.DataFrame:
     cols = ["source", "label", "total", "passed", "failed", "failed_%"]
     if ri is None or ri.empty:
         return pd.DataFrame(columns=cols)
-    d = ri.assign(passed=io.bool_column(ri, "passed"))
+    d = ri.assign(passed=store.bool_column(ri, "passed"))
 
     def agg(part: pd.DataFrame, **keys) -> dict:
         n, k = len(part), int(part["passed"].sum())
@@ -235,11 +239,11 @@ def extra_set(cfg, segmented: bool, include: str = "passed") -> dict | None:
     if not available(cfg):
         return None
     ri = ART.ext_refine_index.read(cfg)
-    passed = io.bool_column(ri, "passed")
+    passed = store.bool_column(ri, "passed")
     sel = {"passed": passed, "failed": ~passed, "all": passed | ~passed}[include]
     keep = np.flatnonzero(sel)
     idx = ART.ext_cls_index.read(cfg).iloc[keep].reset_index(drop=True)
     idx = idx.assign(area=ri["area"].to_numpy()[keep], passed=passed[keep])
     f = ART.ext_segmented.path(cfg) if segmented else ART.ext_cls_images.path(cfg)
     name = {"passed": "external", "failed": "external_failed", "all": "external_all"}[include]
-    return {name: {"images": np.asarray(io.load_npy(f))[keep], "y": idx["y"].to_numpy(), "index": idx}}
+    return {name: {"images": np.asarray(store.load_npy(f))[keep], "y": idx["y"].to_numpy(), "index": idx}}

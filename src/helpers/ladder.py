@@ -23,7 +23,7 @@ Rungs (:data:`RUNGS`, in order; a profile's ``ladder`` field names the ones to r
 Audits per rung are linear probes (cheap enough to re-run on every rung): a logistic
 regression on 32 x 32 thumbnails of the rung's inputs predicting the source, the label with the
 lungs blacked out, and the label from the lung mask alone, plus the low-level statistics inside
-and outside the lungs (:func:`helpers.audits.cv_logistic`). Notebook 05's CNN audits measure the
+and outside the lungs (:func:`helpers.evidence.audits.cv_logistic`). Notebook 05's CNN audits measure the
 paper rung with a network instead; a probe is a lower bound on what a network can find.
 """
 from __future__ import annotations
@@ -35,8 +35,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from . import audits, explain, floors, metrics, preprocess
-from .pipeline import ART, MAIN_MODEL_DIR
+from helpers import explain, preprocess
+from helpers.evidence import audits, floors, metrics
+from helpers.run.artefacts import ART, MAIN_MODEL_DIR
 
 #: rung -> (profile fields it switches on, one line for readers); applied cumulatively in order
 RUNGS: dict[str, tuple[dict, str]] = {
@@ -83,7 +84,7 @@ def rung_profiles(profile) -> list[tuple[str, object, str]]:
 
 def same_inputs_and_training(a, b) -> bool:
     """True when two profiles train the proposed model identically (its stage settings agree)."""
-    from .config import stage_settings
+    from helpers.config import stage_settings
 
     return stage_settings(a, "hrnet") == stage_settings(b, "hrnet")
 
@@ -187,7 +188,7 @@ def run_rung(cfg, name: str, Pr, text: str, data: dict, out, device: str = "cpu"
     ``y`` (N,) and ``index`` (the classification rows). The rung whose settings equal the
     profile's own model is read from notebook 04's results instead of being trained again.
     """
-    from . import train
+    from helpers import train
 
     x = rung_inputs(Pr, data["segmented"], data["unsegmented"], data["refined"], data["lungs"],
                     data["shapes"])

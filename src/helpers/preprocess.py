@@ -20,7 +20,7 @@ varies by collection. Each is a profile field, off in ``smoke``, ``cpu`` and ``p
     bounding box of its refined lung mask (plus a margin) and resized to the classifier's
     size: the lungs fill the same part of every input.
 ``cls_film_only`` (with ``cls_crop_lungs``; :func:`film_box`)
-    :func:`helpers.io.square` pads a non-square film with zeros before resizing. In these data
+    :func:`helpers.data.decode.square` pads a non-square film with zeros before resizing. In these data
     the COVID sources are non-square (about 500 x 400) and the NIH normals square (512 x 512),
     so black bars mark the class; DeGrave et al. found the networks' attributions at such image
     edges. The lung crop is kept inside the film itself, so no padding enters it (where the
@@ -38,7 +38,7 @@ from typing import Mapping
 import cv2
 import numpy as np
 
-from .pipeline import ART
+from helpers.run.artefacts import ART
 
 __all__ = ["lung_box", "film_box", "crop_to_lungs", "standardise_in_lungs", "classifier_inputs",
            "external_inputs", "external_sets", "uses_preprocessing", "LUNG_PERCENTILES", "LUNG_TARGETS"]
@@ -63,7 +63,7 @@ def _fit(start: float, side: int, lo: int, hi: int) -> tuple[int, int]:
 
 
 def film_box(shape: tuple[int, int], size: int) -> tuple[int, int, int, int]:
-    """Where a film of original ``shape`` (height, width) lies after :func:`helpers.io.square`.
+    """Where a film of original ``shape`` (height, width) lies after :func:`helpers.data.decode.square`.
 
     Returns (y0, y1, x0, x1), end exclusive, in the ``size`` x ``size`` image: the rest is the
     zero padding that made the film square.
@@ -155,7 +155,7 @@ def classifier_inputs(images: np.ndarray, masks: np.ndarray, profile, segmented:
 
     images: uint8 (N, S, S), segmented or not (``segmented``: re-mask after standardising);
     masks: the refined lung masks (N, S, S) the segmentation used; shapes: int (N, 2) original
-    (height, width) of each film (:func:`helpers.audits.original_shapes`), needed by
+    (height, width) of each film (:func:`helpers.evidence.audits.original_shapes`), needed by
     ``cls_film_only``; carry: other (N, S, S) masks (e.g. the raw lung masks for heat shares)
     cropped with the same boxes. Returns ``{"images", "masks", **carry}``, each (N, out, out)
     with ``out = profile.cls_size``; masks uint8 {0, 1}.
@@ -206,7 +206,9 @@ def external_inputs(cfg, segmented: bool, include: str = "passed") -> dict | Non
     Fold models trained on preprocessed inputs must score external films preprocessed the same
     way. Needs ``refine/ext_masks_refined_cls.npy`` (written by notebook 03) when a step is on.
     """
-    from . import audits, external, io
+    from helpers import external
+    from helpers.evidence import audits
+    from helpers.run import store
 
     ex = external.extra_set(cfg, segmented, include=include)
     if ex is None or not uses_preprocessing(cfg.profile):
@@ -216,14 +218,14 @@ def external_inputs(cfg, segmented: bool, include: str = "passed") -> dict | Non
         raise FileNotFoundError(f"{f} not found: re-run 03_mask_refinement.ipynb, which writes the "
                                 "refined masks of the external films that preprocessing needs")
     ri = ART.ext_refine_index.read(cfg)
-    passed = io.bool_column(ri, "passed")
+    passed = store.bool_column(ri, "passed")
     sel = {"passed": passed, "failed": ~passed, "all": passed | ~passed}[include]
     keep = np.flatnonzero(sel)
     (e,) = ex.values()
     # runs curated before the external index had "file": external.load made "path" absolute
     files = e["index"]["file" if "file" in e["index"].columns else "path"]
     shapes = audits.original_shapes(files) if cfg.profile.cls_film_only else None
-    e["images"] = classifier_inputs(e["images"], np.asarray(io.load_npy(f))[keep], cfg.profile,
+    e["images"] = classifier_inputs(e["images"], np.asarray(store.load_npy(f))[keep], cfg.profile,
                                     segmented=segmented, shapes=shapes)["images"]
     return ex
 
@@ -233,12 +235,12 @@ def external_sets(cfg, segmented: bool) -> dict | None:
     refinement, the main analysis) and, when some failed, ``external_all`` (every film, the failed
     ones with their small refined mask or unsegmented), a sensitivity analysis that keeps the
     external AUC from being computed on the easy part alone."""
-    from . import io
+    from helpers.run import store
 
     main = external_inputs(cfg, segmented)
     if main is None:
         return None
     ri = ART.ext_refine_index.read(cfg)
-    if not io.bool_column(ri, "passed").all():
+    if not store.bool_column(ri, "passed").all():
         main.update(external_inputs(cfg, segmented, include="all"))
     return main

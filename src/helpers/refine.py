@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .config import scaled_iterations
+from helpers.config import scaled_iterations
 
 __all__ = ["scaled_iterations", "binarise", "refine_mask", "refine_all", "area_threshold", "pass_table",
            "resize_masks", "apply_mask"]

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import augment, io, models, progress
-from .data.splits import inner_split
+from helpers import augment, models
+from helpers.data.splits import inner_split
+from helpers.run import progress, store
 
 
 def _groups(index: pd.DataFrame) -> pd.Series:
@@ -190,10 +191,10 @@ def cross_validate(profile, images: np.ndarray, masks: np.ndarray, index: pd.Dat
     index: one row per image with ``patient_id``, ``source``, ``fold``. Writes, per fold,
     ``fold{k}.pt`` (best weights), ``history_fold{k}.csv`` and ``dice_fold{k}.csv``; a finished
     fold is reused when the stage resumes. The folds run through the profile's ``executor``
-    (:mod:`helpers.executor`); this process writes the files either way. Returns the
+    (:mod:`helpers.run.executor`); this process writes the files either way. Returns the
     concatenated history and per-image Dice.
     """
-    from . import executor
+    from helpers.run import executor
 
     out_dir = Path(out_dir)
     folds = sorted(index["fold"].unique())
@@ -210,8 +211,8 @@ def cross_validate(profile, images: np.ndarray, masks: np.ndarray, index: pd.Dat
 
     def write(k: int, res: dict) -> None:
         torch.save(res["state"], out_dir / f"fold{k}.pt")
-        io.save_csv(res["history"], out_dir / f"history_fold{k}.csv")
-        io.save_csv(res["dice"], out_dir / f"dice_fold{k}.csv")
+        store.save_csv(res["history"], out_dir / f"history_fold{k}.csv")
+        store.save_csv(res["dice"], out_dir / f"dice_fold{k}.csv")
         hists[k], dices[k] = res["history"], res["dice"]
 
     executor.run_folds(unet_fold, todo, write=write, executor=profile.executor, device=device,

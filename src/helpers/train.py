@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import augment, io, models, progress
-from .data.splits import inner_split
-from .metrics import auc_or_nan, choose_threshold
+from helpers import augment, models
+from helpers.data.splits import inner_split
+from helpers.evidence.metrics import auc_or_nan, choose_threshold
+from helpers.run import progress, store
 
 MEAN, STD = 0.5, 0.25  # images are scaled to [0, 1] then standardised with these constants
 
@@ -169,7 +170,7 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
 
     ``role`` ("proposed", "baseline" or "audit") selects the network's epochs and compute path
     through :meth:`helpers.config.Profile.for_network`. The folds run through the profile's
-    ``executor`` (:mod:`helpers.executor`: one after another, or at once on Ray); either way this
+    ``executor`` (:mod:`helpers.run.executor`: one after another, or at once on Ray); either way this
     process writes the same files.
 
     images: uint8 (N, S, S); y: int (N,) in {0, 1}; index: the N rows (``image_id``,
@@ -185,7 +186,7 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     Prediction columns: image_id, patient_id, fold, set ('oof' or an extra name), y, prob,
     threshold, pred, model, plus source/view/label when present in ``index``.
     """
-    from . import executor
+    from helpers.run import executor
 
     profile = profile.for_network(name, role)
     d = Path(out_dir) / (folder or tag)
@@ -207,8 +208,8 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
             np.savez_compressed(d / f"fold{k}_extra.npz", **res["arrays"])
         if save_weights:
             torch.save(res["state"], d / f"fold{k}.pt")
-        io.save_csv(res["history"], d / f"fold{k}_history.csv")
-        io.save_csv(res["preds"], d / f"fold{k}_preds.csv")  # written last: it marks the fold finished
+        store.save_csv(res["history"], d / f"fold{k}_history.csv")
+        store.save_csv(res["preds"], d / f"fold{k}_preds.csv")  # written last: it marks the fold finished
         preds_by[k], hist_by[k] = res["preds"], res["history"]
 
     executor.run_folds(classifier_fold, todo, write=write, executor=profile.executor, device=device,
@@ -219,8 +220,8 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     preds = pd.concat([preds_by[k] for k in fold_ids], ignore_index=True)
     hist = pd.concat([hist_by[k] for k in fold_ids], ignore_index=True)
     hist.insert(0, "model", tag)
-    io.save_csv(preds, d / "preds.csv")
-    io.save_csv(hist, d / "history.csv")
+    store.save_csv(preds, d / "preds.csv")
+    store.save_csv(hist, d / "history.csv")
     return preds
 
 

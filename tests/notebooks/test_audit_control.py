@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from helpers import audits, config, io, refine, train
+from helpers import config, refine, train
+from helpers.data import decode, phantoms, splits
 from helpers.data import manifest as mf
-from helpers.data import phantoms, splits
+from helpers.evidence import audits
 
 
 def _blacked_out_auc(tmp_path, strength):
@@ -23,8 +24,8 @@ def _blacked_out_auc(tmp_path, strength):
     cls["image_id"] = cls["path"]
     cls["fold"] = splits.patient_folds(cls.patient_id, cls.label, p.n_folds, 0)
     y = (cls.label == "covid").astype(int).to_numpy()
-    imgs = io.load_stack([root / f for f in cls.path], p.cls_size)
-    masks = io.load_stack([root / f for f in cls.mask_path], p.cls_size, mask=True)
+    imgs = decode.load_stack([root / f for f in cls.path], p.cls_size)
+    masks = decode.load_stack([root / f for f in cls.mask_path], p.cls_size, mask=True)
     masks = np.stack([refine.refine_mask(m, 1, 1) for m in masks])
     preds = train.cross_validate(p, p.audit_model, "blackout", audits.blackout_lungs(imgs, masks), y, cls,
                                  tmp_path / f"cv{strength}", 0, save_weights=False)

@@ -17,10 +17,10 @@ def _nb(path):
 
 def test_numbered_notebooks_in_pipeline_order():
     # the design card's six steps, with the de-confounding ladder (05b) between 05 and 06
-    from helpers import pipeline
+    from helpers.run import artefacts
 
     assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "05b", "06_"]
-    assert [p.name for p in NOTEBOOKS] == list(pipeline.STAGES.values())
+    assert [p.name for p in NOTEBOOKS] == list(artefacts.STAGES.values())
 
 
 def _strip_filter_installed() -> bool:

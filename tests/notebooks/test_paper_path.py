@@ -30,12 +30,12 @@ SHRINK = {"data": "synthetic", "n_patients": 4, "images_per_patient": [1, 1], "n
 
 @pytest.fixture(scope="module")
 def paper_run(tmp_path_factory):
-    from helpers import pipeline
+    from helpers.run import notebooks
 
     out = tmp_path_factory.mktemp("paper")
     (out / "notebooks").mkdir()
     for nb in NOTEBOOKS:
-        pipeline.execute(nb, out / "notebooks" / nb.name,
+        notebooks.execute(nb, out / "notebooks" / nb.name,
                          {"PROFILE": "paper", "OUT_DIR": str(out), "OVERRIDES": SHRINK})
     return out
 

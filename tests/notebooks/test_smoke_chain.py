@@ -24,7 +24,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    from helpers import pipeline
+    from helpers.run import notebooks
 
     root = os.environ.get("HRNET_CXR_OUT_ROOT")
     out = Path(root) / "smoke" if root else None
@@ -32,7 +32,7 @@ def smoke_run(tmp_path_factory):
         out = tmp_path_factory.mktemp("smoke")  # never resume from earlier results here
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     for nb in NOTEBOOKS:
-        pipeline.execute(nb, out / "notebooks" / nb.name, {"OUT_DIR": str(out), "OVERRIDES": RAY})
+        notebooks.execute(nb, out / "notebooks" / nb.name, {"OUT_DIR": str(out), "OVERRIDES": RAY})
     return out
 
 
@@ -68,17 +68,17 @@ def test_local_loop_reproduces_the_ray_folds(smoke_run, tmp_path):
     tests/unit/test_executor.py checks its folds on Ray the same way.)"""
     import shutil
 
-    from helpers import pipeline
+    from helpers.run import artefacts, notebooks
 
     shutil.copytree(smoke_run / "curation", tmp_path / "curation")
     (tmp_path / "notebooks").mkdir()
     compared = {}
-    main = f"hrnet/{pipeline.MAIN_MODEL_DIR}"
+    main = f"hrnet/{artefacts.MAIN_MODEL_DIR}"
     for prefix, stage, folder in (("02", "unet", "unet"), ("04", "hrnet", main)):
         if stage == "hrnet":  # 02 locally reproduced the UNet bytes, so 03's results are still valid
             shutil.copytree(smoke_run / "refine", tmp_path / "refine")
         nb = next(n for n in NOTEBOOKS if n.name.startswith(prefix))
-        pipeline.execute(nb, tmp_path / "notebooks" / nb.name, {"OUT_DIR": str(tmp_path)})
+        notebooks.execute(nb, tmp_path / "notebooks" / nb.name, {"OUT_DIR": str(tmp_path)})
         text = (tmp_path / "notebooks" / nb.name).read_text()
         assert "on Ray" not in text, f"{nb.name}: the default executor used Ray"
         assert "running 03_mask_refinement" not in text, "notebook 04 re-ran refinement"
@@ -204,7 +204,7 @@ def test_evidence_recomputes_table7_from_the_stored_predictions(smoke_run):
     """Notebook 06's evidence layer, fed the chain's stored predictions, gives notebook 05's Table 7
     numbers again (Brier score, ROC-AUC per model), and every number the ledger checks of this run is
     consistent."""
-    from helpers import evidence as E
+    from helpers.evidence import recomputed as E
 
     lt = E.ledger_tables(smoke_run)
     assert len(lt["companion"]) and all(v is True for v in lt["companion"]["consistent"])
@@ -223,7 +223,7 @@ def test_evidence_recomputes_table7_from_the_stored_predictions(smoke_run):
 def test_summary_rewritten_from_the_artefacts(smoke_run, tmp_path):
     """SUMMARY.md written again from the chain's artefacts: no section fails, the phantom banner is
     there, and the classification row of the proposed model carries Table 7's AUC."""
-    from helpers import summary as S
+    from helpers.report import summary as S
 
     text = S.write_summary(smoke_run, tmp_path / "SUMMARY.md", figures_rel="figures").read_text()
     assert "could not be built" not in text and S.PHANTOM_BANNER in text
@@ -297,9 +297,9 @@ def test_executed_notebooks_have_clean_outputs(smoke_run):
 
 
 def test_every_registered_artefact_was_written(smoke_run):
-    """The registry (``pipeline.ART``) names files the notebooks really write: after the chain, each
+    """The registry (``artefacts.ART``) names files the notebooks really write: after the chain, each
     exists (the external set's only with an external set, which the smoke chain has not)."""
-    from helpers.pipeline import ART, EXTERNAL_PREFIX, Artefact
+    from helpers.run.artefacts import ART, EXTERNAL_PREFIX, Artefact
 
     arts = {n: a for n, a in vars(ART).items() if isinstance(a, Artefact)}
     missing = [a.rel() for n, a in arts.items()

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config, evidence, figures
-from helpers.summary import fmt_auc, fmt_pct
+from helpers import config
+from helpers.evidence import recomputed
+from helpers.report import figures
+from helpers.report.summary import fmt_auc, fmt_pct
 
 
 def run_figures_stage(out_dir: Path, dest: Path, seed: int, n_boot: int = 1000,
@@ -25,9 +27,9 @@ def run_figures_stage(out_dir: Path, dest: Path, seed: int, n_boot: int = 1000,
     """Notebook 06 on a finished run, without ``pipeline.require``: the evidence tables, saved
     in ``dest``, then every figure, ``index.csv`` and ``SUMMARY.md`` into ``dest``."""
     cfg = config.resolve("smoke", out_dir=out_dir, seed=seed)
-    tables = evidence.evidence_tables(cfg.out_dir, n_boot=n_boot, seed=cfg.seed)
+    tables = recomputed.evidence_tables(cfg.out_dir, n_boot=n_boot, seed=cfg.seed)
     dest.mkdir(parents=True, exist_ok=True)
-    evidence.save_tables(tables, dest)
+    recomputed.save_tables(tables, dest)
     index = figures.write_all(cfg, dest, builders=builders)
     figures.plots.plt.close("all")
     return index
@@ -58,7 +60,7 @@ def _col(text: str, header_first: str, name: str) -> int:
 
 
 def _csv(dest: Path, name: str) -> pd.DataFrame:
-    return pd.read_csv(dest / evidence.TABLES[name], dtype={"fold": str, "label": str})
+    return pd.read_csv(dest / recomputed.TABLES[name], dtype={"fold": str, "label": str})
 
 
 def check_agreement(dest: Path, seed: int) -> None:
@@ -139,10 +141,10 @@ def check_agreement(dest: Path, seed: int) -> None:
 
     # claims ledger: the counts the summary states
     led = _section(text, "## Claims ledger")
-    comp_l = pd.read_csv(dest / evidence.TABLES["ledger_companion"], keep_default_na=False)
+    comp_l = pd.read_csv(dest / recomputed.TABLES["ledger_companion"], keep_default_na=False)
     n_ok = int((comp_l["consistent"].astype(str) == "True").sum())
     assert f"{n_ok} of {len(comp_l)} consistent" in led
-    paper = pd.read_csv(dest / evidence.TABLES["ledger_paper"], keep_default_na=False)
+    paper = pd.read_csv(dest / recomputed.TABLES["ledger_paper"], keep_default_na=False)
     n_flag = int((paper["consistent"].astype(str) == "False").sum())
     assert f"**Paper**: {n_flag} of {len(paper)} reported triples are flagged" in led
 

@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from helpers import audits as A
-from helpers import io, metrics, refine
+from helpers import refine
 from helpers.curate import image_ids
-from helpers.data import phantoms, splits
+from helpers.data import decode, phantoms, splits
 from helpers.data.manifest import read_manifest
+from helpers.evidence import audits as A
+from helpers.evidence import metrics
 
 
 # --- synthetic cohorts ----------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def test_original_shapes_reads_headers(tmp_path: Path):
         files.append(p)
     np.testing.assert_array_equal(A.original_shapes(files), np.array(sizes))
     assert A.original_shapes(files).dtype == np.int64
-    with pytest.raises(io.ImageError, match="not found"):
+    with pytest.raises(decode.ImageError, match="not found"):
         A.original_shapes([tmp_path / "missing.png"])
 
 
@@ -333,10 +334,10 @@ def _phantom_cohort(root: Path, strength: float, finding_contrast: float = 1.0, 
     m.insert(0, "image_id", image_ids(m["path"]))
     m["y"] = (m["label"] == "covid").astype(int)
     m["fold"] = splits.patient_folds(m["patient_id"], m["label"], 5, 0)
-    images = io.load_stack([folder / p for p in m["path"]], 64)
+    images = decode.load_stack([folder / p for p in m["path"]], 64)
     if not masks:
         return m, A.lowlevel_features(images)
-    lungs = io.load_stack([folder / p for p in m["mask_path"]], 64, mask=True)
+    lungs = decode.load_stack([folder / p for p in m["mask_path"]], 64, mask=True)
     lungs = np.stack([refine.refine_mask(k, 1, 1) for k in lungs])  # dilated, as refinement does
     return m, A.lowlevel_features(images, lungs)
 

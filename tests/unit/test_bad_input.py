@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import checks, config, curate, external, io
+from helpers import config, curate, external
+from helpers.data import checks, decode
 from helpers.data import sources as S
+from helpers.run import store
 
 sys.path.insert(0, str(Path(__file__).parent))
 import source_fixtures as fx  # noqa: E402
@@ -229,11 +231,11 @@ def test_bad_masks_never_reach_training(folder, tmp_path):
 
 
 def test_load_stack_refuses_a_misaligned_mask(folder):
-    with pytest.raises(io.ImageError, match="does not match image size"):
-        io.load_stack([folder / "seg/mask_other_aspect_mask.png"], 32, mask=True,
+    with pytest.raises(decode.ImageError, match="does not match image size"):
+        decode.load_stack([folder / "seg/mask_other_aspect_mask.png"], 32, mask=True,
                       images=[folder / "seg/mask_other_aspect.png"])
-    with pytest.raises(io.ImageError, match="not binary"):
-        io.load_stack([folder / "seg/mask_grey_mask.png"], 32, mask=True)
+    with pytest.raises(decode.ImageError, match="not binary"):
+        decode.load_stack([folder / "seg/mask_grey_mask.png"], 32, mask=True)
 
 
 def test_strict_fails_at_the_first_bad_file(folder, tmp_path):
@@ -298,9 +300,10 @@ def test_external_refine_counts_and_failed_images(tmp_path):
     cfg = _cfg(build_folder(tmp_path / "d", bad=False), tmp_path / "o")
     (cfg.out_dir / "curation").mkdir(parents=True)
     (cfg.out_dir / "refine").mkdir(parents=True)
-    io.save_csv(ri.assign(y=(ri["label"] == "covid").astype(int)), cfg.out_dir / "curation/ext_cls_index.csv")
-    io.save_csv(ri.astype({"passed": str}), cfg.out_dir / "refine/ext_refine_index.csv")
-    io.save_npy(np.arange(6, dtype=np.uint8)[:, None, None] * np.ones((6, 4, 4), np.uint8),
+    store.save_csv(ri.assign(y=(ri["label"] == "covid").astype(int)),
+                   cfg.out_dir / "curation/ext_cls_index.csv")
+    store.save_csv(ri.astype({"passed": str}), cfg.out_dir / "refine/ext_refine_index.csv")
+    store.save_npy(np.arange(6, dtype=np.uint8)[:, None, None] * np.ones((6, 4, 4), np.uint8),
                 cfg.out_dir / "curation/ext_cls_images.npy")
     failed = external.extra_set(cfg, segmented=False, include="failed")["external_failed"]
     assert failed["index"]["image_id"].tolist() == ["a", "d"] and failed["y"].tolist() == [1, 1]
@@ -316,22 +319,22 @@ def test_external_refine_counts_and_failed_images(tmp_path):
 
 def test_dicom_reader_luts_inversion_and_window(tmp_path):
     g = gradient()
-    a = io.read_image(write_dicom(tmp_path / "m2.dcm", g))
+    a = decode.read_image(write_dicom(tmp_path / "m2.dcm", g))
     assert a.dtype == np.uint8 and a.shape == (96, 80) and a[0, 0] == 0 and a[0, -1] == 255
     info = {}
-    inv = io.read_image(write_dicom(tmp_path / "m1.dcm", g, "MONOCHROME1"), info=info)
+    inv = decode.read_image(write_dicom(tmp_path / "m1.dcm", g, "MONOCHROME1"), info=info)
     assert inv[0, 0] == 255 and inv[0, -1] == 0 and "MONOCHROME1 inverted" in info["notes"]
     # rescale first (raw - 1024), then the window [-512, 512] in rescaled units = raw 512..1536
-    win = io.read_image(write_dicom(tmp_path / "w.dcm", g, slope=1.0, intercept=-1024,
+    win = decode.read_image(write_dicom(tmp_path / "w.dcm", g, slope=1.0, intercept=-1024,
                                     window=(0, 1024)), info=info)
     raw = g[0]
     assert (win[0, raw < 500] == 0).all() and (win[0, raw > 1540] == 255).all()
     assert 0 < win[0, np.argmin(abs(raw.astype(int) - 1024))] < 255
     assert "modality LUT / rescale applied" in info["notes"] and "VOI LUT / window applied" in info["notes"]
-    assert io.image_size(tmp_path / "w.dcm") == (96, 80)
+    assert decode.image_size(tmp_path / "w.dcm") == (96, 80)
     # the same file without the .dcm name is recognised by its preamble
     (tmp_path / "noext").write_bytes((tmp_path / "m2.dcm").read_bytes())
-    assert (io.read_image(tmp_path / "noext") == a).all()
+    assert (decode.read_image(tmp_path / "noext") == a).all()
 
 
 def test_unsupported_dicom_objects_say_what_was_found(tmp_path):
@@ -345,8 +348,8 @@ def test_unsupported_dicom_objects_say_what_was_found(tmp_path):
             "DICOM compressed as JPEG-LS Lossless Image Compression",
     }
     for path, want in cases.items():
-        with pytest.raises(io.ImageError, match=want.replace("(", r"\(").replace(")", r"\)")):
-            io.read_image(path)
+        with pytest.raises(decode.ImageError, match=want.replace("(", r"\(").replace(")", r"\)")):
+            decode.read_image(path)
         assert want in checks.check_radiograph(path).reason
     (tmp_path / "fake.dcm").write_bytes(b"not dicom at all")
     assert checks.check_radiograph(tmp_path / "fake.dcm").reason.startswith("unreadable DICOM")
@@ -403,12 +406,12 @@ def test_check_thresholds():
     assert checks.mask_reason(m) == (None, None)
     m[:] = 1
     assert "blank or inverted" in checks.mask_reason(m)[0]
-    assert io.mask_values(np.array([[0, 1]]))[1] == "mask stored as {0, 1}: normalised"
-    with pytest.raises(io.ImageError, match=r"values \[0, 38\] not recognised"):
-        io.mask_values(np.array([[0, 38]], np.uint8))
+    assert decode.mask_values(np.array([[0, 1]]))[1] == "mask stored as {0, 1}: normalised"
+    with pytest.raises(decode.ImageError, match=r"values \[0, 38\] not recognised"):
+        decode.mask_values(np.array([[0, 38]], np.uint8))
     aa = mask_array().astype(np.uint8)
     aa[0, :10] = 128  # a few anti-aliased edge pixels
-    m2, note = io.mask_values(aa)
+    m2, note = decode.mask_values(aa)
     assert "anti-aliased" in note and set(np.unique(m2)) == {0, 1}
 
 
@@ -427,8 +430,8 @@ def test_colour_conversion_notes_are_written_per_file(tmp_path):
 def test_artefacts_honour_the_umask(tmp_path, umask):
     old = os.umask(umask)
     try:
-        io.save_csv(pd.DataFrame({"a": [1]}), tmp_path / "x.csv")
-        io.save_npy(np.zeros(2), tmp_path / "x.npy")
+        store.save_csv(pd.DataFrame({"a": [1]}), tmp_path / "x.csv")
+        store.save_npy(np.zeros(2), tmp_path / "x.npy")
     finally:
         os.umask(old)
     for f in ("x.csv", "x.npy"):

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import bench, config, train
+import bench
+from helpers import config, train
 
 
 def test_bench_writes_the_csv(tmp_path):

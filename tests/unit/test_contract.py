@@ -11,13 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, io, pipeline
-from helpers.pipeline import ART, Artefact
+from helpers import config
+from helpers.run import artefacts, stages, store
+from helpers.run.artefacts import ART, Artefact
 
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "src" / "helpers"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-STAGE_FILE = re.compile(r"\b(?:%s)/[\w{}.-]+\.(?:csv|npy|npz|json|pt)\b" % "|".join(pipeline.STAGES))
+STAGE_FILE = re.compile(r"\b(?:%s)/[\w{}.-]+\.(?:csv|npy|npz|json|pt)\b" % "|".join(artefacts.STAGES))
 
 
 def _modules() -> dict[str, Path]:
@@ -52,15 +53,15 @@ def _notebook_code(nb: Path) -> str:
 
 
 def test_no_stage_file_path_outside_the_registry():
-    """Code names a stage's file through :data:`helpers.pipeline.ART`, never as a literal."""
+    """Code names a stage's file through :data:`helpers.run.artefacts.ART`, never as a literal."""
     hits = []
     for name, f in _modules().items():
-        if name == "helpers.pipeline":
+        if name == "helpers.run.artefacts":
             continue
         hits += [f"{f.name}: {s!r}" for s in _string_constants(f.read_text()) if STAGE_FILE.search(s)]
     for nb in NOTEBOOKS:
         hits += [f"{nb.name}: {s!r}" for s in _string_constants(_notebook_code(nb)) if STAGE_FILE.search(s)]
-    assert not hits, "literal <stage>/<file> paths (use pipeline.ART):\n" + "\n".join(hits)
+    assert not hits, "literal <stage>/<file> paths (use artefacts.ART):\n" + "\n".join(hits)
 
 
 def test_the_check_sees_a_literal_path():
@@ -133,11 +134,11 @@ def test_no_private_attribute_of_another_module():
 def test_every_notebook_opens_its_stage_through_start():
     for nb in NOTEBOOKS:
         code = _notebook_code(nb)
-        stage = [s for s, f in pipeline.STAGES.items() if f == nb.name]
-        assert stage, f"{nb.name} is not a stage in pipeline.STAGES"
-        call = f'pipeline.start("{stage[0]}", PROFILE, DATA_DIR, OUT_DIR, SEED, EXTERNAL_DATA_DIR, OVERRIDES)'
-        assert call in code, f"{nb.name} does not open its stage with pipeline.start"
-        for word in ("pipeline.require(", "open_stage(", "RunLog(", "mark_done("):
+        stage = [s for s, f in artefacts.STAGES.items() if f == nb.name]
+        assert stage, f"{nb.name} is not a stage in artefacts.STAGES"
+        call = f'stage = start("{stage[0]}", PROFILE, DATA_DIR, OUT_DIR, SEED, EXTERNAL_DATA_DIR, OVERRIDES)'
+        assert call in code, f"{nb.name} does not open its stage with start()"
+        for word in ("stages.require(", "open_stage(", "RunLog(", "mark_done("):
             assert word not in code, f"{nb.name} uses {word} (the stage object owns it)"
         assert "stage.done(" in code, f"{nb.name} never marks its stage finished"
 
@@ -146,8 +147,8 @@ def test_registry_names_are_unique_files_of_known_stages():
     arts = {n: a for n, a in vars(ART).items() if isinstance(a, Artefact)}
     rels = [a.rel() for a in arts.values()]
     assert len(rels) == len(set(rels)), "two names for one file"
-    assert all(a.stage in pipeline.STAGES for a in arts.values())
-    assert ART.hrnet_preds.rel() == f"hrnet/{pipeline.MAIN_MODEL_DIR}/preds.csv" != "hrnet/hrnet/preds.csv"
+    assert all(a.stage in artefacts.STAGES for a in arts.values())
+    assert ART.hrnet_preds.rel() == f"hrnet/{artefacts.MAIN_MODEL_DIR}/preds.csv" != "hrnet/hrnet/preds.csv"
 
 
 def test_read_names_the_producing_notebook_and_find_is_none(tmp_path):
@@ -157,21 +158,21 @@ def test_read_names_the_producing_notebook_and_find_is_none(tmp_path):
     (tmp_path / "hrnet").mkdir()
     (tmp_path / "hrnet" / "fold_table.csv").write_text("")
     assert ART.fold_table.find(tmp_path).empty
-    io.save_json({"a": 1}, ART.permutation_null.path(tmp_path))
+    store.save_json({"a": 1}, ART.permutation_null.path(tmp_path))
     assert ART.permutation_null.read(tmp_path) == {"a": 1}
 
 
 def test_kept_reads_the_passed_column_once(tmp_path):
     cls = pd.DataFrame({"image_id": ["a", "b", "c"], "y": [1, 0, 1]})
     ri = pd.DataFrame({"image_id": ["a", "b", "c"], "passed": [True, False, True]})
-    io.save_csv(cls, ART.cls_index.path(tmp_path))
-    io.save_csv(ri, ART.refine_index.path(tmp_path))
-    idx, keep = pipeline.kept(tmp_path)
+    store.save_csv(cls, ART.cls_index.path(tmp_path))
+    store.save_csv(ri, ART.refine_index.path(tmp_path))
+    idx, keep = artefacts.kept(tmp_path)
     assert keep.tolist() == [0, 2] and idx["image_id"].tolist() == ["a", "c"]
     assert np.array_equal(idx.index, [0, 1])
-    io.save_csv(cls.iloc[:2], ART.cls_index.path(tmp_path))
+    store.save_csv(cls.iloc[:2], ART.cls_index.path(tmp_path))
     with pytest.raises(ValueError, match="re-run notebook 03"):
-        pipeline.kept(tmp_path)
+        artefacts.kept(tmp_path)
 
 
 def test_a_run_of_the_earlier_layout_is_renamed_in_place_and_stays_finished(tmp_path):
@@ -179,36 +180,36 @@ def test_a_run_of_the_earlier_layout_is_renamed_in_place_and_stays_finished(tmp_
     that later stages recorded stay valid, and nothing is lost."""
     cfg = config.resolve("smoke", out_dir=tmp_path / "run")
     for stage in ("curation", "refine", "hrnet"):
-        pipeline.open_stage(cfg, stage)
+        stages.open_stage(cfg, stage)
         if stage == "hrnet":
             (cfg.out_dir / "hrnet" / "hrnet").mkdir()
-            io.save_csv(pd.DataFrame({"prob": [0.25]}), cfg.out_dir / "hrnet" / "hrnet" / "preds.csv")
-        pipeline.mark_done(cfg, stage)
-    down = pipeline.open_stage(cfg, "baselines")
-    io.save_csv(pd.DataFrame({"a": [1]}), down / "table7.csv")
-    before = pipeline.upstream_key(cfg, "baselines")
-    pipeline.require(cfg, "curation", "refine", "hrnet")  # finished: renames, runs nothing
+            store.save_csv(pd.DataFrame({"prob": [0.25]}), cfg.out_dir / "hrnet" / "hrnet" / "preds.csv")
+        stages.mark_done(cfg, stage)
+    down = stages.open_stage(cfg, "baselines")
+    store.save_csv(pd.DataFrame({"a": [1]}), down / "table7.csv")
+    before = stages.upstream_key(cfg, "baselines")
+    stages.require(cfg, "curation", "refine", "hrnet")  # finished: renames, runs nothing
     assert ART.hrnet_preds.read(cfg)["prob"].tolist() == [0.25]
     assert not (cfg.out_dir / "hrnet" / "hrnet").exists()
-    assert pipeline.is_done(cfg, "hrnet") and pipeline.upstream_key(cfg, "baselines") == before
-    pipeline.open_stage(cfg, "baselines")
+    assert stages.is_done(cfg, "hrnet") and stages.upstream_key(cfg, "baselines") == before
+    stages.open_stage(cfg, "baselines")
     assert (cfg.out_dir / "baselines" / "table7.csv").is_file(), "baselines were moved aside"
     # a folder already in the new layout is never overwritten
     (cfg.out_dir / "hrnet" / "hrnet").mkdir()
-    assert pipeline.migrate(cfg) == [] and (cfg.out_dir / "hrnet" / "hrnet").is_dir()
+    assert artefacts.migrate(cfg) == [] and (cfg.out_dir / "hrnet" / "hrnet").is_dir()
 
 
 def test_stage_object_seeds_opens_and_finishes(tmp_path):
     cfg = config.resolve("smoke", out_dir=tmp_path / "run")
-    st = pipeline.Stage("curation", cfg)
+    st = stages.Stage("curation", cfg)
     assert st.out == cfg.out_dir / "curation" and st.out.is_dir()
-    assert not pipeline.is_done(cfg, "curation")
+    assert not stages.is_done(cfg, "curation")
     with st.timed("part"):
         pass
     st.done(n=3)
-    assert pipeline.is_done(cfg, "curation")
-    manifest = io.load_json(st.out / "run_manifest.json")
+    assert stages.is_done(cfg, "curation")
+    manifest = store.load_json(st.out / "run_manifest.json")
     assert manifest["n"] == 3 and "part" in manifest["timings_s"]
-    assert io.load_json(pipeline.done_file(cfg, "curation"))["n"] == 3
+    assert store.load_json(stages.done_file(cfg, "curation"))["n"] == 3
     with pytest.raises(KeyError, match="unknown stage"):
-        pipeline.Stage("nope", cfg)
+        stages.Stage("nope", cfg)

@@ -1,9 +1,10 @@
-"""The cost estimate (helpers.cost): images per stage follow the protocol, hours follow the
+"""The cost estimate (scripts/cost.py): images per stage follow the protocol, hours follow the
 measured seconds per image, and Ray's wall time counts rounds of folds."""
 import pandas as pd
 import pytest
 
-from helpers import config, cost
+import cost
+from helpers import config
 
 
 def test_workload_counts_the_protocol_images():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import config, curate, io, train
+from helpers import config, curate, train
+from helpers.data import decode, phantoms
 from helpers.data import manifest as mf
-from helpers.data import phantoms
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def phantom_set(tmp_path_factory):
                                       "cls_epochs": 1, "cls_batch": 8, "cls_val_fraction": 0.25,
                                       "head_hidden": 8, "bf16": False, "channels_last": False})
     cls, _ = curate.build_indices(mf.read_manifest(root), p, seed=0)
-    images = io.load_stack([root / f for f in cls["path"]], p.cls_size)
+    images = decode.load_stack([root / f for f in cls["path"]], p.cls_size)
     return p, cls, images
 
 

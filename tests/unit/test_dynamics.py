@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import metrics
+from helpers.evidence import metrics
 
 
 def _history(curves: dict) -> pd.DataFrame:

@@ -1,5 +1,5 @@
-"""helpers.evidence on a tiny synthetic OUT_DIR (real column schemas, predictions from a known
-generator), checked against direct computations; and the evidence figures of helpers.plots drawn
+"""helpers.evidence.recomputed on a tiny synthetic OUT_DIR (real column schemas, predictions from a known
+generator), checked against direct computations; and the evidence figures of helpers.report.plots drawn
 from its tables. The same checks on the smoke chain's own run: tests/notebooks/test_smoke_chain.py."""
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from helpers import audits, external, figures, metrics, plots
-from helpers import evidence as E
+from helpers import external
+from helpers.evidence import audits, metrics
+from helpers.evidence import recomputed as E
+from helpers.report import figures, plots
 
 MODELS = {"hrnet": 1.0, "hrnet_unsegmented": 1.4, "densenet121": 0.6, "resnet18": 0.0}
 EVIDENCE_FIGURES = ["ev_calibration.png", "ev_ppv_npv.png", "ev_auc_forest.png", "ev_heat_share.png",

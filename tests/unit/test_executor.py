@@ -1,4 +1,4 @@
-"""Fold-level execution (helpers.executor): Ray gives the same files as the local loop, retries a
+"""Fold-level execution (helpers.run.executor): Ray gives the same files as the local loop, retries a
 failing fold once and then stops with its traceback, and resumes from the folds already written.
 
 Trains tiny networks on an embedded Ray (two CPU workers); run under /tmp/hrnet-cpu.lock."""
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import config, curate, executor, io, pipeline, segment, train
+from helpers import config, curate, segment, train
+from helpers.data import decode, phantoms
 from helpers.data import manifest as mf
-from helpers.data import phantoms
+from helpers.run import artefacts, executor, stages
 
 TINY = {"n_folds": 2, "seg_folds": 2, "cls_size": 32, "seg_size": 32, "cls_epochs": 2, "cls_batch": 8,
         "cls_val_fraction": 0.25, "head_hidden": 8, "bf16": False, "channels_last": False,
@@ -34,9 +35,9 @@ def phantom_set(tmp_path_factory):
                              n_seg_pairs=8, size=64, seed=5)
     p = config.make_profile("smoke", TINY)
     cls, seg = curate.build_indices(mf.read_manifest(root), p, seed=0)
-    images = io.load_stack([root / f for f in cls["path"]], p.cls_size)
-    seg_images = io.load_stack([root / f for f in seg["path"]], p.seg_size)
-    seg_masks = io.load_stack([root / f for f in seg["mask_path"]], p.seg_size, mask=True,
+    images = decode.load_stack([root / f for f in cls["path"]], p.cls_size)
+    seg_images = decode.load_stack([root / f for f in seg["path"]], p.seg_size)
+    seg_masks = decode.load_stack([root / f for f in seg["mask_path"]], p.seg_size, mask=True,
                               images=[root / f for f in seg["path"]])
     return p, cls, images, seg, seg_images, seg_masks
 
@@ -78,8 +79,8 @@ def test_plan_keeps_the_local_thread_count_and_gives_each_fold_a_gpu():
 def test_switching_executor_keeps_every_stage_key(tmp_path):
     local = config.resolve("smoke", out_dir=tmp_path, overrides={"executor": "local"})
     ray = dataclasses.replace(local, profile=config.make_profile("smoke", {"executor": "ray"}))
-    for stage in pipeline.STAGES:
-        assert pipeline.config_key(local, stage) == pipeline.config_key(ray, stage), stage
+    for stage in artefacts.STAGES:
+        assert stages.config_key(local, stage) == stages.config_key(ray, stage), stage
     with pytest.raises(ValueError, match="executor must be 'local' or 'ray'"):
         config.make_profile("smoke", {"executor": "slurm"})
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import figure_agreement as fa  # noqa: E402
 import test_evidence as te  # noqa: E402
 
-from helpers import figures  # noqa: E402
+from helpers.report import figures  # noqa: E402
 
 # the builders the synthetic run has artefacts for (it has no images, masks or Grad-CAM maps)
 BUILDERS = [figures.table6, figures.table7, figures.fig_heat_share]

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import floors, metrics
 from helpers.data import phantoms, splits
+from helpers.evidence import floors, metrics
 
 SCHEMA = ["image_id", "patient_id", "source", "view", "label", "fold", "set", "y", "prob", "threshold",
           "pred", "model"]  # the columns of train.cross_validate, in its order

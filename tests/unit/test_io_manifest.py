@@ -3,8 +3,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import io
+from helpers.data import decode
 from helpers.data import manifest as mf
+from helpers.run import store
 
 
 def _write(folder, rows):
@@ -59,29 +60,29 @@ def test_write_manifest_refuses_to_overwrite(tmp_path):
 def test_read_gray_modes_and_errors(tmp_path):
     a16 = (np.arange(100, dtype=np.uint16).reshape(10, 10) * 600)
     Image.fromarray(a16).save(tmp_path / "16.png")
-    g = io.read_gray(tmp_path / "16.png")
+    g = decode.read_gray(tmp_path / "16.png")
     assert g.dtype == np.uint8 and g.min() == 0 and g.max() == 255
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "rgb.png")
-    assert io.read_gray(tmp_path / "rgb.png").shape == (5, 5)
-    with pytest.raises(io.ImageError, match="mode RGB"):
-        io.read_gray(tmp_path / "rgb.png", require_8bit=True)
+    assert decode.read_gray(tmp_path / "rgb.png").shape == (5, 5)
+    with pytest.raises(decode.ImageError, match="mode RGB"):
+        decode.read_gray(tmp_path / "rgb.png", require_8bit=True)
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(io.ImageError, match="bad.png: unreadable"):
-        io.read_gray(tmp_path / "bad.png")
-    with pytest.raises(io.ImageError, match="not found"):
-        io.read_gray(tmp_path / "nope.png")
+    with pytest.raises(decode.ImageError, match="bad.png: unreadable"):
+        decode.read_gray(tmp_path / "bad.png")
+    with pytest.raises(decode.ImageError, match="not found"):
+        decode.read_gray(tmp_path / "nope.png")
 
 
 def test_square_pads_centred_then_resizes():
     img = np.full((10, 20), 255, np.uint8)
-    s = io.square(img, 20)
+    s = decode.square(img, 20)
     assert s.shape == (20, 20) and s[0].sum() == 0 and s[10, 10] == 255
-    assert io.square(img, 8).shape == (8, 8)
+    assert decode.square(img, 8).shape == (8, 8)
 
 
 def test_atomic_writes(tmp_path):
-    io.save_json({"a": np.int64(3)}, tmp_path / "x.json")
-    assert io.load_json(tmp_path / "x.json") == {"a": 3}
-    io.save_npy(np.arange(3), tmp_path / "x.npy")
-    assert list(io.load_npy(tmp_path / "x.npy")) == [0, 1, 2]
+    store.save_json({"a": np.int64(3)}, tmp_path / "x.json")
+    assert store.load_json(tmp_path / "x.json") == {"a": 3}
+    store.save_npy(np.arange(3), tmp_path / "x.npy")
+    assert list(store.load_npy(tmp_path / "x.npy")) == [0, 1, 2]
     assert not list(tmp_path.glob(".*tmp"))

@@ -1,4 +1,4 @@
-"""Tests for helpers.ledger: the paper's reported triples (Tables 6 and 7) under eqs. 2-4."""
+"""Tests for helpers.evidence.ledger: the paper's reported triples (Tables 6 and 7) under eqs. 2-4."""
 from __future__ import annotations
 
 import time
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import ledger as L
-from helpers.metrics import fold_table
+from helpers.evidence import ledger as L
+from helpers.evidence.metrics import fold_table
 
 
 def _paper():

@@ -1,4 +1,4 @@
-"""Tests for helpers.metrics (paper section 4.3, eqs. 2-4, and the added uncertainty measures)."""
+"""Tests for helpers.evidence.metrics (paper section 4.3, eqs. 2-4, and the added uncertainty measures)."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, brier_score_loss, confusion_matrix, roc_auc_score
 
-from helpers import metrics as M
+from helpers.evidence import metrics as M
 
 
 def _data(n=300, seed=0, ties=True, sep=0.6):

@@ -11,8 +11,8 @@ import pytest
 from scipy import ndimage
 
 from helpers.data import phantoms as P
+from helpers.data.decode import read_gray
 from helpers.data.manifest import read_manifest
-from helpers.io import read_gray
 
 
 def _render(seed, size=96, covid=False, site="b", severity=0.0):

@@ -1,21 +1,22 @@
 import json
 
-from helpers import config, pipeline
+from helpers import config
+from helpers.run import artefacts, notebooks, stages
 
 
 def test_stage_archives_other_configuration(tmp_path):
     cfg = config.resolve("smoke", out_dir=tmp_path)
-    d = pipeline.open_stage(cfg, "curation")
+    d = stages.open_stage(cfg, "curation")
     (d / "result.csv").write_text("x\n1\n")
-    pipeline.mark_done(cfg, "curation")
-    assert pipeline.is_done(cfg, "curation")
+    stages.mark_done(cfg, "curation")
+    assert stages.is_done(cfg, "curation")
     # same configuration: kept for resuming
-    pipeline.open_stage(cfg, "curation")
+    stages.open_stage(cfg, "curation")
     assert (d / "result.csv").is_file()
     # another configuration: moved aside, not deleted
     cfg2 = config.resolve("smoke", out_dir=tmp_path, seed=1)
-    assert not pipeline.is_done(cfg2, "curation")
-    pipeline.open_stage(cfg2, "curation")
+    assert not stages.is_done(cfg2, "curation")
+    stages.open_stage(cfg2, "curation")
     old = list(tmp_path.glob("curation.old-*"))
     assert len(old) == 1 and (old[0] / "result.csv").read_text() == "x\n1\n"
     assert not (d / "result.csv").exists()
@@ -23,36 +24,36 @@ def test_stage_archives_other_configuration(tmp_path):
 
 def test_notebook_parameters_round_trip(tmp_path):
     cfg = config.resolve("smoke", out_dir=tmp_path, seed=3, overrides={"cls_epochs": 2})
-    p = pipeline.notebook_parameters(cfg)
+    p = notebooks.notebook_parameters(cfg)
     again = config.resolve(p["PROFILE"], p["DATA_DIR"], p["OUT_DIR"], p["SEED"], p["EXTERNAL_DATA_DIR"],
                            p["OVERRIDES"])
-    assert pipeline.config_key(again) == pipeline.config_key(cfg)
+    assert stages.config_key(again) == stages.config_key(cfg)
 
 
 def test_every_stage_has_a_notebook():
     from helpers import paths
-    for stage, nb in pipeline.STAGES.items():
+    for stage, nb in artefacts.STAGES.items():
         assert (paths.repo_root() / "notebooks" / nb).is_file(), nb
-        assert set(pipeline.UPSTREAM[stage]) < set(pipeline.STAGES)
+        assert set(artefacts.UPSTREAM[stage]) < set(artefacts.STAGES)
 
 
 def test_downstream_resumes_when_upstream_reproduces_its_results(tmp_path):
     cfg = config.resolve("smoke", out_dir=tmp_path)
-    up = pipeline.open_stage(cfg, "curation")
+    up = stages.open_stage(cfg, "curation")
     (up / "cls_index.csv").write_text("a\n1\n")
-    pipeline.mark_done(cfg, "curation")
-    down = pipeline.open_stage(cfg, "unet")
+    stages.mark_done(cfg, "curation")
+    down = stages.open_stage(cfg, "unet")
     (down / "fold0.pt").write_bytes(b"weights")
     # curation runs again and writes the same results: unet's work is kept
-    pipeline.open_stage(cfg, "curation")
+    stages.open_stage(cfg, "curation")
     (up / "cls_index.csv").write_text("a\n1\n")
-    pipeline.mark_done(cfg, "curation")
-    pipeline.open_stage(cfg, "unet")
+    stages.mark_done(cfg, "curation")
+    stages.open_stage(cfg, "unet")
     assert (down / "fold0.pt").read_bytes() == b"weights"
     # curation changes its results: unet's earlier work is moved aside, not lost
     (up / "cls_index.csv").write_text("a\n2\n")
-    pipeline.mark_done(cfg, "curation")
-    pipeline.open_stage(cfg, "unet")
+    stages.mark_done(cfg, "curation")
+    stages.open_stage(cfg, "unet")
     assert not (down / "fold0.pt").exists()
     assert (next(tmp_path.glob("unet.old-*")) / "fold0.pt").read_bytes() == b"weights"
 
@@ -60,7 +61,7 @@ def test_downstream_resumes_when_upstream_reproduces_its_results(tmp_path):
 def test_git_revision_ignores_published_figures(tmp_path):
     import subprocess
 
-    from helpers.repro import git_revision
+    from helpers.run.repro import git_revision
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
@@ -80,7 +81,7 @@ def test_git_revision_ignores_published_figures(tmp_path):
 
 
 def test_run_manifest_keeps_earlier_runs(tmp_path):
-    from helpers.repro import RunLog
+    from helpers.run.repro import RunLog
 
     cfg = config.resolve("smoke", out_dir=tmp_path, seed=0)
     first = json.loads(RunLog(cfg, "hrnet").write().read_text())
@@ -103,23 +104,23 @@ def test_every_profile_field_belongs_to_a_stage():
     fields -= set(config.EXECUTION_FIELDS)
     assert fields - listed == set(), "Profile fields read by no stage: add them to config.STAGE_FIELDS"
     assert listed - fields == set(), "STAGE_FIELDS names fields that do not exist"
-    assert set(config.STAGE_FIELDS) == set(pipeline.STAGES)
+    assert set(config.STAGE_FIELDS) == set(artefacts.STAGES)
 
 
 def _finish_all(cfg):
-    for stage in pipeline.STAGES:
-        d = pipeline.open_stage(cfg, stage)
+    for stage in artefacts.STAGES:
+        d = stages.open_stage(cfg, stage)
         (d / "result.csv").write_text(f"{stage}\n1\n")
-        pipeline.mark_done(cfg, stage)
+        stages.mark_done(cfg, stage)
 
 
 def test_classifier_override_keeps_curation_unet_and_refinement(tmp_path):
     _finish_all(config.resolve("smoke", out_dir=tmp_path))
     cfg = config.resolve("smoke", out_dir=tmp_path, overrides={"cls_epochs": 2})
-    done = {s: pipeline.is_done(cfg, s) for s in pipeline.STAGES}
+    done = {s: stages.is_done(cfg, s) for s in artefacts.STAGES}
     assert done == {"curation": True, "unet": True, "refine": True, "hrnet": False, "baselines": False,
                     "ladder": False, "figures": False}
-    pipeline.open_stage(cfg, "hrnet")  # re-running 04: its old results move aside, upstream stays
+    stages.open_stage(cfg, "hrnet")  # re-running 04: its old results move aside, upstream stays
     assert (tmp_path / "unet" / "result.csv").is_file() and len(list(tmp_path.glob("hrnet.old-*"))) == 1
     assert not list(tmp_path.glob("unet.old-*"))
 
@@ -132,7 +133,7 @@ def test_ladder_profile_reuses_every_stage_of_its_base_profile(tmp_path):
     assert config.stage_settings(base, "ladder") != config.stage_settings(deconf, "ladder")
     _finish_all(config.resolve("smoke", out_dir=tmp_path))
     cfg = config.resolve("smoke", out_dir=tmp_path, overrides={"ladder": ["paper"]})
-    done = {s: pipeline.is_done(cfg, s) for s in pipeline.STAGES}
+    done = {s: stages.is_done(cfg, s) for s in artefacts.STAGES}
     assert done == {"curation": True, "unet": True, "refine": True, "hrnet": True, "baselines": True,
                     "ladder": False, "figures": False}
 
@@ -140,16 +141,16 @@ def test_ladder_profile_reuses_every_stage_of_its_base_profile(tmp_path):
 def test_unet_override_reruns_unet_and_what_follows(tmp_path):
     _finish_all(config.resolve("smoke", out_dir=tmp_path))
     cfg = config.resolve("smoke", out_dir=tmp_path, overrides={"unet_epochs": 3})
-    done = {s: pipeline.is_done(cfg, s) for s in pipeline.STAGES}
+    done = {s: stages.is_done(cfg, s) for s in artefacts.STAGES}
     assert done["curation"] and not done["unet"] and not done["figures"]
     # refine and later are stale through the UNet's new results: a new UNet result moves them aside
-    d = pipeline.open_stage(cfg, "unet")
+    d = stages.open_stage(cfg, "unet")
     (d / "result.csv").write_text("unet\n2\n")
-    pipeline.mark_done(cfg, "unet")
-    pipeline.open_stage(cfg, "refine")
+    stages.mark_done(cfg, "unet")
+    stages.open_stage(cfg, "refine")
     assert len(list(tmp_path.glob("refine.old-*"))) == 1
 
 
 def test_run_time_note_comes_from_the_notebook():
-    assert pipeline.run_time_note("unet", "cpu").startswith("about")
-    assert "not stated" in pipeline.run_time_note("unet", "no-such-profile")
+    assert notebooks.run_time_note("unet", "cpu").startswith("about")
+    assert "not stated" in notebooks.run_time_note("unet", "no-such-profile")

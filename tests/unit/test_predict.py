@@ -19,7 +19,9 @@ import tomllib
 import torch
 from PIL import Image
 
-from helpers import bundle, cli, explain, io, ood, predict, train
+from helpers import explain, train
+from helpers.data import decode
+from helpers.deploy import bundle, cli, ood, predict
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_run  # noqa: E402
@@ -121,7 +123,7 @@ def test_altered_weights_are_refused(bdir, tmp_path):
 
 def test_console_script_declared():
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert meta["project"]["scripts"]["hrnet-cxr"] == "helpers.cli:main"
+    assert meta["project"]["scripts"]["hrnet-cxr"] == "helpers.deploy.cli:main"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,7 +191,7 @@ def inputs(run, tmp_path_factory):
     """A folder of one film in many encodings plus broken files; returns (folder, film uint8)."""
     d = tmp_path_factory.mktemp("inputs")
     src = Path(_oof(run)["file"].iloc[0])
-    a = io.read_image(src)
+    a = decode.read_image(src)
     shutil.copy(src, d / "a_png8.png")
     Image.fromarray(a).save(d / "b_jpeg.jpg", quality=95)
     Image.fromarray(a.astype(np.uint16) * 257).save(d / "c_png16.png")

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from helpers import config, io, preprocess, refine
-from helpers.data import phantoms
+from helpers import config, preprocess, refine
+from helpers.data import decode, phantoms
+from helpers.run import store
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_crop_near_the_edge_is_moved_inside_and_keeps_the_mask():
 def test_film_box_and_crop_inside_the_film():
     # a 400 x 500 film padded to 500 x 500 then resized to 100: bars of 10 px top and bottom
     assert preprocess.film_box((400, 500), 100) == (10, 90, 0, 100)
-    film = io.square(np.full((400, 500), 200, np.uint8), 100)
+    film = decode.square(np.full((400, 500), 200, np.uint8), 100)
     m = np.zeros((100, 100), np.uint8)
     m[15:60, 20:80] = 1  # lung box 45 x 60: the square crop would reach the top bar
     bounds = preprocess.film_box((400, 500), 100)
@@ -108,7 +109,7 @@ def test_external_films_keep_their_own_geometry_under_film_only(films, tmp_path,
     import pandas as pd
     from PIL import Image
 
-    from helpers.pipeline import ART
+    from helpers.run.artefacts import ART
 
     imgs, masks = films
     ext = tmp_path / "ext"
@@ -122,10 +123,10 @@ def test_external_films_keep_their_own_geometry_under_film_only(films, tmp_path,
     idx = pd.DataFrame({"image_id": [f"e{i}" for i in range(4)], "path": paths, "y": [1, 0, 1, 0]})
     if with_file_column:
         idx["file"] = paths
-    io.save_csv(idx, ART.ext_cls_index.path(cfg))
-    io.save_csv(idx[["image_id"]].assign(area=100, passed=True), ART.ext_refine_index.path(cfg))
-    io.save_npy(imgs[:4], ART.ext_segmented.path(cfg))
-    io.save_npy(masks[:4], ART.ext_masks_refined_cls.path(cfg))
+    store.save_csv(idx, ART.ext_cls_index.path(cfg))
+    store.save_csv(idx[["image_id"]].assign(area=100, passed=True), ART.ext_refine_index.path(cfg))
+    store.save_npy(imgs[:4], ART.ext_segmented.path(cfg))
+    store.save_npy(masks[:4], ART.ext_masks_refined_cls.path(cfg))
     (e,) = preprocess.external_inputs(cfg, segmented=True).values()
     assert e["images"].shape == (4, 96, 96) and e["images"].dtype == np.uint8
     assert not np.array_equal(e["images"], imgs[:4])  # the crop acted

@@ -1,4 +1,4 @@
-"""Publishing (helpers.publish): a finished run's figures are copied, with their provenance, into a
+"""Publishing (helpers.run.publish): a finished run's figures are copied, with their provenance, into a
 folder such as the repository's figures/NAME; figures of another or an unknown provenance are not
 replaced unless asked; and notebook 06 itself never writes into the repository. Fake finished
 figure folders and the synthetic run of test_evidence: seconds, no training."""
@@ -17,8 +17,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import test_evidence as te  # noqa: E402
 
-from helpers import config, evidence, figures, paths  # noqa: E402
-from helpers import publish as P  # noqa: E402
+from helpers import config, paths
+from helpers.evidence import recomputed
+from helpers.report import figures  # noqa: E402
+from helpers.run import publish as P  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PNGS = ["table6_hrnet_folds.png", "table7_models.png", "ev_calibration.png"]
@@ -41,7 +43,7 @@ def finished_run(run: Path, profile: str = "cpu", seed: int = 0, data: Path | No
     fig.mkdir(parents=True, exist_ok=True)
     rows = ["file,paper,notebook,caption"] + [f"{p},panel,06,caption of {p}" for p in pngs]
     (fig / "index.csv").write_text("\n".join(rows) + "\n")
-    for name in [*pngs, "README.md", "SUMMARY.md", *evidence.TABLES.values()]:
+    for name in [*pngs, "README.md", "SUMMARY.md", *recomputed.TABLES.values()]:
         (fig / name).write_text(f"{tag}: {name} of {profile} seed {seed}\n")
     (fig / "run_manifest.json").write_text(json.dumps({"stage": "figures", "git_revision": revision,
                                                        "config": cfg.to_dict(), "seed": seed}))
@@ -66,7 +68,7 @@ def test_publish_into_an_empty_folder(tmp_path, data):
     dest = tmp_path / "figures" / "cpu"
     dest.mkdir(parents=True)
     written = P.publish(run, dest)
-    expected = {*PNGS, "index.csv", "README.md", "SUMMARY.md", *evidence.TABLES.values(), P.PROVENANCE}
+    expected = {*PNGS, "index.csv", "README.md", "SUMMARY.md", *recomputed.TABLES.values(), P.PROVENANCE}
     assert {p.name for p in written} == expected == {p.name for p in dest.iterdir()}
     for name in expected - {P.PROVENANCE}:  # a copy: nothing recomputed
         assert (dest / name).read_bytes() == (run / "figures" / name).read_bytes()
@@ -175,7 +177,7 @@ def test_unknown_provenance_is_refused_unless_replace(tmp_path, data):
     assert snapshot(dest) == before
 
     # neither listed in the old index nor written by a publication: e.g. MODEL_CARD.md
-    extra = set(before) - old_listed - {*P.FIXED, *evidence.TABLES.values()}
+    extra = set(before) - old_listed - {*P.FIXED, *recomputed.TABLES.values()}
     P.publish(run, dest, replace=True)
     assert P.recorded(dest)["seed"] == 0
     assert {p.name for p in dest.glob("*.png")} == {PNGS[0]}, "figures of the old index left behind"
@@ -241,12 +243,12 @@ def _code_cells() -> list[str]:
 
 def test_notebook_06_names_no_repository_folder():
     for src in _code_cells():
-        for word in ("repo_root", "publish(", "helpers.publish import", "import publish", "shutil"):
+        for word in ("repo_root", "publish(", "helpers.run.publish import", "import publish", "shutil"):
             assert word not in src, f"notebook 06 code uses {word!r}:\n{src}"
 
 
 class _Figures:
-    """``helpers.figures`` as the save cell sees it, except that ``write_all`` draws only the
+    """``helpers.report.figures`` as the save cell sees it, except that ``write_all`` draws only the
     figures the synthetic run has artefacts for (it has no images or Grad-CAM maps)."""
 
     write_all = staticmethod(partial(figures.write_all, builders=[figures.table6, figures.table7]))
@@ -259,23 +261,23 @@ class _Figures:
 def test_notebook_06_save_cell_leaves_the_repository_figures_untouched(tmp_path, seed):
     """The save cell of notebook 06, run on a finished real-data run (the default seed, which the
     notebook used to publish, and seed 1): it writes its figures into OUT_DIR/figures/ only."""
-    from helpers import pipeline
+    from helpers.run import stages
 
     run = te.make_run(tmp_path / "run")
     cfg = config.resolve("cpu", data_folder(tmp_path / "data"), run, seed)
-    ev = evidence.evidence_tables(cfg.out_dir, n_boot=100, seed=cfg.seed)
-    stage = pipeline.Stage("figures", cfg, run_upstream=False)  # the synthetic run has no DONE files
+    ev = recomputed.evidence_tables(cfg.out_dir, n_boot=100, seed=cfg.seed)
+    stage = stages.Stage("figures", cfg, run_upstream=False)  # the synthetic run has no DONE files
     out = stage.out
     figs = _Figures()
     save = _code_cells()[-1]
-    assert save.startswith("evidence.save_tables")
+    assert save.startswith("recomputed.save_tables")
     repo_figures = snapshot(ROOT / "figures")
-    ns = dict(cfg=cfg, ev=ev, out=out, stage=stage, evidence=evidence, figures=figs, pipeline=pipeline,
+    ns = dict(cfg=cfg, ev=ev, out=out, stage=stage, recomputed=recomputed, figures=figs,
               config=config)
     exec(compile(save, str(NB06), "exec"), ns)
     figures.plots.plt.close("all")
     assert snapshot(ROOT / "figures") == repo_figures, "notebook 06 wrote into the repository's figures/"
-    assert pipeline.is_done(cfg, "figures") and (out / "SUMMARY.md").is_file()
+    assert stages.is_done(cfg, "figures") and (out / "SUMMARY.md").is_file()
     # what it wrote is a finished run that can be published explicitly
     src, prov = P.run_provenance(run)
     assert src == out and prov["seed"] == seed and prov["profile"] == "cpu"

@@ -4,7 +4,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from helpers import metrics, progress, tables
+from helpers.evidence import metrics
+from helpers.report import tables
+from helpers.run import progress
 
 
 def _preds(seed=0):

@@ -356,7 +356,7 @@ SHARED = find_shared_data()
 def test_real_manifest_folder():
     res = S.adapt_manifest(SHARED)
     check_accounting(res)
-    assert len(res.manifest) == 964 and res.excluded.empty  # helpers.checks excludes none of it
+    assert len(res.manifest) == 964 and res.excluded.empty  # helpers.data.checks excludes none of it
     assert {"frontal view", "image check", "lung mask check"} <= set(res.flow["step"])
     role_label = res.manifest.groupby(["split_role", "label"]).size().to_dict()
     assert role_label == {("classify", "covid"): 358, ("classify", "normal"): 357, ("segment", ""): 249}

@@ -1,4 +1,4 @@
-"""helpers.summary: the markdown results summary of a run, on the synthetic OUT_DIR of
+"""helpers.report.summary: the markdown results summary of a run, on the synthetic OUT_DIR of
 test_evidence (every number parsed back and compared with the artefacts). The summary of the smoke
 chain's own run is checked in tests/notebooks/test_smoke_chain.py."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import test_evidence as te  # noqa: E402
 
-from helpers import evidence as E  # noqa: E402
-from helpers import summary as S  # noqa: E402
+from helpers.evidence import recomputed as E  # noqa: E402
+from helpers.report import summary as S  # noqa: E402
 
 
 def _finished(out: Path) -> Path:
@@ -79,7 +79,7 @@ def test_revisions_describe_finished_stages(real_ext):
     finally:
         (out / "figures" / "run_manifest.json").unlink()
     assert "0ld" not in sec2 and "differ between stages" not in sec2
-    from helpers.repro import git_revision
+    from helpers.run.repro import git_revision
     assert f"written at revision `{git_revision()}`" in sec and "written at revision" in sec2
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config, curate, io, metrics, pipeline, refine, repro, segment, train
+from helpers import config, curate, refine, segment, train
+from helpers.evidence import metrics
+from helpers.run import artefacts, notebooks, repro, stages, store
 
 TINY = dict(n_patients=12, images_per_patient=(1, 2), n_seg_pairs=16, phantom_size=64, seg_size=64,
             cls_size=64, seg_folds=2, n_folds=2, unet_epochs=8, unet_lr=0.002, unet_base_channels=8,
@@ -24,7 +26,7 @@ def build_run(out_dir: Path, profile: str = "smoke", overrides: dict | None = No
     cfg = config.resolve(profile, out_dir=out_dir, seed=seed, overrides=ov)
     P, device = cfg.profile, "cpu"
     repro.seed_everything(seed)
-    params = pipeline.notebook_parameters(cfg)
+    params = notebooks.notebook_parameters(cfg)
 
     out = cfg.stage_dir("curation")                                         # notebook 01
     root, manifest, flow, excluded, _ = curate.load_cohort(cfg)
@@ -33,37 +35,38 @@ def build_run(out_dir: Path, profile: str = "smoke", overrides: dict | None = No
     curate.decode_arrays(cls, seg, root, P, out)
     for name, df in {"cls_index": cls, "seg_index": seg, "cohort": curate.cohort_table(cls, seg),
                      "flow": flow, "excluded": excluded}.items():
-        io.save_csv(df, out / f"{name}.csv")
+        store.save_csv(df, out / f"{name}.csv")
     _finish(cfg, "curation", params)
 
     out = cfg.stage_dir("unet")                                             # notebook 02
-    segment.cross_validate(P, io.load_npy(cfg.out_dir / "curation/seg_images.npy"),
-                           io.load_npy(cfg.out_dir / "curation/seg_masks.npy"), seg, out, seed, device)
+    segment.cross_validate(P, store.load_npy(cfg.out_dir / "curation/seg_images.npy"),
+                           store.load_npy(cfg.out_dir / "curation/seg_masks.npy"), seg, out, seed, device)
     _finish(cfg, "unet", params)
 
     out = cfg.stage_dir("refine")                                           # notebook 03
-    images_seg = io.load_npy(cfg.out_dir / "curation/cls_images_seg.npy")
+    images_seg = store.load_npy(cfg.out_dir / "curation/cls_images_seg.npy")
     probs = segment.predict(P, segment.load_fold_states(cfg.out_dir / "unet"), images_seg, device)
     raw, refined, area = refine.refine_all(probs, P)
     passed = area >= refine.area_threshold(P, P.seg_size)
-    images = np.asarray(io.load_npy(cfg.out_dir / "curation/cls_images.npy"))
+    images = np.asarray(store.load_npy(cfg.out_dir / "curation/cls_images.npy"))
     raw_c, ref_c = refine.resize_masks(raw, P.cls_size), refine.resize_masks(refined, P.cls_size)
     for name, arr in {"masks_refined": refined, "masks_raw_cls": raw_c,
                       "masks_refined_cls": ref_c, "segmented": refine.apply_mask(images, ref_c)}.items():
-        io.save_npy(arr, out / f"{name}.npy")
-    io.save_csv(cls[["image_id", "patient_id", "label", "source", "fold"]].assign(area=area, passed=passed),
+        store.save_npy(arr, out / f"{name}.npy")
+    store.save_csv(cls[["image_id", "patient_id", "label", "source", "fold"]]
+                   .assign(area=area, passed=passed),
                 out / "refine_index.csv")
-    io.save_csv(refine.pass_table(cls["label"], passed), out / "pass_counts.csv")
+    store.save_csv(refine.pass_table(cls["label"], passed), out / "pass_counts.csv")
     _finish(cfg, "refine", params)
 
     out = cfg.stage_dir("hrnet")                                            # notebook 04
     keep = np.flatnonzero(passed)
     kept = cls.iloc[keep].reset_index(drop=True)
     y = kept["y"].to_numpy()
-    seg_imgs = np.asarray(io.load_npy(cfg.out_dir / "refine/segmented.npy"))[keep]
+    seg_imgs = np.asarray(store.load_npy(cfg.out_dir / "refine/segmented.npy"))[keep]
     preds = train.cross_validate(P, P.hrnet, "hrnet", seg_imgs, y, kept, out, seed, device,
-                                 folder=pipeline.MAIN_MODEL_DIR)
-    io.save_csv(metrics.fold_table(preds[preds["set"] == "oof"]), out / "fold_table.csv")
+                                 folder=artefacts.MAIN_MODEL_DIR)
+    store.save_csv(metrics.fold_table(preds[preds["set"] == "oof"]), out / "fold_table.csv")
     _finish(cfg, "hrnet", params)
 
     out = cfg.stage_dir("baselines")                                        # notebook 05 (part)
@@ -73,12 +76,12 @@ def build_run(out_dir: Path, profile: str = "smoke", overrides: dict | None = No
                                                out, seed, device))
     allp = pd.concat(everything, ignore_index=True)
     allp = allp[allp["set"] == "oof"]
-    io.save_csv(allp, out / "all_preds.csv")
-    io.save_csv(metrics.summarise_models(allp, n_boot=50, seed=seed), out / "table7.csv")
+    store.save_csv(allp, out / "all_preds.csv")
+    store.save_csv(metrics.summarise_models(allp, n_boot=50, seed=seed), out / "table7.csv")
     _finish(cfg, "baselines", params)
     return Path(out_dir)
 
 
 def _finish(cfg, stage: str, params: dict) -> None:
     repro.RunLog(cfg, stage, params).write()
-    pipeline.mark_done(cfg, stage)
+    stages.mark_done(cfg, stage)

@@ -62,10 +62,10 @@ class Fingerprints:
 
 def _small_gray(path: Path) -> Image.Image:
     """Decode ``path`` to a grayscale image whose longer side is about ``_WORK``..2x``_WORK``."""
-    from helpers import io
+    from helpers.data import decode
 
-    if io.is_dicom(path):
-        g = Image.fromarray(io.read_image(path), mode="L")
+    if decode.is_dicom(path):
+        g = Image.fromarray(decode.read_image(path), mode="L")
         factor = min(g.size) // (_WORK * 2)
         return g.reduce(factor) if factor >= 2 else g
     with Image.open(path) as im:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import manifest as mf
+from helpers.data import manifest as mf
 
 
 def split(src: str | Path, sources: list[str] = (), patient_fraction: float = 0.0, seed: int = 0

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .. import io
-from .manifest import validate, write_manifest
+from helpers.data.manifest import validate, write_manifest
+from helpers.run import store
 
 VERSION = 1                      # bump when the rendering changes: old folders then regenerate
 SITES = ("a", "b")
@@ -397,7 +397,7 @@ def generate(folder: str | Path, n_patients: int, images_per_patient: tuple[int,
         **({} if finding_contrast == 1.0 else {"finding_contrast": float(finding_contrast)}))))
     meta_file = folder / "phantoms.json"
     try:
-        old = io.load_json(meta_file) if meta_file.is_file() else None
+        old = store.load_json(meta_file) if meta_file.is_file() else None
     except (OSError, ValueError):
         old = "unreadable"
     ours = set(old.get("files", [])) | {"phantoms.json"} if isinstance(old, dict) else set()
@@ -417,7 +417,7 @@ def generate(folder: str | Path, n_patients: int, images_per_patient: tuple[int,
     for f in sorted(ours - set(files) - {"phantoms.json"}):      # stale files of an earlier run
         (folder / f).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    io.save_json({"params": params, "files": files, "complete": False}, meta_file)
+    store.save_json({"params": params, "files": files, "complete": False}, meta_file)
     for r in plan:
         img, mask = render(np.random.default_rng(r["_key"]), size, r["_covid"], r["_site"],
                            r["severity"], jitter_anatomy(r["_anat"], np.random.default_rng(r["_key"] + [1])),
@@ -429,5 +429,5 @@ def generate(folder: str | Path, n_patients: int, images_per_patient: tuple[int,
     df["severity"] = df["severity"].map(lambda v: f"{v:.4f}")
     validate(df, where=f"phantoms in {folder}", root=folder)
     write_manifest(df, folder, overwrite=True)
-    io.save_json({"params": params, "files": files, "complete": True}, meta_file)
+    store.save_json({"params": params, "files": files, "complete": True}, meta_file)
     return folder

@@ -32,17 +32,17 @@ Adapters
     row kept with a remark (age not stated, RGB image converted, mask resized, ...). Nothing is
     dropped silently.
 
-Image policy (:func:`check_image`, then :mod:`helpers.checks`)
+Image policy (:func:`check_image`, then :mod:`helpers.data.checks`)
     mode ``L`` is used as is; RGB / RGBA / LA / palette images whose content is gray
-    (channels equal up to JPEG noise) are kept and noted - :func:`helpers.io.read_image` converts
+    (channels equal up to JPEG noise) are kept and noted - :func:`helpers.data.decode.read_image` converts
     them losslessly on load; colour content, bilevel and unreadable files are excluded; 16-bit
     images are excluded (``"not 8-bit grayscale: mode I;16"``) unless ``allow_16bit=True``, which
     keeps them with a note (rescaled min..max on load). DICOM files (``.dcm``) are read by
-    :func:`helpers.io.read_image` (LUTs applied, mapped to 8 bits, noted); unsupported objects
+    :func:`helpers.data.decode.read_image` (LUTs applied, mapped to 8 bits, noted); unsupported objects
     are excluded with what was found. Every kept image is then decoded once and must be a
-    plausible frontal radiograph (:func:`helpers.checks.check_radiograph`: minimum size, not
+    plausible frontal radiograph (:func:`helpers.data.checks.check_radiograph`: minimum size, not
     near-constant, a DICOM's ViewPosition frontal); rows with a lung mask pass
-    :func:`helpers.checks.mask_reason` (values, geometry, coverage). Exclusions carry the reason.
+    :func:`helpers.data.checks.mask_reason` (values, geometry, coverage). Exclusions carry the reason.
 
 Offline counts
     The NIH ChestX-ray14 (``Data_Entry_2017_v2020.csv.gz``) and CheXpert (``chexpert_train.csv.gz``)
@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from helpers import checks, io
+from helpers.data import checks, decode
 from helpers.data.manifest import COLUMNS, read_manifest, validate
 from helpers.paths import shared_metadata_dir
 
@@ -565,7 +565,7 @@ def parse_age(values: pd.Series) -> pd.Series:
 
 
 def _view_class(view: str) -> str:
-    """'frontal', 'lateral', 'other' or '' (not stated); see :func:`helpers.checks.view_class`."""
+    """'frontal', 'lateral', 'other' or '' (not stated); see :func:`helpers.data.checks.view_class`."""
     return checks.view_class(view)
 
 
@@ -651,16 +651,16 @@ def inspect_image(path: str | Path, allow_16bit: bool = False, deep: bool = Fals
     Mode ``L``: header plus PNG CRC check (``deep`` decodes fully). Colour modes: a reduced
     decode tells gray content (kept, noted) from colour (excluded). 16-bit: excluded unless
     ``allow_16bit``. Missing / unreadable files are excluded with the reason. DICOM files: the
-    header only (pixels, LUTs and unsupported objects are judged by :func:`helpers.io.read_image`
+    header only (pixels, LUTs and unsupported objects are judged by :func:`helpers.data.decode.read_image`
     in the image step).
     """
     p = Path(path)
     if not p.is_file():
         return ImageInfo(str(p), reason="missing file")
-    if io.is_dicom(p):
+    if decode.is_dicom(p):
         try:
-            h, w = io.image_size(p)
-        except io.ImageError as exc:
+            h, w = decode.image_size(p)
+        except decode.ImageError as exc:
             return ImageInfo(str(p), "DICOM", reason=checks.short_reason(exc, p))
         return ImageInfo(str(p), "DICOM", (w, h))
     try:
@@ -734,17 +734,17 @@ def _image_step(sel: _Selection, check_images: bool, allow_16bit: bool, deep: bo
 
 
 def _check_mask_file(path: str, mask_path: str) -> tuple[str, str]:
-    """(reason, note) for the lung mask of one kept image (see :mod:`helpers.checks`)."""
+    """(reason, note) for the lung mask of one kept image (see :mod:`helpers.data.checks`)."""
     if not mask_path:
         return "", ""
     try:
-        shape = io.image_size(path)
-    except io.ImageError as exc:
+        shape = decode.image_size(path)
+    except decode.ImageError as exc:
         return checks.short_reason(exc, path), ""
     info: dict = {}
     try:
-        m = io.read_mask(mask_path, image_shape=shape, info=info)
-    except io.ImageError as exc:
+        m = decode.read_mask(mask_path, image_shape=shape, info=info)
+    except decode.ImageError as exc:
         return checks.short_reason(exc, mask_path, prefix="mask: "), ""
     reason, note = checks.mask_reason(m)
     notes = info.get("notes", []) + ([note] if note else [])
@@ -1147,10 +1147,10 @@ def build_mask(parts: list[Path], image_size: tuple[int, int], out: Path,
                max_aspect_diff: float = 0.02) -> tuple[str | None, str | None]:
     """OR the ``parts`` into one 0/255 mode-L PNG at ``out`` of ``image_size`` (W, H).
 
-    Each part is read by :func:`helpers.io.read_mask`: {0, 255}, {0, 1} and {False, True}
+    Each part is read by :func:`helpers.data.decode.read_mask`: {0, 255}, {0, 1} and {False, True}
     normalised; a part of another size but the same aspect ratio (within ``max_aspect_diff``) is
     resized with nearest neighbour (noted); otherwise the image is excluded. The merged mask must
-    pass :func:`helpers.checks.mask_reason` (not empty, near-empty or near-full). Returns
+    pass :func:`helpers.data.checks.mask_reason` (not empty, near-empty or near-full). Returns
     ``(reason, note)``: reason when the mask cannot be used, note for a remark.
     """
     w, h = image_size
@@ -1159,8 +1159,8 @@ def build_mask(parts: list[Path], image_size: tuple[int, int], out: Path,
     for part in parts:
         info: dict = {}
         try:
-            m = io.read_mask(part, None, info)
-        except io.ImageError as exc:
+            m = decode.read_mask(part, None, info)
+        except decode.ImageError as exc:
             return f"mask {part.name}: {checks.short_reason(exc, part)}", None
         mh, mw = m.shape
         if (mw, mh) != (w, h):
@@ -1231,9 +1231,9 @@ def _adapt_segment(name: str, root: Path, images_dir: Path, derived_dir: str | P
     for path, parts, src in zip(sel.df["path"], sel.df["_parts"], sel.df["source"]):
         out = derived / src / "masks" / (Path(path).stem + ".png")
         try:
-            ih, iw = io.image_size(path)
+            ih, iw = decode.image_size(path)
             size = (iw, ih)
-        except io.ImageError as exc:
+        except decode.ImageError as exc:
             reasons.append(checks.short_reason(exc, path))
             notes.append("")
             outs.append("")

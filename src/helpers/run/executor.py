@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from . import progress
+from helpers.run import progress
 
 EXECUTORS = ("local", "ray")
 STATUS_EVERY_S = 30.0  # seconds between two status lines on the terminal of run_all.sh
@@ -162,7 +162,7 @@ def _fold_task(job, k, device, threads, board, shared_names, *shared_values):
     """What runs in a Ray worker: set threads and deterministic kernels, report progress, run."""
     import torch
 
-    from . import progress as prog
+    from helpers.run import progress as prog
 
     torch.set_num_threads(int(threads))
     torch.use_deterministic_algorithms(True, warn_only=True)

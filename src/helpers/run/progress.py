@@ -16,7 +16,7 @@ T = TypeVar("T")
 MIN_INTERVAL_S = 1.0  # seconds between two live updates of a line
 
 #: Where a line's text goes besides the screen: ``reporter(text)`` after every step and at the
-#: end. :mod:`helpers.executor` sets it inside fold tasks that run in other processes, so
+#: end. :mod:`helpers.run.executor` sets it inside fold tasks that run in other processes, so
 #: the driver can show their epochs; None (the default) reports nowhere.
 reporter: Callable[[str], None] | None = None
 

@@ -3,7 +3,7 @@
     hrnet-cxr export RUN_DIR BUNDLE_DIR [--model hrnet ...]
     hrnet-cxr predict INPUT... (--bundle BUNDLE_DIR | --run RUN_DIR) --out OUT [--folds 0 1] [--no-heatmaps]
 
-Also ``python -m helpers.cli ...`` (both commands).
+Also ``python -m helpers.deploy.cli ...`` (both commands).
 Exit codes of ``predict``: 0 every input got a probability; 1 at least one input did not (its row
 says why: ``unreadable``, ``rejected`` or ``no_lung_mask``); 2 nothing ran (bad bundle, checksum
 mismatch, output folder refused, bad arguments).
@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _export(a) -> int:
-    from .bundle import BundleError, export
+    from helpers.deploy.bundle import BundleError, export
 
     try:
         out = export(a.run_dir, a.bundle_dir, tuple(a.model or ["hrnet"]))
@@ -54,8 +54,8 @@ def _export(a) -> int:
 
 
 def _predict(a) -> int:
-    from .bundle import BundleError, export
-    from .predict import Predictor, expand_inputs, prepare_out
+    from helpers.deploy.bundle import BundleError, export
+    from helpers.deploy.predict import Predictor, expand_inputs, prepare_out
 
     inputs = expand_inputs(a.inputs)
     if not inputs:

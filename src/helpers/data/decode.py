@@ -1,26 +1,20 @@
-"""Reading images and writing artefacts.
+"""Decoding radiographs and lung masks.
 
 :func:`read_image` is the one reader of radiographs (PNG, JPEG, TIFF, BMP, GIF and DICOM through
 pydicom) and :func:`read_mask` the one reader of lung masks; curation, external validation and
-prediction use them. Images are decoded and resized once (``load_stack``) and cached as ``.npy``
-arrays that later stages memory-map, so no epoch decodes a file again. Writes are atomic
-(temporary file, then rename), so an interrupted run never leaves half a file behind; files get
-the user's umask.
+prediction use them. Images are decoded and resized once (:func:`load_stack`) and cached as ``.npy``
+arrays that later stages memory-map, so no epoch decodes a file again.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import cv2
 import numpy as np
-import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from . import progress
+from helpers.run import progress
 
 
 class ImageError(ValueError):
@@ -28,7 +22,11 @@ class ImageError(ValueError):
 
 
 DICOM_EXTS = (".dcm", ".dicom", ".dic")
+
+
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
 MASK_GREY_SHARE = 0.01  # at most 1 % grey (anti-aliased edge) pixels in a 0/255 mask
 
 
@@ -297,101 +295,3 @@ def load_stack(files: Iterable[str | Path], size: int, mask: bool = False,
         else:
             out[i] = square(read_image(f), size)
     return out
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where Linux reports it."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def write_atomic(path: Path, write) -> Path:
-    """Write through a temporary file in the same folder, then rename it into place.
-
-    The file gets the mode a plain ``open()`` would give it (0666 less the user's umask), not
-    the 0600 of the temporary file, so that a group sharing a results folder can read it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def save_json(obj: Any, path: str | Path) -> Path:
-    def w(tmp):
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=json_default)
-            fh.write("\n")
-    return write_atomic(Path(path), w)
-
-
-def load_json(path: str | Path) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
-
-
-def save_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    return write_atomic(Path(path), lambda tmp: df.to_csv(tmp, index=False))
-
-
-def save_npy(arr: np.ndarray, path: str | Path) -> Path:
-    def w(tmp):
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr)
-    return write_atomic(Path(path), w)
-
-
-def load_npy(path: str | Path, mmap: bool = True) -> np.ndarray:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run the notebook that writes it first")
-    return np.load(path, mmap_mode="r" if mmap else None)
-
-
-def read_stage_csv(path: str | Path, producer: str) -> pd.DataFrame:
-    """Read an artefact of an earlier stage; a missing file names the notebook that writes it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run notebooks/{producer} first (same OUT_DIR)")
-    return pd.read_csv(path, keep_default_na=False)
-
-
-def bool_column(df: pd.DataFrame, col: str) -> np.ndarray:
-    """A true/false column of a saved table as a bool array.
-
-    CSV round trips turn booleans into "True"/"False" text (or 1/0): this is the one place that
-    reads them back, e.g. ``bool_column(refine_index, "passed")`` for the images that passed
-    refinement."""
-    if col not in df.columns:
-        raise KeyError(f"no column {col!r} (columns: {list(df.columns)})")
-    return df[col].astype(str).str.strip().str.lower().isin(("true", "1", "1.0")).to_numpy()
-
-
-def json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (Path,)):
-        return str(o)
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -9,7 +9,7 @@ below ask the same questions of this pipeline. They run on the same patient-grou
 main models (column ``fold`` of the classification index) and all produce predictions in the
 schema of :func:`helpers.train.cross_validate` (``image_id, patient_id, fold, set='oof', y,
 prob, threshold, pred, model`` plus ``source``/``view``/``label`` when the index has them), so
-:func:`helpers.metrics.summarise_models`, :func:`helpers.metrics.stratified` and
+:func:`helpers.evidence.metrics.summarise_models`, :func:`helpers.evidence.metrics.stratified` and
 :func:`audit_table` read them unchanged.
 
 The audits and how to read them (AUC = pooled out-of-fold ROC-AUC; 0.5 is chance):
@@ -64,8 +64,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from . import metrics
-from .data.splits import inner_split
+from helpers.data.splits import inner_split
+from helpers.evidence import metrics
 
 __all__ = [
     "AUDIT_DESCRIPTIONS",
@@ -195,7 +195,7 @@ def _fit_predict(X_fit: np.ndarray, y_fit: np.ndarray, X_pred: np.ndarray, C: fl
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC-AUC (ties count 1/2); nan with one class (:func:`helpers.metrics.auc_or_nan`)."""
+    """ROC-AUC (ties count 1/2); nan with one class (:func:`helpers.evidence.metrics.auc_or_nan`)."""
     return metrics.auc_or_nan(y, score)
 
 
@@ -457,10 +457,10 @@ def outside_lung_features(features: pd.DataFrame) -> pd.DataFrame:
 def original_shapes(paths: Iterable[str | Path]) -> np.ndarray:
     """(height, width) of each image file before any resizing: int64 (N, 2).
 
-    Reads only the file header (PIL or DICOM; :func:`helpers.io.image_size`). A missing or
-    unreadable file raises :class:`helpers.io.ImageError` naming it.
+    Reads only the file header (PIL or DICOM; :func:`helpers.data.decode.image_size`). A missing or
+    unreadable file raises :class:`helpers.data.decode.ImageError` naming it.
     """
-    from .io import image_size
+    from helpers.data.decode import image_size
 
     out = [image_size(p) for p in paths]
     return np.asarray(out, dtype=np.int64).reshape(-1, 2)
@@ -480,7 +480,7 @@ def cv_logistic(features, y, index: pd.DataFrame, seed: int = 0, model_name: str
        present as in :mod:`helpers.train`); the model (median imputation, standardisation,
        L2 logistic regression with ``C``, lbfgs) is fitted on the inner training rows and the
        decision threshold chosen on the inner validation rows with
-       :func:`helpers.metrics.choose_threshold` (Youden's J);
+       :func:`helpers.evidence.metrics.choose_threshold` (Youden's J);
     2. the model is refitted on the *whole* training part (the validation patients included:
        a linear model has no epochs to stop, so holding them out would only waste data) and
        predicts the test fold once, classified with the threshold of step 1.
@@ -600,7 +600,7 @@ def audit_table(preds_by_audit: Mapping[str, pd.DataFrame], n_boot: int = 2000,
     sentence from :data:`AUDIT_DESCRIPTIONS`, others a generic one.
 
     Columns: ``audit, tests, model, n, n_pos, n_neg, n_patients, auc, auc_lo, auc_hi`` (the
-    percentile bootstrap of :func:`helpers.metrics.auc_ci`, resampling patients), ``verdict,
+    percentile bootstrap of :func:`helpers.evidence.metrics.auc_ci`, resampling patients), ``verdict,
     note``. The verdict is a reading aid, not a test: ``"shortcut signal"`` when
     ``auc_lo > 0.6``, ``"no evidence"`` when the interval contains 0.5, ``"weak"`` otherwise
     (e.g. an interval from 0.55 to 0.7, or one wholly below 0.5, which is noted), ``"undefined"``
@@ -630,7 +630,7 @@ def audit_table(preds_by_audit: Mapping[str, pd.DataFrame], n_boot: int = 2000,
 
 def stratified_table(preds_all: pd.DataFrame, by: Sequence[str] | str = ("view", "source")
                      ) -> pd.DataFrame:
-    """:func:`helpers.metrics.stratified` for each column in ``by``, stacked.
+    """:func:`helpers.evidence.metrics.stratified` for each column in ``by``, stacked.
 
     Only ``set == 'oof'`` rows are used. Each block's stratum column is renamed ``stratum``
     and a ``stratum_type`` column (the ``by`` name) is put in front of it, so the blocks share

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import refine
+from helpers import refine
 
 #: feature -> what it measures (all on the classifier's unsegmented input, uint8, cls_size px)
 FEATURES = {

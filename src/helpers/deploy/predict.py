@@ -4,21 +4,21 @@
 out=...)`` for files, folders and lists (CLI: ``hrnet-cxr predict INPUT... --bundle B --out O``).
 Every image goes through the code the notebooks ran, in the same order:
 
-1. :func:`helpers.io.read_image` (PNG/JPEG 8- or 16-bit, DICOM through pydicom with its LUTs,
+1. :func:`helpers.data.decode.read_image` (PNG/JPEG 8- or 16-bit, DICOM through pydicom with its LUTs,
    MONOCHROME1 inverted; multi-frame, pixel-less and undecodable objects refused with the reason)
-   and the plausibility checks of :mod:`helpers.checks` (size, near-constant, a DICOM's
+   and the plausibility checks of :mod:`helpers.data.checks` (size, near-constant, a DICOM's
    non-frontal ViewPosition);
-2. :func:`helpers.io.square` to ``seg_size`` and ``cls_size`` (curation's geometry);
+2. :func:`helpers.data.decode.square` to ``seg_size`` and ``cls_size`` (curation's geometry);
 3. the mean of the fold UNets (:func:`helpers.segment.predict`), the section 3.2 refinement and
    lung-area check (:func:`helpers.refine.refine_all`, :func:`~helpers.refine.area_threshold`);
    a mask below the area threshold gives status ``no_lung_mask`` and no probability;
 4. the segmented input (:func:`helpers.refine.apply_mask`) through each fold classifier
    (:func:`helpers.train.predict_proba`); their mean, min, max and sd; the decision is
-   ``mean >= median of the fold thresholds`` (:func:`helpers.bundle.decision_threshold`);
+   ``mean >= median of the fold thresholds`` (:func:`helpers.deploy.bundle.decision_threshold`);
 5. Grad-CAM (:func:`helpers.explain.gradcam`) of every fold model for the decided class,
    averaged, with the share of heat inside the predicted lungs (:func:`helpers.explain.heat_share`,
    lungs = the unrefined mask, as notebook 04 measures it);
-6. the out-of-distribution flags of :mod:`helpers.ood`.
+6. the out-of-distribution flags of :mod:`helpers.deploy.ood`.
 
 Statuses: ``ok``; ``no_lung_mask`` (mask failed refinement); ``rejected`` (decoded but not a
 usable frontal radiograph: too small, near-constant, lateral view); ``unreadable`` (not decodable:
@@ -37,10 +37,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import bundle as bd
-from . import checks, explain, io, ood, progress, refine, segment, train
+from helpers import explain, refine, segment, train
+from helpers.data import checks, decode
+from helpers.deploy import bundle as bd
+from helpers.deploy import ood
+from helpers.run import progress, store
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif") + io.DICOM_EXTS
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif") + decode.DICOM_EXTS
 STATUSES = ("ok", "no_lung_mask", "rejected", "unreadable")
 COLUMNS = ["input", "status", "reason", "probability", "prob_min", "prob_max", "prob_sd", "fold_probs",
            "folds_positive", "threshold", "decision", "flags", "heat_share_lung", "lung_area_fraction",
@@ -111,15 +114,15 @@ class Predictor:
             a = np.asarray(x)
             if a.ndim != 2:
                 return self._fail(it, "unreadable", f"array of shape {a.shape}; expected one 2-D image")
-            it.image = a if a.dtype == np.uint8 else io.to_uint8(a)
+            it.image = a if a.dtype == np.uint8 else decode.to_uint8(a)
             notes: list[str] = [] if a.dtype == np.uint8 else [f"{a.dtype} array: mapped min..max to 8-bit"]
             view = ""
         else:
             it = _Item(str(x))
             info: dict = {}
             try:
-                it.image = io.read_image(x, info=info)
-            except io.ImageError as exc:
+                it.image = decode.read_image(x, info=info)
+            except decode.ImageError as exc:
                 return self._fail(it, "unreadable", checks.short_reason(exc, x))
             notes, view = list(info.get("notes", [])), info.get("view", "")
         it.row["notes"] = "; ".join(notes)
@@ -146,8 +149,8 @@ class Predictor:
         if not good:
             return extras
         imgs = [items[i].image for i in good]
-        cls_img = np.stack([io.square(a, P.cls_size) for a in imgs])
-        seg_img = np.stack([io.square(a, P.seg_size) for a in imgs])
+        cls_img = np.stack([decode.square(a, P.cls_size) for a in imgs])
+        seg_img = np.stack([decode.square(a, P.seg_size) for a in imgs])
         probs = segment.predict(P, self.unet_states, seg_img, self.device, desc=None)
         raw, ref, area = refine.refine_all(probs, P)
         raw_c, ref_c = refine.resize_masks(raw, P.cls_size), refine.resize_masks(ref, P.cls_size)
@@ -278,7 +281,7 @@ def expand_inputs(args: Iterable[str | Path]) -> list[Path]:
             for f in sorted(p.rglob("*")):
                 rel = f.relative_to(p)
                 if f.is_file() and not any(s.startswith(".") for s in rel.parts) and \
-                        (f.suffix.lower() in IMAGE_EXTS or io.is_dicom(f)):
+                        (f.suffix.lower() in IMAGE_EXTS or decode.is_dicom(f)):
                     out.append(f)
         else:
             out.append(p)
@@ -317,7 +320,7 @@ def _write_png(path: Path, arr: np.ndarray, base: Path) -> str:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(arr).astype(np.uint8))
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    io.write_atomic(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
+    store.write_atomic(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
     return path.relative_to(base).as_posix()
 
 
@@ -359,16 +362,16 @@ def _csv_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def write_outputs(df: pd.DataFrame, out_dir: Path, pred: Predictor, seconds: float) -> None:
     """``predictions.csv``, ``predictions.jsonl`` and ``run.json`` (bundle, model, folds, timing)."""
-    io.save_csv(_csv_frame(df), out_dir / "predictions.csv")
+    store.save_csv(_csv_frame(df), out_dir / "predictions.csv")
 
     def w(tmp):
         with open(tmp, "w") as fh:
             for r in df.to_dict("records"):
                 fh.write(json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                                     for k, v in r.items()}, default=io.json_default) + "\n")
-    io.write_atomic(out_dir / "predictions.jsonl", w)
+                                     for k, v in r.items()}, default=store.json_default) + "\n")
+    store.write_atomic(out_dir / "predictions.jsonl", w)
     counts = df["status"].value_counts().to_dict()
-    io.save_json({"bundle": str(pred.bundle_dir), "model": pred.model, "folds": pred.folds,
+    store.save_json({"bundle": str(pred.bundle_dir), "model": pred.model, "folds": pred.folds,
                   "threshold": pred.threshold, "decision_rule": bd.DECISION_RULE,
                   "n_inputs": len(df), "status_counts": counts, "seconds": round(seconds, 2),
                   "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

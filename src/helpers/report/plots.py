@@ -1,7 +1,7 @@
 """Figures: one function per paper figure or table, each returning a matplotlib Figure.
 
 All drawing lives here; the functions take tables (from the stage CSVs or from
-:mod:`helpers.evidence`) and compute no reported number themselves.
+:mod:`helpers.evidence.recomputed`) and compute no reported number themselves.
 
 ``save`` writes PNGs at a fixed size and dpi with fixed metadata, so the same data give the same
 file. Notebooks display the figures; ``06_figure_generation`` writes them.
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from . import metrics
+from helpers.evidence import metrics
 
 DPI = 120
 METADATA = {"Software": "hrnet-cxr", "Creation Time": None}
@@ -349,7 +349,7 @@ def metric_forest(df: pd.DataFrame, label: str, est: str, lo: str, hi: str, titl
 
 
 # --------------------------------------------------------------------------------------------
-# evidence figures: drawn from the tables helpers.evidence computes (notebook 06 saves them)
+# evidence figures: drawn from the tables helpers.evidence.recomputed computes (notebook 06 saves them)
 # --------------------------------------------------------------------------------------------
 def _colours(models: Sequence[str]) -> dict:
     pal = sns.color_palette("tab10", max(10, len(models)))
@@ -367,8 +367,8 @@ def _empty_fig(title: str, message: str, caption: str = ""):
 
 def calibration_plot(table: pd.DataFrame, reliability: pd.DataFrame, caption: str = ""):
     """Reliability diagram (one line per model, the diagonal = perfect calibration) above the
-    number of images per bin. ``table``: :func:`helpers.evidence.calibration` (Brier and ECE in the
-    legend; its order and ``n_bins``); ``reliability``: :func:`helpers.evidence.reliability`."""
+    number of images per bin. ``table``: :func:`helpers.evidence.recomputed.calibration` (Brier and ECE in the
+    legend; its order and ``n_bins``); ``reliability``: :func:`helpers.evidence.recomputed.reliability`."""
     title = "Calibration of the pooled out-of-fold probabilities"
     if table.empty or table["n"].sum() == 0:
         return _empty_fig(title, "no out-of-fold predictions", caption)
@@ -405,8 +405,8 @@ def calibration_plot(table: pd.DataFrame, reliability: pd.DataFrame, caption: st
 def prevalence_plot(table: pd.DataFrame, caption: str = ""):
     """PPV (left) and NPV (right) against prevalence, one curve + band per model (log x axis).
 
-    ``table``: :func:`helpers.evidence.prevalence_table`. The dotted extension to the study's
-    prevalence is drawn with the same formula (:func:`helpers.metrics.ppv_npv_at_prevalence`);
+    ``table``: :func:`helpers.evidence.recomputed.prevalence_table`. The dotted extension to the study's
+    prevalence is drawn with the same formula (:func:`helpers.evidence.metrics.ppv_npv_at_prevalence`);
     it is a curve, not a reported number.
 
     The table's prevalence range is shaded; curves continue (same formula, thinner) up to the
@@ -549,7 +549,7 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
 
 
 def heat_share_plot(table: pd.DataFrame, caption: str = ""):
-    """``table``: :func:`helpers.evidence.heat_share_ci`. Left: pooled share of heat in the lungs
+    """``table``: :func:`helpers.evidence.recomputed.heat_share_ci`. Left: pooled share of heat in the lungs
     per class and model (interval; grey bar = chance, the lung-area fraction). Right: the paired
     difference segmented - unsegmented per class, pooled (large) and per fold (small)."""
     title = "Share of Grad-CAM heat inside the lung mask (patient-level bootstrap 95 % CI)"
@@ -635,7 +635,7 @@ def audit_plot(audit_table: pd.DataFrame, permutation_null: dict | None = None,
     """Each audit's pooled out-of-fold AUC with its patient-level interval against chance (0.5),
     labelled with what it tests and its verdict; the low-level audit's permutation-null 95th
     percentile is marked when ``permutation_null`` (``baselines/permutation_null.json``) is given.
-    ``descriptions``: audit name -> what it tests (:data:`helpers.evidence.AUDIT_SHORT`)."""
+    ``descriptions``: audit name -> what it tests (:data:`helpers.evidence.recomputed.AUDIT_SHORT`)."""
     title = "Shortcut audits: can the label be predicted without the disease?"
     if audit_table is None or audit_table.empty:
         return _empty_fig(title, "no audits in this run", caption)

@@ -11,9 +11,9 @@ Nature Machine Intelligence 2021).
 The protocol is the CNNs' (:func:`helpers.train.cross_validate`, Algorithm 2): per test fold,
 a patient-grouped inner split of the training part (:func:`helpers.data.splits.inner_split`,
 same fraction and seed ``seed + k``); the model is fitted on the inner training rows, the
-decision threshold chosen on the inner validation rows (:func:`helpers.metrics.choose_threshold`)
+decision threshold chosen on the inner validation rows (:func:`helpers.evidence.metrics.choose_threshold`)
 and the test fold predicted once. Predictions come in the schema of ``cross_validate``, so
-:func:`helpers.metrics.summarise_models` puts them straight into Table 7.
+:func:`helpers.evidence.metrics.summarise_models` puts them straight into Table 7.
 
 numpy / pandas / OpenCV / scikit-learn only; no torch.
 """
@@ -27,8 +27,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from . import metrics
-from .data.splits import inner_split
+from helpers.data.splits import inner_split
+from helpers.evidence import metrics
 
 __all__ = ["FLOOR_SIZE", "FLOOR_C", "thumbnails", "thumbnail_logreg"]
 

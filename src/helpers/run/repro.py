@@ -16,7 +16,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from . import io, paths
+from helpers import paths
+from helpers.run import store
 
 PACKAGES = ["torch", "torchvision", "timm", "segmentation-models-pytorch", "albumentations",
             "numpy", "scikit-learn", "scipy", "scikit-image", "pandas", "opencv-python-headless",
@@ -61,7 +62,7 @@ def git_revision(root: Path | None = None) -> str:
     if not rev:
         return "unknown"
     try:
-        # figures/ holds published run outputs (helpers.publish writes there), not code: it does
+        # figures/ holds published run outputs (helpers.run.publish writes there), not code: it does
         # not make a checkout dirty
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
                                 ":(exclude)figures"], cwd=root,
@@ -158,4 +159,4 @@ class RunLog:
             "earlier_runs": self._earlier_runs(path),
             **self.extra,
         }
-        return io.save_json(manifest, path)
+        return store.save_json(manifest, path)

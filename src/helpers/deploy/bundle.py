@@ -9,11 +9,11 @@ that finished notebooks 01-04 (05 and 06 add metrics and audits when present):
   weights were saved), plain state dicts;
 * ``bundle.json``: format version, the resolved profile, each fold's decision threshold and the
   bundle's decision rule, the refinement settings, the training cohort's feature ranges for the
-  out-of-distribution flags (:mod:`helpers.ood`), internal and external metrics with intervals,
+  out-of-distribution flags (:mod:`helpers.deploy.ood`), internal and external metrics with intervals,
   the shortcut audits, provenance (git revisions, data sources with counts and licences, package
   versions) and the SHA-256 of every weights file;
 * ``evidence/``: the run's CSV tables the numbers come from; ``MODEL_CARD.md``
-  (:mod:`helpers.model_card`).
+  (:mod:`helpers.report.model_card`).
 
 Weights are re-saved from the state dicts loaded with ``torch.load(..., weights_only=True)`` and
 loaded the same way, after their checksums have been verified (:func:`load`): opening a bundle
@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io, ood, refine, repro
-from .pipeline import ART, MAIN_MODEL_DIR, kept, migrate
+from helpers import refine
+from helpers.deploy import ood
+from helpers.run import repro, store
+from helpers.run.artefacts import ART, MAIN_MODEL_DIR, kept, migrate
 
 FORMAT = "hrnet-cxr-bundle/1"
 BUNDLE_FILE = "bundle.json"
@@ -64,7 +66,7 @@ def sha256(path: str | Path) -> str:
 
 def profile_from_dict(d: dict):
     """Rebuild a :class:`helpers.config.Profile` from its saved dict (``to_dict`` or ``asdict``)."""
-    from .config import Profile, make_profile
+    from helpers.config import Profile, make_profile
 
     known = {f.name for f in dataclasses.fields(Profile)} - {"name"}
     return make_profile(d["name"], {k: v for k, v in d.items() if k in known})
@@ -95,7 +97,7 @@ def model_source(run_dir: Path, model: str, profile) -> tuple[Path, str, str]:
 
 
 def _stage_profile(run_dir: Path):
-    from .evidence import run_manifest
+    from helpers.evidence.recomputed import run_manifest
 
     for stage in ("hrnet", "refine", "unet", "curation"):
         cfg = run_manifest(run_dir, stage).get("config") or {}
@@ -159,13 +161,13 @@ def _rows(df: pd.DataFrame | None) -> list[dict]:
 
 
 def _csv(run_dir: Path, rel: str) -> pd.DataFrame | None:
-    from .evidence import read_artefact
+    from helpers.evidence.recomputed import read_artefact
 
     return read_artefact(run_dir, rel)
 
 
 def training_features(run_dir: Path) -> pd.DataFrame:
-    """:func:`helpers.ood.features` of the training cohort: the classification images that
+    """:func:`helpers.deploy.ood.features` of the training cohort: the classification images that
     passed refinement, from the run's saved arrays (the classifier's own inputs)."""
     _, keep = kept(run_dir)
     images = np.asarray(ART.cls_images.read(run_dir))[keep]
@@ -176,7 +178,7 @@ def training_features(run_dir: Path) -> pd.DataFrame:
 def _data_sources(run_dir: Path) -> list[dict]:
     """Training images by source, class and licence (classification index) with the registry's
     licence summary where the source is a registered public one."""
-    from .data.sources import get_source
+    from helpers.data.sources import get_source
 
     f = ART.cls_index.path(run_dir)
     idx = pd.read_csv(f, dtype=str, keep_default_na=False) if f.is_file() else None
@@ -184,7 +186,7 @@ def _data_sources(run_dir: Path) -> list[dict]:
         return []
     ri = ART.refine_index.find(run_dir)
     if ri is not None and len(ri) == len(idx):
-        idx = idx.assign(used=io.bool_column(ri, "passed"))
+        idx = idx.assign(used=store.bool_column(ri, "passed"))
     else:
         idx = idx.assign(used=True)
     if "license" not in idx:
@@ -226,12 +228,12 @@ def export(run_dir: str | Path, bundle_dir: str | Path, models: tuple[str, ...] 
     tmp = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.partial-", dir=bundle_dir.parent))
     try:
         meta = _assemble(run_dir, tmp, profile, cfg, models)
-        io.save_json(meta, tmp / BUNDLE_FILE)
+        store.save_json(meta, tmp / BUNDLE_FILE)
         if card:
-            from .model_card import write_model_card
+            from helpers.report.model_card import write_model_card
 
             write_model_card(run_dir, tmp, meta)
-        os.chmod(tmp, 0o777 & ~io.current_umask())
+        os.chmod(tmp, 0o777 & ~store.current_umask())
         if bundle_dir.exists():
             bundle_dir.rmdir()  # empty (checked above)
         os.replace(tmp, bundle_dir)
@@ -242,7 +244,7 @@ def export(run_dir: str | Path, bundle_dir: str | Path, models: tuple[str, ...] 
 
 
 def _assemble(run_dir: Path, out: Path, profile, cfg: dict, models: list[str]) -> dict:
-    from .evidence import run_manifest
+    from helpers.evidence.recomputed import run_manifest
 
     weights: dict = {"unet": []}
     unet_files = sorted((run_dir / "unet").glob("fold*.pt"), key=lambda p: int(p.stem[4:]))
@@ -299,8 +301,9 @@ def _assemble(run_dir: Path, out: Path, profile, cfg: dict, models: list[str]) -
         "profile": dataclasses.asdict(profile),
         "data_kind": profile.data,
         "preprocessing": {
-            "reader": "helpers.io.read_image (PNG/JPEG/TIFF 8- or 16-bit, DICOM via pydicom) -> uint8",
-            "geometry": "helpers.io.square: zero-pad to a centred square, resize (INTER_AREA)",
+            "reader": ("helpers.data.decode.read_image (PNG/JPEG/TIFF 8- or 16-bit, DICOM via pydicom) "
+                       "-> uint8"),
+            "geometry": "helpers.data.decode.square: zero-pad to a centred square, resize (INTER_AREA)",
             "seg_size": profile.seg_size, "cls_size": profile.cls_size,
             "classifier_input": "uint8 / 255, standardised with mean 0.5, sd 0.25, grey replicated to "
                                 "3 channels",
@@ -348,7 +351,7 @@ def read_meta(bundle_dir: str | Path) -> dict:
         raise BundleError(f"{bundle_dir}: not a bundle ({BUNDLE_FILE} missing); make one with "
                           "`hrnet-cxr export RUN_DIR BUNDLE_DIR`")
     try:
-        meta = io.load_json(f)
+        meta = store.load_json(f)
     except ValueError as exc:
         raise BundleError(f"{f}: unreadable ({exc})") from exc
     if meta.get("format") != FORMAT:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
+from helpers.data import decode
 
 MIN_SIDE = 64
 MIN_RANGE = 16
@@ -117,18 +117,18 @@ class Check:
 
 
 def check_radiograph(path: str | Path, view: str = "", mask_path: str | Path | None = None) -> Check:
-    """Decode ``path`` with :func:`helpers.io.read_image` and run every check on it.
+    """Decode ``path`` with :func:`helpers.data.decode.read_image` and run every check on it.
 
     ``view`` is the metadata's view (empty: not stated; a DICOM's ViewPosition is then used).
-    With ``mask_path`` the mask is read with :func:`helpers.io.read_mask` against the image's
+    With ``mask_path`` the mask is read with :func:`helpers.data.decode.read_mask` against the image's
     size (values normalised, same-aspect sizes resized, other sizes refused) and checked by
     :func:`mask_reason`. Never raises for a bad file: the problem is the returned reason.
     """
     c = Check(str(path))
     info: dict = {}
     try:
-        a = io.read_image(path, info=info)
-    except io.ImageError as exc:
+        a = decode.read_image(path, info=info)
+    except decode.ImageError as exc:
         c.reason = short_reason(exc, path)
         return c
     c.shape = a.shape
@@ -143,8 +143,8 @@ def check_radiograph(path: str | Path, view: str = "", mask_path: str | Path | N
         return c
     minfo: dict = {}
     try:
-        m = io.read_mask(mask_path, image_shape=a.shape, info=minfo)
-    except io.ImageError as exc:
+        m = decode.read_mask(mask_path, image_shape=a.shape, info=minfo)
+    except decode.ImageError as exc:
         c.mask_reason = short_reason(exc, mask_path, prefix="mask: ")
         return c
     c.mask_notes += minfo.get("notes", [])

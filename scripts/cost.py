@@ -1,9 +1,9 @@
 """What a profile costs: measured seconds per image of each of its networks, and the hours of
 every stage, on one device and on several through Ray.
 
-Not part of the paper. ``python -m helpers.cost [--profile paper] [--n-cls 910] [--n-seg 800]
+Not part of the paper. ``python scripts/cost.py [--profile paper] [--n-cls 910] [--n-seg 800]
 [--gpus 8]`` times, on this machine's device, training and inference of the UNet at ``seg_size``
-and of every classifier at ``cls_size`` (:func:`helpers.bench.bench_model`, in the profile's own
+and of every classifier at ``cls_size`` (:func:`bench.bench_model`, in the profile's own
 compute mode), then multiplies by the images each stage sees: folds x epochs x training images,
 plus each epoch's validation pass and the test fold. The defaults are the paper's data (section
 3.2: 800 Montgomery/Shenzhen pairs for the UNet; 910 images kept after refinement for the
@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import bench, config, models
+import bench
+from helpers import config, models
 
 COLUMNS = ["stage", "network", "size", "folds", "epochs", "train_images", "infer_images",
            "train_s_per_image", "infer_s_per_image", "device_hours", "wall_hours_on_n"]
@@ -135,7 +136,7 @@ def by_stage(est: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    ap = argparse.ArgumentParser(prog="python -m helpers.cost", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python scripts/cost.py", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="paper")
     ap.add_argument("--n-cls", type=int, default=910, help="classification images after refinement")
     ap.add_argument("--n-seg", type=int, default=800, help="image/mask pairs for the UNet")

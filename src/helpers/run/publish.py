@@ -1,12 +1,12 @@
 """Publish a finished run's figures, e.g. into the repository's ``figures/<name>/``::
 
-    python -m helpers.publish RUN_DIR figures/NAME [--replace]
+    python -m helpers.run.publish RUN_DIR figures/NAME [--replace]
     ./run_all.sh cpu --publish figures/cpu          # the same, after notebook 06
 
 Notebook 06 writes only into ``RUN_DIR/figures/``; nothing writes into the repository unless asked
 to here. Publishing recomputes nothing: it copies the files that folder's ``index.csv`` lists,
 ``index.csv``, ``README.md``, ``SUMMARY.md`` and the evidence tables they were made from
-(:data:`helpers.evidence.TABLES`), and writes ``PROVENANCE.json`` beside them: profile, seed, data
+(:data:`helpers.evidence.recomputed.TABLES`), and writes ``PROVENANCE.json`` beside them: profile, seed, data
 and external data (each named relative to the repository, or by its folder name, with the SHA-256
 of its ``manifest.csv``; never a machine path), the overrides that change results (not the
 execution-only settings of :data:`helpers.config.EXECUTION_FIELDS`), the run's git revision and
@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .pipeline import ART
+from helpers.run.artefacts import ART
 
 PROVENANCE = "PROVENANCE.json"
 #: What makes two publications the same run's figures (the git revision and the files do not).
@@ -51,7 +51,7 @@ def data_record(folder: str | Path | None) -> dict[str, Any] | None:
     SHA-256 (16 hex digits) of its ``manifest.csv`` when that file can be read here, else None.
     Never a machine path.
     """
-    from . import paths
+    from helpers import paths
 
     if not folder:
         return None
@@ -71,7 +71,7 @@ def provenance(cfg_dict: dict[str, Any], git_revision: str | None = None,
     Overrides are those the run was given, with the values its profile holds, less the
     execution-only settings (:data:`helpers.config.EXECUTION_FIELDS`), which change no result.
     """
-    from .config import EXECUTION_FIELDS
+    from helpers.config import EXECUTION_FIELDS
 
     prof = cfg_dict.get("profile") or {}
     given = cfg_dict.get("overrides") or {}
@@ -151,10 +151,10 @@ def _listed(index_csv: Path) -> list[str]:
 def files_to_publish(src: Path) -> list[str]:
     """Every file a figures folder publishes: those its ``index.csv`` lists, ``index.csv``,
     ``README.md``, ``SUMMARY.md`` and the evidence tables. Raises when one is missing."""
-    from . import evidence
+    from helpers.evidence import recomputed
 
     src = Path(src)
-    names = list(dict.fromkeys([*_listed(src / "index.csv"), *FIXED, *evidence.TABLES.values()]))
+    names = list(dict.fromkeys([*_listed(src / "index.csv"), *FIXED, *recomputed.TABLES.values()]))
     missing = [n for n in names if not (src / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{src} lacks {missing}: run notebook 06 into it first")
@@ -163,7 +163,7 @@ def files_to_publish(src: Path) -> list[str]:
 
 def run_provenance(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """The figures folder of a finished run and its provenance (from its ``run_manifest.json``)."""
-    from .summary import display_path
+    from helpers.report.summary import display_path
 
     src = figures_folder(run_dir)
     manifest = json.loads((src / "run_manifest.json").read_text())
@@ -240,7 +240,7 @@ def publish(run_dir: str | Path, dest: str | Path, replace: bool = False) -> lis
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m helpers.publish",
+        prog="python -m helpers.run.publish",
         description="Copy a finished run's figures (notebook 06's RUN_DIR/figures) into a folder such "
                     "as the repository's figures/NAME, with their provenance. Recomputes nothing.")
     ap.add_argument("run_dir", help="OUT_DIR of a finished run (e.g. outputs/cpu), or its figures/ folder")

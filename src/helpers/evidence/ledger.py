@@ -25,7 +25,8 @@ so no floating-point edge cases.
 * :class:`Claim`, :func:`check_claim`, :func:`check_mean`, :func:`search_matrices`,
   :func:`alternative_readings` (e.g. "specificity" actually being NPV),
 * :func:`paper_claims` (Tables 6 and 7, abstract, section 4.3 text), :func:`ledger_table`,
-  :func:`claims_from_fold_table` (the companion's own tables, from :func:`helpers.metrics.fold_table`).
+  :func:`claims_from_fold_table` (the companion's own tables, from
+  :func:`helpers.evidence.metrics.fold_table`).
 """
 from __future__ import annotations
 
@@ -520,7 +521,7 @@ def _fold_number(fold) -> str:
 
 def claims_from_fold_table(fold_table_df: pd.DataFrame, name: str, decimals: int = 2
                            ) -> list[Claim]:
-    """Claims from :func:`helpers.metrics.fold_table` output, printed as the companion prints.
+    """Claims from :func:`helpers.evidence.metrics.fold_table` output, printed as the companion prints.
 
     Per-fold rows and the ``pooled`` row become ``single`` claims with known class counts
     (values recomputed from the integer counts, half-up to ``decimals``); the ``mean`` row

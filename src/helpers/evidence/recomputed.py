@@ -2,8 +2,8 @@
 
 Nothing here trains or runs a model, and nothing here draws. Every number is recomputed from the
 CSV files the notebooks wrote into ``OUT_DIR`` (out-of-fold predictions of every model, the fold
-table, Table 7, the Grad-CAM heat-share tables), with :mod:`helpers.metrics` and
-:mod:`helpers.ledger`, so a reader can check each figure against the predictions it came from.
+table, Table 7, the Grad-CAM heat-share tables), with :mod:`helpers.evidence.metrics` and
+:mod:`helpers.evidence.ledger`, so a reader can check each figure against the predictions it came from.
 
 What the paper reports (per-fold accuracy / sensitivity / specificity and their mean) leaves out
 what a reader needs to judge a diagnostic claim; this module adds it:
@@ -21,7 +21,7 @@ what a reader needs to judge a diagnostic claim; this module adds it:
 * :func:`evidence_tables` / :func:`save_tables` / :func:`read_tables` - all of them for one run,
   computed once by notebook 06, saved in its stage folder and read back by every reader.
 
-The figures are drawn in :mod:`helpers.plots` from these tables. Functions are robust to a
+The figures are drawn in :mod:`helpers.report.plots` from these tables. Functions are robust to a
 missing external set, folds with one class, missing models (skipped, with a note) and NaN
 probabilities (dropped, counted).
 """
@@ -34,8 +34,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from . import ledger, metrics
-from .pipeline import ART, EVIDENCE_TABLES, STAGES
+from helpers.evidence import ledger, metrics
+from helpers.run.artefacts import ART, EVIDENCE_TABLES, STAGES
 
 __all__ = [
     "run_manifest",
@@ -61,7 +61,7 @@ __all__ = [
 
 
 
-#: One-line reading of each known audit (the labels of :func:`helpers.plots.audit_plot`).
+#: One-line reading of each known audit (the labels of :func:`helpers.report.plots.audit_plot`).
 AUDIT_SHORT = {
     "source": "source from pixels: is a shortcut available?",
     "lungs_blacked_out": "label with lungs blacked out: solvable without lungs?",
@@ -195,7 +195,7 @@ def _usable(d: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 # --------------------------------------------------------------------------------------------
 def reliability(preds: pd.DataFrame, n_bins: int = 10) -> pd.DataFrame:
     """Reliability bins per model (pooled out-of-fold): ``model, bin_lo, bin_hi, n, mean_prob,
-    frac_pos`` (:func:`helpers.metrics.reliability_table`)."""
+    frac_pos`` (:func:`helpers.evidence.metrics.reliability_table`)."""
     rows = []
     d = _oof(preds)
     for m in model_order(d["model"].unique()):
@@ -213,9 +213,10 @@ def calibration(preds: pd.DataFrame, n_bins: int = 10) -> pd.DataFrame:
 
     Table columns: ``model, n, n_pos, n_neg, prevalence`` (observed fraction of COVID),
     ``mean_prob`` (calibration in the large: should equal the prevalence), ``brier``
-    (:func:`helpers.metrics.brier`), ``ece`` (:func:`helpers.metrics.ece`, ``n_bins`` equal-width
+    (:func:`helpers.evidence.metrics.brier`), ``ece``
+    (:func:`helpers.evidence.metrics.ece`, ``n_bins`` equal-width
     bins), ``n_bins, n_missing`` (NaN probabilities dropped), ``note``.
-    :func:`helpers.plots.calibration_plot` draws it with :func:`reliability`.
+    :func:`helpers.report.plots.calibration_plot` draws it with :func:`reliability`.
     """
     d = _oof(preds)
     rows = []
@@ -261,11 +262,11 @@ def prevalence_table(preds: pd.DataFrame,
     """PPV and NPV each model would have at other prevalences, one row per model and prevalence.
 
     From the pooled out-of-fold sensitivity and specificity (each fold's own threshold) by Bayes'
-    rule, :func:`helpers.metrics.ppv_npv_at_prevalence`; the bounds use the Wilson bounds of
+    rule, :func:`helpers.evidence.metrics.ppv_npv_at_prevalence`; the bounds use the Wilson bounds of
     sensitivity and specificity together (a conservative box, not a joint interval). Columns:
     ``model, prevalence, ppv, ppv_lo, ppv_hi, npv, npv_lo, npv_hi, sensitivity(_lo/_hi),
     specificity(_lo/_hi), study_prevalence`` (n_pos / n of the pooled predictions) ``, n_pos,
-    n_neg, note``. :func:`helpers.plots.prevalence_plot` draws it.
+    n_neg, note``. :func:`helpers.report.plots.prevalence_plot` draws it.
     """
     prev = np.asarray(list(prevalences), dtype=np.float64)
     d = _oof(preds)
@@ -299,7 +300,7 @@ def comparisons(preds: pd.DataFrame, reference: str = "hrnet", method: str = "de
                 n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Paired comparison of every other model with ``reference`` on the same OOF images.
 
-    :func:`helpers.metrics.compare_to_reference` per model (``auc_diff`` = reference - model,
+    :func:`helpers.evidence.metrics.compare_to_reference` per model (``auc_diff`` = reference - model,
     with its interval and p; McNemar on the hard predictions). Images whose probability is NaN
     for either model are left out of that pair. A model that cannot be paired (different
     images / folds) gets a row with only ``model, reference, note``; a missing reference gives
@@ -364,11 +365,11 @@ def table7_claims(table7: pd.DataFrame, decimals: int = 2) -> list[ledger.Claim]
 
 
 def ledger_tables(out_dir: Path) -> dict[str, pd.DataFrame]:
-    """The claims ledger: ``{"paper": ..., "companion": ...}`` (:func:`helpers.ledger.ledger_table`).
+    """The claims ledger: ``{"paper": ..., "companion": ...}`` (:func:`helpers.evidence.ledger.ledger_table`).
 
     ``paper``: the paper's Tables 6 and 7, abstract and text. ``companion``: every triple the
     companion itself prints - HRNet's per-fold, pooled and mean rows (``hrnet/fold_table.csv``,
-    :func:`helpers.ledger.claims_from_fold_table`) and the pooled Table 7 rows of every model
+    :func:`helpers.evidence.ledger.claims_from_fold_table`) and the pooled Table 7 rows of every model
     (:func:`table7_claims`). Each companion row should be consistent; a mean row is left out
     when a fold lacks a class (its fold claim is skipped, so the mean could not be checked).
     """
@@ -524,12 +525,12 @@ def evidence_tables(out_dir: Path, n_boot: int = 1000, seed: int = 0,
 
 def save_tables(tables: dict[str, pd.DataFrame], dest: Path) -> list[Path]:
     """Write each table of :func:`evidence_tables` to ``dest/<file of TABLES>``; returns the paths."""
-    from . import io
+    from helpers.run import store
 
     unknown = sorted(set(tables) - set(TABLES))
     if unknown:
         raise KeyError(f"unknown evidence tables {unknown} (known: {list(TABLES)})")
-    return [io.save_csv(df, Path(dest) / TABLES[name]) for name, df in tables.items()]
+    return [store.save_csv(df, Path(dest) / TABLES[name]) for name, df in tables.items()]
 
 
 def _tri_state(v):

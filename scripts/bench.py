@@ -1,6 +1,6 @@
 """Training and inference throughput of every network of a profile: naive against the fast path.
 
-Not part of the paper. ``python -m helpers.bench [--profile cpu] [--csv PATH] [--steps N]
+Not part of the paper. ``python scripts/bench.py [--profile cpu] [--csv PATH] [--steps N]
 [--models a,b] [--compile]`` builds each classifier of the profile (``hrnet``, the Table 7
 ``baselines`` and the ``audit_model``) at the profile's ``cls_size`` and batch ``cls_batch``,
 and times, after ``--warmup`` untimed steps, ``--steps`` training steps (SGD as in
@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import config, models, train
+from helpers import config, models, train
 
 COLUMNS = ["model", "mode", "size", "batch", "steps", "threads", "bf16", "channels_last", "compiled",
            "first_step_s", "train_img_s", "infer_img_s", "train_speedup", "infer_speedup"]
@@ -160,7 +160,7 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
-    ap = argparse.ArgumentParser(prog="python -m helpers.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python scripts/bench.py", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="cpu", help="profile whose networks and sizes are timed")
     ap.add_argument("--csv", default="",
                     help="where to write the rows (default: outputs/bench_<profile>.csv)")

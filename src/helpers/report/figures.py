@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import explain, io, metrics, plots, repro
-from .pipeline import ART, MAIN_MODEL_DIR, kept
-from .tables import (
+from helpers import explain
+from helpers.evidence import metrics
+from helpers.report import plots
+from helpers.report.tables import (
     fold_label,
     heat_share_frame,
     history_frame,
@@ -25,6 +26,8 @@ from .tables import (
     table6_frame,
     table7_frame,
 )
+from helpers.run import repro, store
+from helpers.run.artefacts import ART, MAIN_MODEL_DIR, kept
 
 
 @dataclass
@@ -37,10 +40,10 @@ class Figure:
 
 
 def data_note(cfg) -> str:
-    """The one caption line saying what the data are (:func:`helpers.evidence.data_note`)."""
-    from . import evidence
+    """The one caption line saying what the data are (:func:`helpers.evidence.recomputed.data_note`)."""
+    from helpers.evidence import recomputed
 
-    return evidence.data_note(cfg.out_dir, cfg.to_dict())
+    return recomputed.data_note(cfg.out_dir, cfg.to_dict())
 
 
 def fig7(cfg) -> Figure:
@@ -65,7 +68,7 @@ def fig6(cfg, n: int = 6) -> Figure:
     images = ART.cls_images.read(cfg.out_dir)
     raw = ART.masks_raw_cls.read(cfg.out_dir)
     ref = ART.masks_refined_cls.read(cfg.out_dir)
-    passed = io.bool_column(ri, "passed")
+    passed = store.bool_column(ri, "passed")
     rng = np.random.default_rng(cfg.seed)
     pick = []
     for lab in ("covid", "normal"):
@@ -127,7 +130,7 @@ def fig14(cfg) -> Figure:
         f = cfg.out_dir / "baselines" / model / "preds.csv"
         if not f.is_file():
             continue
-        p = io.read_stage_csv(f, "05_baseline_comparison.ipynb")
+        p = store.read_stage_csv(f, "05_baseline_comparison.ipynb")
         best = sorted(_fold_mats(p[p["set"] == "oof"]), key=lambda t: (t[2], -t[0]))[-1]
         mats.append(best[1])
         titles.append(f"{model_label(model).split(' (')[0]}: best fold {fold_label(best[0])}, "
@@ -193,11 +196,11 @@ def training_dynamics(cfg) -> Figure:
 
 def ladder_figure(cfg, table: pd.DataFrame | None = None) -> Figure | None:
     """The de-confounding ladder (notebook 05b); None when the profile runs no ladder."""
-    from . import ladder
+    from helpers import ladder
 
     if table is None:
         f = ART.ladder_table.path(cfg.out_dir)
-        table = io.read_stage_csv(f, "05b_deconfounding_ladder.ipynb") if f.is_file() else None
+        table = store.read_stage_csv(f, "05b_deconfounding_ladder.ipynb") if f.is_file() else None
     if table is None or table.empty:
         return None
     table = table.copy()
@@ -217,7 +220,7 @@ BUILDERS = [fig7, fig10, fig6, table6, table7, fig13, fig14, fig9_12, fig_heat_s
 
 
 # The evidence figures draw the tables notebook 06 computed once and saved
-# (:func:`helpers.evidence.read_tables`); each builder takes ``(cfg, tables)`` and returns None
+# (:func:`helpers.evidence.recomputed.read_tables`); each builder takes ``(cfg, tables)`` and returns None
 # when its inputs are missing.
 def ev_calibration(cfg, tables: dict) -> Figure | None:
     cal, rel = tables.get("calibration"), tables.get("reliability")
@@ -240,14 +243,14 @@ def ev_ppv_npv(cfg, tables: dict) -> Figure | None:
 
 
 def ev_auc_forest(cfg, tables: dict) -> Figure | None:
-    from . import evidence
+    from helpers.evidence import recomputed
 
     t7 = ART.table7.find(cfg.out_dir)
     if t7 is None or t7.empty:
         return None
     ext = ART.external_table.find(cfg.out_dir)
     note = data_note(cfg)
-    f = plots.auc_forest(t7, ext, caption=note, order=evidence.model_order(t7["model"].astype(str)))
+    f = plots.auc_forest(t7, ext, caption=note, order=recomputed.model_order(t7["model"].astype(str)))
     return Figure(f, "ev_auc_forest.png", "Table 7 (ROC-AUC with intervals)", "06_figure_generation",
                   f"{note}; internal pooled out-of-fold AUC"
                   + ("; external mean-of-folds AUC" if ext is not None and len(ext) else ""))
@@ -264,14 +267,14 @@ def ev_heat_share(cfg, tables: dict) -> Figure | None:
 
 
 def ev_audits(cfg, tables: dict) -> Figure | None:
-    from . import evidence
+    from helpers.evidence import recomputed
 
     at = ART.audit_table.find(cfg.out_dir)
     if at is None or at.empty:
         return None
     null = ART.permutation_null.find(cfg.out_dir)
     note = data_note(cfg)
-    f = plots.audit_plot(at, null, caption=note, descriptions=evidence.AUDIT_SHORT)
+    f = plots.audit_plot(at, null, caption=note, descriptions=recomputed.AUDIT_SHORT)
     return Figure(f, "ev_audits.png", "beyond the paper (shortcut audits, DeGrave et al. 2021)",
                   "06_figure_generation", f"{note}; audit AUCs against chance")
 
@@ -289,18 +292,19 @@ def write_all(cfg, dest: Path, builders=None, with_evidence: bool = True) -> pd.
     """Draw and save every figure into ``dest``; returns the figure index (one row per file).
 
     ``dest`` is the figures stage folder: the evidence tables must already be saved there
-    (:func:`helpers.evidence.save_tables`, as notebook 06 does); they are read, never recomputed.
+    (:func:`helpers.evidence.recomputed.save_tables`, as notebook 06 does); they are read, never recomputed.
     Writes the PNGs, ``index.csv`` and ``README.md``, then ``SUMMARY.md`` (which reads the index
     and the saved tables).
     """
-    from . import evidence, summary
+    from helpers.evidence import recomputed
+    from helpers.report import summary
 
     dest = Path(dest)
-    tables = evidence.read_tables(dest)
-    missing = [evidence.TABLES[n] for n, t in tables.items() if t is None]
+    tables = recomputed.read_tables(dest)
+    missing = [recomputed.TABLES[n] for n, t in tables.items() if t is None]
     if with_evidence and missing:
         raise FileNotFoundError(f"{dest} lacks the evidence tables {missing}: save them there first "
-                                "with evidence.save_tables(evidence.evidence_tables(...), dest) "
+                                "with recomputed.save_tables(recomputed.evidence_tables(...), dest) "
                                 "(notebooks/06_figure_generation.ipynb does)")
     rows = []
     rev = repro.git_revision()
@@ -313,7 +317,7 @@ def write_all(cfg, dest: Path, builders=None, with_evidence: bool = True) -> pd.
                      "profile": cfg.profile.name, "data": data_note(cfg), "git_revision": rev,
                      "caption": fig.caption})
     index = pd.DataFrame(rows)
-    io.save_csv(index, dest / "index.csv")
+    store.save_csv(index, dest / "index.csv")
     write_readme(cfg, index, dest)
     summary.write_summary(cfg.out_dir, dest / "SUMMARY.md", cfg_dict=cfg.to_dict(), figures_rel=".",
                           figures_dir=dest)
@@ -322,7 +326,7 @@ def write_all(cfg, dest: Path, builders=None, with_evidence: bool = True) -> pd.
 
 def write_readme(cfg, index: pd.DataFrame, dest: Path) -> Path:
     """``README.md`` beside the figures: each file, its paper panel, notebook, profile, revision, data."""
-    from . import summary
+    from helpers.report import summary
 
     lines = [f"# Figures: profile `{cfg.profile.name}`", "",
              f"Data: {data_note(cfg)}.  ", f"Git revision: `{index['git_revision'].iloc[0]}`.  ",

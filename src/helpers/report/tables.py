@@ -1,15 +1,15 @@
 """The tables a reader sees, framed from saved artefacts: Table 6 and 7 as the paper lays them
 out, fold numbering, model names and order, the ladder and heat-share frames.
 
-Table functions return DataFrames only; drawing is in :mod:`helpers.plots` and the figure records
-in :mod:`helpers.figures`.
+Table functions return DataFrames only; drawing is in :mod:`helpers.report.plots` and the figure records
+in :mod:`helpers.report.figures`.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from .pipeline import ART
+from helpers.run.artefacts import ART
 
 #: readable names of the models a run can train, in the order tables list them
 MODEL_LABELS: dict[str, str] = {
@@ -142,7 +142,7 @@ def planned_epochs(cfg, names) -> dict[str, int]:
 
 def ladder_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The ladder table as a reader sees it: one row per rung, AUCs to three decimals."""
-    from . import ladder
+    from helpers import ladder
 
     if table is None or table.empty:
         return pd.DataFrame({"note": ["no ladder in this profile (./run_all.sh cpu-deconf runs one)"]})

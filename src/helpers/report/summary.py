@@ -7,7 +7,7 @@ ledger, the shortcut audits, the saliency check, external validation, and the li
 reader must know. No number is written by hand, and none is computed here: everything is read
 from ``OUT_DIR`` (the CSV and JSON files the notebooks saved), the evidence tables (calibration,
 predictive values, paired comparisons, ledger, heat share) from the figures stage folder where
-notebook 06 saved them (:func:`helpers.evidence.read_tables`). A run on generated phantoms gets a
+notebook 06 saved them (:func:`helpers.evidence.recomputed.read_tables`). A run on generated phantoms gets a
 banner saying so.
 
 Formats: rates in percent with one decimal (``83.0 %``; Wilson 95 % interval in brackets), AUCs,
@@ -26,10 +26,10 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from . import evidence as ev
-from . import io
-from .pipeline import ART, Artefact
-from .tables import fold_label, readable_folds
+from helpers.evidence import recomputed as ev
+from helpers.report.tables import fold_label, readable_folds
+from helpers.run import store
+from helpers.run.artefacts import ART, Artefact
 
 
 def display_path(p: Path) -> str:
@@ -167,7 +167,7 @@ class Run:
         return art.find(self.out)
 
     def table(self, name: str) -> pd.DataFrame | None:
-        """A saved evidence table (:data:`helpers.evidence.TABLES`); None when missing."""
+        """A saved evidence table (:data:`helpers.evidence.recomputed.TABLES`); None when missing."""
         key = f"_table:{name}"
         if key not in self._cache:
             self._cache[key] = ev.read_table(self.figures_dir, name)
@@ -220,7 +220,7 @@ def _what_was_run(run: Run) -> list[str]:
     else:
         L.append("- Git revisions **differ between stages**: "
                  + ", ".join(f"{s} `{r}`" for s, r in revs.items()) + ".")
-    from .repro import git_revision
+    from helpers.run.repro import git_revision
 
     L.append(f"- This summary and the figures: written at revision `{git_revision()}`.")
     dates = sorted(m.get("finished_utc", "") for m in run.manifests.values() if m.get("finished_utc"))
@@ -261,7 +261,7 @@ def _what_was_run(run: Run) -> list[str]:
           "results saved by earlier runs in its folder, so its own time can be far shorter than "
           "training took):", "", md_table(pd.DataFrame(rows).fillna("")), ""]
     if run.profile:
-        from .config import PROFILES
+        from helpers.config import PROFILES
 
         paper = PROFILES["paper"].to_dict()
         rows = []
@@ -303,7 +303,7 @@ def cohort_section(run: Run) -> list[str]:
     if dup is not None:
         if len(dup):
             def count(col):
-                return int(io.bool_column(dup, col).sum()) if col in dup.columns else 0
+                return int(store.bool_column(dup, col).sum()) if col in dup.columns else 0
             L.append(f"- Near-duplicate pairs found: {len(dup)} (same patient {count('same_patient')}, "
                      f"across sources {count('cross_source')}, with conflicting labels "
                      f"{count('conflicting_label')}).")
@@ -336,7 +336,7 @@ def _splits(run: Run) -> list[str]:
                  f"{len(idx)} images).")
     ri = run.csv(ART.refine_index)
     if ri is not None and len(ri) and "passed" in ri.columns:
-        kept = int(io.bool_column(ri, "passed").sum())
+        kept = int(store.bool_column(ri, "passed").sum())
         L.append(f"- Classification uses the {kept} of {len(ri)} images whose lung mask passed refinement.")
     L.append("- Decision thresholds: each fold model's threshold (Youden's J) is chosen on an inner "
              "validation split of its training part, never on the test fold.")
@@ -437,7 +437,7 @@ def _dynamics(run: Run) -> list[str]:
         ep = int(s["epochs"].max())
         if math.isfinite(planned) and ep < planned:
             cut.append(f"{name} ({ep} of {int(planned)})")
-        settled = (f'{io.bool_column(s, "settled").sum()}/{len(s)}'
+        settled = (f'{store.bool_column(s, "settled").sum()}/{len(s)}'
                    if "settled" in s else "n/a")
         row = {"model": name, "epochs": ep, "folds settled": settled,
                "last val AUC per fold": ", ".join(f"{v:.2f}" for v in s["last_val_auc"])}
@@ -466,7 +466,8 @@ def _dynamics(run: Run) -> list[str]:
 
 def _ladder(run: Run) -> list[str]:
     """The de-confounding ladder of notebook 05b, read from ``ladder/ladder_table.csv``."""
-    from . import ladder, tables
+    from helpers import ladder
+    from helpers.report import tables
 
     t = run.csv(ART.ladder_table)
     if t is None:
@@ -756,7 +757,7 @@ def external_section(run: Run) -> list[str]:
 
 def _external_selection(run: Run) -> list[str]:
     """Which external films failed refinement, and the AUC when they are scored too."""
-    from .external import refine_counts
+    from helpers.external import refine_counts
 
     ri = run.csv(ART.ext_refine_index)
     if ri is None or ri.empty:
@@ -822,7 +823,7 @@ def limitations_section(run: Run) -> list[str]:
                      f"{', '.join(f'{v:.3f}' for v in thr)}; a deployed model would need one threshold "
                      "fixed in advance. Fold-to-fold spread of the rates reflects this as well as the data.")
     if run.profile:
-        from .config import PROFILES
+        from helpers.config import PROFILES
 
         paper = PROFILES["paper"].to_dict()
         diffs = []
@@ -892,7 +893,7 @@ def _checklist(run: Run) -> list[str]:
 
 
 def _figures(run: Run) -> list[str]:
-    L = ["Evidence figures (`helpers.evidence`):", ""]
+    L = ["Evidence figures (`helpers.evidence.recomputed`):", ""]
     names = {"ev_calibration.png": "reliability diagram, Brier, ECE",
              "ev_ppv_npv.png": "PPV / NPV at 1-20 % prevalence",
              "ev_auc_forest.png": "ROC-AUC with intervals per model",
@@ -932,7 +933,7 @@ def summary_markdown(out_dir: Path, cfg_dict: dict | None = None, figures_rel: s
     run = Run(Path(out_dir), cfg_dict, figures_rel, figures_dir)
     lines = [f"# Results summary: profile `{run.info['profile']}`", ""]
     lines += banner(run)
-    lines += [f"Generated by `helpers.summary` from the artefacts in `{display_path(run.out)}`; "
+    lines += [f"Generated by `helpers.report.summary` from the artefacts in `{display_path(run.out)}`; "
               "every number is read from or recomputed from those files.", ""]
     sections = SECTIONS + (["Figures"] if figures_rel else [])
     builders = dict(_BUILDERS, Figures=_figures)
