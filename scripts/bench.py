@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import config, models, train
+from helpers.run import compute
 
 COLUMNS = ["model", "mode", "size", "batch", "steps", "threads", "bf16", "channels_last", "compiled",
            "first_step_s", "train_img_s", "infer_img_s", "train_speedup", "infer_speedup"]
@@ -41,16 +42,6 @@ COLUMNS = ["model", "mode", "size", "batch", "steps", "threads", "bf16", "channe
 def networks(profile) -> list[str]:
     """The profile's classifiers, each once: HRNet, the baselines, the audit CNN."""
     return list(dict.fromkeys([profile.hrnet, *profile.baselines, profile.audit_model]))
-
-
-def bf16_supported(device: str = "cpu") -> bool:
-    """Whether bf16 autocast runs in hardware (CUDA bf16, or CPU AVX512-BF16 / AMX)."""
-    if device == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def usable_cores() -> int:
@@ -76,7 +67,7 @@ def bench_model(profile, name: str, mode: str, steps: int = 3, warmup: int = 1, 
         raise ValueError(f"mode must be naive, fast or compiled, got {mode!r}")
     fast = mode != "naive"
     size, batch = profile.cls_size, profile.cls_batch
-    bf16 = fast and bf16_supported(device)
+    bf16 = fast and compute.bf16_supported(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (max(batch, infer_batch) * 2, size, size), dtype=np.uint8)
@@ -121,7 +112,7 @@ def bench_model(profile, name: str, mode: str, steps: int = 3, warmup: int = 1, 
     train_s = float(np.median(timed(train_once, steps)))
 
     model.eval()
-    with torch.no_grad(), train.autocast(device, bf16):
+    with torch.no_grad(), compute.autocast(device, bf16):
         timed(lambda: net(batch_input(infer_batch)), max(warmup, 1))
         infer_s = float(np.median(timed(lambda: net(batch_input(infer_batch)).float(), steps)))
     return dict(model=name, mode=mode, size=size, batch=batch, steps=steps, threads=torch.get_num_threads(),
@@ -182,7 +173,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     df.to_csv(out, index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table(df).to_string())
-    print(f"{device}, {torch.get_num_threads()} threads, bf16 supported: {bf16_supported(device)}; "
+    print(f"{device}, {torch.get_num_threads()} threads, bf16 supported: {compute.bf16_supported(device)}; "
           f"wrote {out}")
     return df
 

@@ -90,7 +90,7 @@ class Profile:
     # --- explanation (Figs. 9, 12) ------------------------------------------------------------------
     gradcam_per_class: int = 4     # images per class shown in the heat-map figures
     # --- compute ------------------------------------------------------------------------------------
-    bf16: bool = False             # bf16 autocast on CPU (about 2x faster for HRNet on this CPU)
+    bf16: bool = False             # bf16 autocast where the device computes bf16 natively (run.compute)
     channels_last: bool = False
     fast_path_off: tuple[str, ...] = ()  # networks (name prefixes) kept in fp32 NCHW: bf16 is slower for them
     num_workers: int = 0

@@ -17,19 +17,12 @@ import torch
 
 from helpers import augment, models
 from helpers.data.splits import inner_split
-from helpers.run import progress, store
+from helpers.run import compute, progress, store
 
 
 def _groups(index: pd.DataFrame) -> pd.Series:
     """Split groups: duplicate-aware ``group_id`` when curation made one, else ``patient_id``."""
     return index["group_id"] if "group_id" in index else index["patient_id"]
-
-
-def _autocast(device: str, enabled: bool):
-    if not enabled:
-        return torch.autocast(device_type=device, enabled=False)
-    dtype = torch.bfloat16
-    return torch.autocast(device_type=device, dtype=dtype)
 
 
 def _to_tensor(imgs: np.ndarray, device: str, channels_last: bool = False) -> torch.Tensor:
@@ -72,7 +65,7 @@ def _epoch(model, opt, imgs, masks, idx, batch, pipe, device, bf16, train: bool,
             im, m = _augment_batch(pipe, im, m)
         x, y = _to_tensor(im, device, cl), torch.from_numpy(m.astype(np.float32)).unsqueeze(1).to(device)
         with torch.set_grad_enabled(train):
-            with _autocast(device, bf16):
+            with compute.autocast(device, bf16):
                 logits = model(x)
             logits = logits.float()
             loss = models.dice_loss(logits, y)
@@ -172,7 +165,7 @@ def predict(profile, states: list[dict], images: np.ndarray, device: str = "cpu"
         x = _to_tensor(np.asarray(images[s:s + batch]), device, profile.channels_last)
         acc = torch.zeros(x.shape, device=device)
         for m in nets:
-            with _autocast(device, bool(profile.bf16)):
+            with compute.autocast(device, bool(profile.bf16)):
                 logits = m(x)
             acc += torch.sigmoid(logits.float())
         out[s:s + batch] = (acc / len(nets)).squeeze(1).cpu().numpy()

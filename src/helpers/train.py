@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from helpers import augment, models
 from helpers.data.splits import inner_split
 from helpers.evidence.metrics import auc_or_nan, choose_threshold
-from helpers.run import progress, store
+from helpers.run import compute, progress, store
 
 MEAN, STD = 0.5, 0.25  # images are scaled to [0, 1] then standardised with these constants
 
@@ -50,10 +50,6 @@ def _groups(index: pd.DataFrame) -> pd.Series:
     return index["group_id"] if "group_id" in index else index["patient_id"]
 
 
-def autocast(device: str, bf16: bool):
-    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bool(bf16))
-
-
 def build(profile, name: str, device: str) -> torch.nn.Module:
     m = models.make_classifier(name, hidden=profile.head_hidden, dropout=profile.head_dropout)
     m = m.to(device)
@@ -70,7 +66,7 @@ def predict_proba(model, images: np.ndarray, device: str, bf16: bool = False,
     out = []
     for s in range(0, len(images), batch):
         x = to_input(np.asarray(images[s:s + batch]), device, channels_last)
-        with autocast(device, bf16):
+        with compute.autocast(device, bf16):
             logit = model(x)
         out.append(torch.sigmoid(logit.float()).squeeze(1).cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
@@ -79,7 +75,7 @@ def predict_proba(model, images: np.ndarray, device: str, bf16: bool = False,
 def train_step(model, opt, x: torch.Tensor, target: torch.Tensor, device: str, bf16: bool
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD step on a batch (x from :func:`to_input`, target float (B, 1)): (loss, logit)."""
-    with autocast(device, bf16):
+    with compute.autocast(device, bf16):
         logit = model(x)
     loss = F.binary_cross_entropy_with_logits(logit.float(), target)
     opt.zero_grad(set_to_none=True)

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from helpers import paths
-from helpers.run import store
+from helpers.run import compute, store
 
 PACKAGES = ["torch", "torchvision", "timm", "segmentation-models-pytorch", "albumentations",
             "numpy", "scikit-learn", "scipy", "scikit-image", "pandas", "opencv-python-headless",
@@ -87,9 +87,12 @@ def device_info() -> dict[str, Any]:
 
     info = {"platform": platform.platform(), "python": sys.version.split()[0],
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.is_available()}
+            "cuda": torch.cuda.is_available(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_native_cpu": compute.bf16_supported("cpu")}  # else a profile's bf16 runs in float32
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+        info["bf16_native_cuda"] = compute.bf16_supported("cuda")
     return info
 
 
