@@ -144,6 +144,7 @@ NOTEBOOKS=(
   03_mask_refinement
   04_hrnet_cv_training
   05_baseline_comparison
+  05a_shortcut_audits
   05b_deconfounding_ladder
   06_figure_generation
 )

@@ -157,8 +157,8 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "refine": ("seg_size", "cls_size", "unet_arch", "unet_base_channels", "dilate_iters", "close_iters",
                "area_threshold_512", *_COMPUTE),
     "hrnet": _CLASSIFIER,
-    "baselines": (*_CLASSIFIER, "baselines", "baseline_epochs", "audit_model", "audit_epochs",
-                  "audit_cnn_permutation", "n_permutations"),
+    "baselines": (*_CLASSIFIER, "baselines", "baseline_epochs"),
+    "audits": (*_CLASSIFIER, "audit_model", "audit_epochs", "audit_cnn_permutation", "n_permutations"),
     "ladder": (*_CLASSIFIER, "ladder"),
     "figures": ("gradcam_per_class", "*"),  # "*": every setting, for the summary
 }

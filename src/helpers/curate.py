@@ -178,30 +178,6 @@ def cohort_table(cls: pd.DataFrame, seg: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def decode_arrays(cls: pd.DataFrame, seg: pd.DataFrame, root: Path, profile, out: Path) -> dict:
-    """Decode and resize every image once; write the ``.npy`` stacks listed in the module doc."""
-    root = Path(root)
-    files = [root / p for p in cls["path"]]
-    written = {}
-    written["cls_images"] = store.save_npy(decode.load_stack(files, profile.cls_size, desc="classify images"),
-                                        out / "cls_images.npy")
-    written["cls_images_seg"] = store.save_npy(
-        decode.load_stack(files, profile.seg_size, desc="classify images @ seg size"),
-        out / "cls_images_seg.npy")
-    if len(cls) and (cls["mask_path"] != "").all():
-        mfiles = [root / p for p in cls["mask_path"]]
-        written["cls_masks_true"] = store.save_npy(
-            decode.load_stack(mfiles, profile.seg_size, mask=True, desc="true lung masks", images=files),
-            out / "cls_masks_true.npy")
-    written["seg_images"] = store.save_npy(
-        decode.load_stack([root / p for p in seg["path"]], profile.seg_size, desc="seg images"),
-        out / "seg_images.npy")
-    written["seg_masks"] = store.save_npy(
-        decode.load_stack([root / p for p in seg["mask_path"]], profile.seg_size, mask=True,
-                      desc="seg masks", images=[root / p for p in seg["path"]]), out / "seg_masks.npy")
-    return {k: str(v) for k, v in written.items()}
-
-
 def _source_roots(root: Path) -> dict[str, Path]:
     """The public sources under ``root``: ``root`` itself if it is one, else its sub-folders."""
     from helpers.data import sources
@@ -291,3 +267,95 @@ def duplicate_guard(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, p
     out = manifest.copy()
     out["group_id"] = out["patient_id"].map(root_of)   # the smallest patient id of the group
     return pairs, out
+
+
+def decode_arrays(cls: pd.DataFrame, seg: pd.DataFrame, root: Path, profile, out: Path,
+                  prefix: str = "") -> dict:
+    """Decode and resize every image once; write the ``.npy`` stacks listed in the module doc.
+
+    ``prefix`` names the cohort: "" for ``DATA_DIR``, :data:`helpers.run.artefacts.EXTERNAL_PREFIX`
+    for the external set, whose stacks sit beside the internal ones (``ext_cls_images.npy``...).
+    True lung masks of the classification images are kept only for the internal cohort (the
+    phantoms have them, for scoring the UNet). Returns ``{stack name: path}``.
+    """
+    root = Path(root)
+    files = [root / p for p in cls["path"]]
+    seg_files = [root / p for p in seg["path"]]
+    what = "external " if prefix else ""
+    stacks = {
+        "cls_images": lambda: decode.load_stack(files, profile.cls_size, desc=f"{what}classify images"),
+        "cls_images_seg": lambda: decode.load_stack(files, profile.seg_size,
+                                                    desc=f"{what}classify images @ seg size"),
+    }
+    if not prefix and len(cls) and (cls["mask_path"] != "").all():
+        stacks["cls_masks_true"] = lambda: decode.load_stack(
+            [root / p for p in cls["mask_path"]], profile.seg_size, mask=True, desc="true lung masks",
+            images=files)
+    stacks["seg_images"] = lambda: decode.load_stack(seg_files, profile.seg_size, desc=f"{what}seg images")
+    stacks["seg_masks"] = lambda: decode.load_stack([root / p for p in seg["mask_path"]], profile.seg_size,
+                                                    mask=True, desc=f"{what}seg masks", images=seg_files)
+    return {prefix + name: str(store.save_npy(make(), Path(out) / f"{prefix}{name}.npy"))
+            for name, make in stacks.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# the external set (EXTERNAL_DATA_DIR): curated, checked and decoded as DATA_DIR is
+# ------------------------------------------------------------------------------------------------
+def load_external(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The external set as :func:`load_cohort` gives ``DATA_DIR``: (root for relative paths,
+    validated manifest, flow table, excluded rows, notes on kept rows).
+
+    The external set is curated exactly as ``DATA_DIR`` is (:func:`helpers.data.sources.load_source`):
+    lateral views, missing or broken files, implausible images and bad lung masks are excluded
+    with their reasons (:mod:`helpers.data.checks`), and one line says how many and why. Raises
+    :class:`CurationError` when nothing usable is left (or, with the profile's ``strict``, at any
+    file or content problem).
+    """
+    from helpers.data import manifest as mf
+    from helpers.data import sources
+
+    root = Path(cfg.external_data_dir)
+    name = "manifest" if (root / "manifest.csv").is_file() else "auto"
+    res = sources.load_source(name, root, derived_dir=cfg.out_dir / "data" / "derived_external")
+    df = mf.validate(res.manifest, where=str(root), check_files=False)
+    print(enforce(df, res.flow, res.excluded, getattr(cfg.profile, "strict", False),
+                  f"EXTERNAL_DATA_DIR {root}"))
+    return Path("/"), df, res.flow, res.excluded, res.notes
+
+
+def external_indices(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(classification index, segmentation index) of the external set, as curation's but without
+    folds: ``image_id``, ``y`` (1 = covid) and ``file`` (each image's original file)."""
+    cls = manifest[manifest["split_role"] == "classify"].sort_values("path").reset_index(drop=True)
+    seg = manifest[manifest["split_role"] == "segment"].sort_values("path").reset_index(drop=True)
+    cls.insert(0, "image_id", image_ids(cls["path"], cls["source"]))
+    seg.insert(0, "image_id", image_ids(seg["path"], seg["source"]))
+    cls["y"] = (cls["label"] == "covid").astype(int)
+    cls["file"] = [str(Path(root) / f) for f in cls["path"]]
+    seg["file"] = [str(Path(root) / f) for f in seg["path"]]
+    return cls, seg
+
+
+def check_disjoint(internal: pd.DataFrame, external: pd.DataFrame, internal_root: Path,
+                   external_root: Path) -> pd.DataFrame:
+    """Refuse an external set that shares patients or near-duplicate films with the training data.
+
+    Returns the (empty) table of cross-set duplicate pairs; raises ValueError naming them otherwise.
+    """
+    from helpers.data import dedup
+
+    shared = sorted(set(internal["patient_id"]) & set(external["patient_id"]))
+    if shared:
+        raise ValueError(f"EXTERNAL_DATA_DIR shares {len(shared)} patient(s) with DATA_DIR, e.g. "
+                         f"{shared[:5]}; an external set must be patient-disjoint")
+    a = internal.assign(path=[str(Path(internal_root) / p) for p in internal["path"]], _set="internal")
+    b = external.assign(path=[str(Path(external_root) / p) for p in external["path"]], _set="external")
+    both = pd.concat([a, b], ignore_index=True)
+    pairs = dedup.find_duplicates(both)
+    where = dict(zip(both["path"], both["_set"]))
+    cross = pairs[[where[x] != where[y] for x, y in zip(pairs["path_a"], pairs["path_b"])]]
+    if len(cross):
+        raise ValueError(f"{len(cross)} external image(s) are near-duplicates of training images, e.g. "
+                         f"{cross.path_a.iloc[0]} ~ {cross.path_b.iloc[0]}; "
+                         "remove them from the external set")
+    return cross

@@ -77,3 +77,12 @@ def resolve_data_dir(data_dir: str | Path = "") -> Path:
             f"Looked in: {tried}. For a run without real data use PROFILE='smoke'."
         )
     return found
+
+
+def display_path(p: Path) -> str:
+    """``outputs/<profile>`` style path when the run lives in a repository, else the folder name."""
+    p = Path(p).resolve()
+    for parent in p.parents:
+        if (parent / "pyproject.toml").is_file():
+            return str(p.relative_to(parent))
+    return p.name

@@ -38,10 +38,8 @@ from typing import Mapping
 import cv2
 import numpy as np
 
-from helpers.run.artefacts import ART
-
 __all__ = ["lung_box", "film_box", "crop_to_lungs", "standardise_in_lungs", "classifier_inputs",
-           "external_inputs", "external_sets", "uses_preprocessing", "LUNG_PERCENTILES", "LUNG_TARGETS"]
+           "uses_preprocessing", "LUNG_PERCENTILES", "LUNG_TARGETS"]
 
 LUNG_PERCENTILES = (1.0, 99.0)   # in-lung percentiles that define an image's grey scale
 LUNG_TARGETS = (32.0, 224.0)     # where they land: room on both sides for bone and air
@@ -155,7 +153,7 @@ def classifier_inputs(images: np.ndarray, masks: np.ndarray, profile, segmented:
 
     images: uint8 (N, S, S), segmented or not (``segmented``: re-mask after standardising);
     masks: the refined lung masks (N, S, S) the segmentation used; shapes: int (N, 2) original
-    (height, width) of each film (:func:`helpers.evidence.audits.original_shapes`), needed by
+    (height, width) of each film (:func:`helpers.data.decode.original_shapes`), needed by
     ``cls_film_only``; carry: other (N, S, S) masks (e.g. the raw lung masks for heat shares)
     cropped with the same boxes. Returns ``{"images", "masks", **carry}``, each (N, out, out)
     with ``out = profile.cls_size``; masks uint8 {0, 1}.
@@ -167,7 +165,7 @@ def classifier_inputs(images: np.ndarray, masks: np.ndarray, profile, segmented:
                          f"{[v.shape for v in carry.values()]} must have one shape")
     if profile.cls_film_only and profile.cls_crop_lungs and shapes is None:
         raise ValueError("cls_film_only needs the films' original shapes: pass "
-                         "shapes=audits.original_shapes(cls['file'])")
+                         "shapes=decode.original_shapes(cls['file'])")
     out = {"images": images.copy(), "masks": (masks > 0).astype(np.uint8),
            **{k: (v > 0).astype(np.uint8) for k, v in carry.items()}}
     if not uses_preprocessing(profile):
@@ -200,47 +198,3 @@ def _crop_mask(mask: np.ndarray, box: tuple[int, int, int, int], size: int) -> n
                       interpolation=cv2.INTER_NEAREST)
 
 
-def external_inputs(cfg, segmented: bool, include: str = "passed") -> dict | None:
-    """:func:`helpers.external.extra_set` with the same :func:`classifier_inputs` steps applied.
-
-    Fold models trained on preprocessed inputs must score external films preprocessed the same
-    way. Needs ``refine/ext_masks_refined_cls.npy`` (written by notebook 03) when a step is on.
-    """
-    from helpers import external
-    from helpers.evidence import audits
-    from helpers.run import store
-
-    ex = external.extra_set(cfg, segmented, include=include)
-    if ex is None or not uses_preprocessing(cfg.profile):
-        return ex
-    f = ART.ext_masks_refined_cls.path(cfg)
-    if not f.is_file():
-        raise FileNotFoundError(f"{f} not found: re-run 03_mask_refinement.ipynb, which writes the "
-                                "refined masks of the external films that preprocessing needs")
-    ri = ART.ext_refine_index.read(cfg)
-    passed = store.bool_column(ri, "passed")
-    sel = {"passed": passed, "failed": ~passed, "all": passed | ~passed}[include]
-    keep = np.flatnonzero(sel)
-    (e,) = ex.values()
-    # runs curated before the external index had "file": external.load made "path" absolute
-    files = e["index"]["file" if "file" in e["index"].columns else "path"]
-    shapes = audits.original_shapes(files) if cfg.profile.cls_film_only else None
-    e["images"] = classifier_inputs(e["images"], np.asarray(store.load_npy(f))[keep], cfg.profile,
-                                    segmented=segmented, shapes=shapes)["images"]
-    return ex
-
-
-def external_sets(cfg, segmented: bool) -> dict | None:
-    """The external sets every fold model scores: ``external`` (films whose lung mask passed
-    refinement, the main analysis) and, when some failed, ``external_all`` (every film, the failed
-    ones with their small refined mask or unsegmented), a sensitivity analysis that keeps the
-    external AUC from being computed on the easy part alone."""
-    from helpers.run import store
-
-    main = external_inputs(cfg, segmented)
-    if main is None:
-        return None
-    ri = ART.ext_refine_index.read(cfg)
-    if not store.bool_column(ri, "passed").all():
-        main.update(external_inputs(cfg, segmented, include="all"))
-    return main

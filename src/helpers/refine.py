@@ -16,7 +16,7 @@ import pandas as pd
 from helpers.config import scaled_iterations
 
 __all__ = ["scaled_iterations", "binarise", "refine_mask", "refine_all", "area_threshold", "pass_table",
-           "resize_masks", "apply_mask"]
+           "resize_masks", "apply_mask", "refine_cohort", "refine_counts"]
 
 KERNEL = np.ones((3, 3), np.uint8)
 
@@ -85,3 +85,51 @@ def apply_mask(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     if images.shape != masks.shape:
         raise ValueError(f"images {images.shape} and masks {masks.shape} differ in shape")
     return (np.asarray(images) * (np.asarray(masks) > 0)).astype(np.uint8)
+
+
+def refine_cohort(profile, states: list[dict], images_seg: np.ndarray, images_cls: np.ndarray,
+                  device: str = "cpu", desc: str = "predict masks") -> dict[str, np.ndarray]:
+    """Section 3.2 for one cohort: lung masks from the mean of the fold UNets, refined, measured
+    against the area threshold, and the films segmented.
+
+    images_seg: uint8 (N, seg_size, seg_size) for the UNet; images_cls: the same films uint8 (N,
+    cls_size, cls_size). Returns ``raw`` and ``refined`` masks (uint8 {0, 1} at seg_size),
+    ``area`` (refined lung pixels), ``threshold`` (the scaled area threshold), ``passed`` (bool),
+    ``raw_cls`` and ``refined_cls`` (the masks at cls_size) and ``segmented`` (the films with
+    everything outside the refined mask set to 0). Every film is refined and segmented, also
+    those below the threshold, so that they can be counted and scored apart.
+    """
+    from helpers import segment
+
+    probs = segment.predict(profile, states, np.asarray(images_seg), device, desc=desc)
+    raw, refined, area = refine_all(probs, profile)
+    thr = area_threshold(profile, profile.seg_size)
+    raw_c, ref_c = resize_masks(raw, profile.cls_size), resize_masks(refined, profile.cls_size)
+    return {"raw": raw, "refined": refined, "area": area, "threshold": thr, "passed": area >= thr,
+            "raw_cls": raw_c, "refined_cls": ref_c, "segmented": apply_mask(np.asarray(images_cls), ref_c)}
+
+
+def refine_counts(ri: pd.DataFrame) -> pd.DataFrame:
+    """Films that passed / failed refinement per source and label, with totals.
+
+    ri: a refine index with ``source``, ``label`` and ``passed`` (bool or "True"/"False").
+    Returns columns source, label, total, passed, failed, failed_% ; rows per (source, label),
+    then per source over both labels (label "all") and the overall row (source "all").
+    """
+    from helpers.run import store
+
+    cols = ["source", "label", "total", "passed", "failed", "failed_%"]
+    if ri is None or ri.empty:
+        return pd.DataFrame(columns=cols)
+    d = ri.assign(passed=store.bool_column(ri, "passed"))
+
+    def agg(part: pd.DataFrame, **keys) -> dict:
+        n, k = len(part), int(part["passed"].sum())
+        return {**keys, "total": n, "passed": k, "failed": n - k,
+                "failed_%": round(100.0 * (n - k) / n, 1) if n else float("nan")}
+
+    rows = [agg(part, source=s, label=lab) for (s, lab), part in d.groupby(["source", "label"], sort=True)]
+    rows += [agg(part, source=s, label="all") for s, part in d.groupby("source", sort=True)]
+    rows += [agg(part, source="all", label=lab) for lab, part in d.groupby("label", sort=True)]
+    rows.append(agg(d, source="all", label="all"))
+    return pd.DataFrame(rows, columns=cols)

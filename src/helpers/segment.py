@@ -18,6 +18,7 @@ import torch
 from helpers import augment, models
 from helpers.data.splits import inner_split
 from helpers.run import compute, progress, store
+from helpers.run.artefacts import ART
 
 
 def _groups(index: pd.DataFrame) -> pd.Series:
@@ -258,3 +259,18 @@ def dice_table(dice: pd.DataFrame) -> pd.DataFrame:
     t = pd.concat([by_fold, by_src, allrow], ignore_index=True)
     t["name"] = t["name"].astype(str)
     return t.rename(columns={"count": "n", "mean": "dice_mean", "std": "dice_sd", "min": "dice_min"})
+
+
+def external_dice(cfg, states: list[dict], device: str = "cpu") -> pd.DataFrame:
+    """Dice of each fold UNet and of their mean on the external image/mask pairs: one row per
+    (pair, ``fold``), ``fold`` "0".."k-1" or "mean"."""
+    idx = ART.ext_seg_index.read(cfg)
+    if idx.empty:
+        return pd.DataFrame(columns=["image_id", "patient_id", "source", "fold", "dice"])
+    imgs, masks = ART.ext_seg_images.read(cfg), ART.ext_seg_masks.read(cfg)
+    rows = []
+    for name, group in [(str(k), [st]) for k, st in enumerate(states)] + [("mean", states)]:
+        prob = predict(cfg.profile, group, np.asarray(imgs), device, desc=f"external, UNet {name}")
+        rows.append(idx[["image_id", "patient_id", "source"]].assign(
+            fold=name, dice=hard_dice_per_image(prob, np.asarray(masks))))
+    return pd.concat(rows, ignore_index=True)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from helpers import augment, models
 from helpers.data.splits import inner_split
-from helpers.evidence.metrics import auc_or_nan, choose_threshold
+from helpers.decision import auc_or_nan, choose_threshold
 from helpers.run import compute, progress, store
 
 MEAN, STD = 0.5, 0.25  # images are scaled to [0, 1] then standardised with these constants
@@ -271,3 +271,10 @@ def load_fold_model(profile, name: str, out_dir: Path, tag: str, fold: int, devi
     m.load_state_dict(torch.load(f, map_location=device, weights_only=True))
     m.eval()
     return m
+
+
+def histories(stage_dir: Path) -> pd.DataFrame:
+    """Every model's per-epoch history in a stage folder (``<model>/history.csv``, as
+    :func:`cross_validate` writes them), models in folder order; empty when there is none."""
+    files = sorted(Path(stage_dir).glob("*/history.csv"))
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()

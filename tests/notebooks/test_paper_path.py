@@ -54,7 +54,7 @@ def test_paper_sizes_and_networks_ran(paper_run):
     assert len(unet) == len(seg) and unet["dice"].between(0, 1).all()
     models = set(pd.read_csv(paper_run / "baselines/all_preds.csv")["model"])
     assert {"hrnet", "hrnet_unsegmented", "resnet152", "densenet121", "efficientnet_b4"} <= models
-    audits = pd.read_csv(paper_run / "baselines/audit_table.csv")
+    audits = pd.read_csv(paper_run / "audits/audit_table.csv")
     assert {"source", "lungs_blacked_out", "mask_only"} <= set(audits["audit"])
 
 

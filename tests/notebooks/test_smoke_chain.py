@@ -1,7 +1,7 @@
 """The whole pipeline, 01 -> 06, executed by papermill on the smoke profile in a temporary folder,
 with assertions on the artefacts it leaves (Done-when of the foundation issue).
 
-The chain runs from scratch, with every fold of notebooks 02, 04, 05 and 05b as a task on an embedded
+The chain runs from scratch, with every fold of notebooks 02, 04, 05, 05a and 05b as a task on an embedded
 local Ray (``executor="ray"``, what ``./run_all.sh smoke --executor ray`` runs). One test runs
 notebooks 02 and 04 again with the default local loop from the chain's own curation and compares
 the fold files byte for byte. When ``$HRNET_CXR_OUT_ROOT`` names an empty folder (run_tests.sh
@@ -49,8 +49,8 @@ def test_every_fold_ran_as_a_ray_task(smoke_run):
 
     P = config.make_profile("smoke")
     expect = {"02": ["UNet"], "04": ["hrnet"],
-              "05": [*P.baselines, "hrnet_unsegmented", "audit_source", "audit_lungs_blacked_out",
-                     "audit_mask_only"],
+              "05": [*P.baselines, "hrnet_unsegmented"],
+              "05a": ["audit_source", "audit_lungs_blacked_out", "audit_mask_only"],
               "05b": [f"ladder_{r}" for r in P.ladder if r != "paper"]}
     for prefix, names in expect.items():
         nb = next(n for n in NOTEBOOKS if n.name.split("_")[0] == prefix)
@@ -178,12 +178,12 @@ def test_run_manifests(smoke_run):
 
 
 def test_audits_detect_the_planted_shortcut(smoke_run):
-    t = _csv(smoke_run, "baselines/audit_table.csv").set_index("audit")
+    t = _csv(smoke_run, "audits/audit_table.csv").set_index("audit")
     auc = pd.to_numeric(t["auc"])
     assert auc["source"] > 0.9          # the two phantom sites are recognisable
     assert auc["lungs_blacked_out"] > 0.75  # the label is predictable without the lungs (shortcut on)
     assert auc["lowlevel_outside"] > 0.75   # ... even by a linear model on outside-lung statistics
-    null = json.loads((smoke_run / "baselines/permutation_null.json").read_text())
+    null = json.loads((smoke_run / "audits/permutation_null.json").read_text())
     assert 0.4 < null["null_mean"] < 0.6 and null["p_value"] < 0.05
 
 

@@ -192,10 +192,10 @@ def test_original_shapes_reads_headers(tmp_path: Path):
         mode = "RGB" if i == 1 else "L"
         Image.new(mode, (w, h)).save(p)
         files.append(p)
-    np.testing.assert_array_equal(A.original_shapes(files), np.array(sizes))
-    assert A.original_shapes(files).dtype == np.int64
+    np.testing.assert_array_equal(decode.original_shapes(files), np.array(sizes))
+    assert decode.original_shapes(files).dtype == np.int64
     with pytest.raises(decode.ImageError, match="not found"):
-        A.original_shapes([tmp_path / "missing.png"])
+        decode.original_shapes([tmp_path / "missing.png"])
 
 
 # --- cv_logistic ----------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def test_audit_table_verdicts():
     assert t.loc["source", "verdict"] == "shortcut signal" and t.loc["source", "n"] == 200
     assert t.loc["permuted_labels", "verdict"] == "no evidence"
     assert 0.5 < t.loc["lowlevel", "auc_lo"] <= 0.6 and t.loc["lowlevel", "verdict"] == "weak"
-    assert t.loc["source", "tests"] == A.AUDIT_DESCRIPTIONS["source"]
+    assert t.loc["source", "tests"] == A.AUDITS["source"].long
     assert "my_audit" in t.loc["my_audit", "tests"]
     assert (t["auc_lo"] <= t["auc"]).all() and (t["auc"] <= t["auc_hi"]).all()
     assert t.loc["source", "n_patients"] == 200

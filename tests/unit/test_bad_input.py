@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import config, curate, external
+from helpers import config, curate, inputs, refine
 from helpers.data import checks, decode
 from helpers.data import sources as S
 from helpers.run import store
@@ -275,17 +275,17 @@ def test_external_set_is_curated_like_data_dir(folder, tmp_path):
     man["patient_id"] = "int-" + man["patient_id"]
     man.to_csv(internal / "manifest.csv", index=False)
     cfg = _cfg(internal, tmp_path / "o", external_dir=folder)
-    root, ext = external.load(cfg, tmp_path)
-    ex = pd.read_csv(tmp_path / "ext_excluded.csv", keep_default_na=False)
+    root, ext, flow, ex, notes = curate.load_external(cfg)
     got = _reasons(ex)
     assert set(got) == set(EXPECTED)
     assert got["cls/truncated.png"].startswith("unreadable image")  # checked now, not late
-    assert (tmp_path / "ext_flow.csv").is_file() and (tmp_path / "ext_notes.csv").is_file()
+    assert len(flow) and list(notes.columns) == list(curate.NOTE_COLUMNS)
     out = tmp_path / "dec"
     out.mkdir()
-    dec = external.decode(cfg, ext, root, out)
+    ext_cls, ext_seg = curate.external_indices(ext, root)
+    curate.decode_arrays(ext_cls, ext_seg, root, cfg.profile, out, prefix="ext_")
     masks = np.load(out / "ext_seg_masks.npy")
-    assert len(dec["seg"]) == len(masks) and masks.reshape(len(masks), -1).mean(1).min() > 0.01
+    assert len(ext_seg) == len(masks) and masks.reshape(len(masks), -1).mean(1).min() > 0.01
 
 
 def test_external_refine_counts_and_failed_images(tmp_path):
@@ -293,7 +293,7 @@ def test_external_refine_counts_and_failed_images(tmp_path):
                        "source": ["x", "x", "x", "y", "y", "y"],
                        "label": ["covid", "covid", "normal", "covid", "normal", "normal"],
                        "area": [10, 900, 900, 5, 900, 900], "passed": [False, True, True, False, True, True]})
-    t = external.refine_counts(ri).set_index(["source", "label"])
+    t = refine.refine_counts(ri).set_index(["source", "label"])
     assert t.loc[("x", "covid"), ["total", "passed", "failed"]].tolist() == [2, 1, 1]
     assert t.loc[("all", "covid"), "failed"] == 2 and t.loc[("all", "all"), "failed_%"] == pytest.approx(33.3)
     assert t.loc[("y", "all"), "failed"] == 1
@@ -305,12 +305,12 @@ def test_external_refine_counts_and_failed_images(tmp_path):
     store.save_csv(ri.astype({"passed": str}), cfg.out_dir / "refine/ext_refine_index.csv")
     store.save_npy(np.arange(6, dtype=np.uint8)[:, None, None] * np.ones((6, 4, 4), np.uint8),
                 cfg.out_dir / "curation/ext_cls_images.npy")
-    failed = external.extra_set(cfg, segmented=False, include="failed")["external_failed"]
+    failed = inputs.external_set(cfg, segmented=False, include="failed")["external_failed"]
     assert failed["index"]["image_id"].tolist() == ["a", "d"] and failed["y"].tolist() == [1, 1]
     assert failed["images"][:, 0, 0].tolist() == [0, 3]
-    assert len(external.extra_set(cfg, segmented=False)["external"]["y"]) == 4
+    assert len(inputs.external_set(cfg, segmented=False)["external"]["y"]) == 4
     with pytest.raises(ValueError, match="include"):
-        external.extra_set(cfg, segmented=False, include="some")
+        inputs.external_set(cfg, segmented=False, include="some")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
-"""The stage contract and the package's shape: one registry of artefacts, one stage object, no
-import cycles, no private names used across modules."""
+"""The stage contract and the package's shape: one registry of artefacts that reads and writes, one
+stage object, the layers of the import contract, no private names used across modules."""
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,57 +74,27 @@ def test_the_check_sees_a_literal_path():
                 if STAGE_FILE.search(s)]
 
 
-def _imports(name: str, f: Path, modules: dict[str, Path]) -> tuple[set[str], list[str]]:
-    """(helpers modules that ``name`` imports anywhere in its file, private names it imports)."""
-    pkg = name if f.name == "__init__.py" else name.rsplit(".", 1)[0]
-    deps, private = set(), []
+def _private_imports(name: str, f: Path) -> list[str]:
+    """``from helpers.x import _name`` in module ``name`` (private names of another module)."""
+    out = []
     for node in ast.walk(ast.parse(f.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            if not mod.startswith("helpers"):
-                continue
-            for a in node.names:
-                full = f"{mod}.{a.name}"
-                deps.add(full if full in modules else mod)
-                if a.name.startswith("_") and a.name != "__version__":
-                    private.append(f"{name}: from {mod} import {a.name}")
-        elif isinstance(node, ast.Import):
-            deps |= {a.name for a in node.names if a.name in modules}
-    return deps - {name, "helpers"}, private
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("helpers"):
+            out += [f"{name}: from {node.module} import {a.name}" for a in node.names
+                    if a.name.startswith("_") and a.name != "__version__"]
+    return out
 
 
-def test_no_import_cycles_and_no_private_imports():
-    modules = _modules()
-    graph, private = {}, []
-    for name, f in modules.items():
-        graph[name], p = _imports(name, f, modules)
-        private += p
+def test_no_private_imports():
+    private = [hit for name, f in _modules().items() for hit in _private_imports(name, f)]
     assert not private, "private names imported from another module:\n" + "\n".join(private)
-    state: dict[str, int] = {}
-
-    def visit(n: str, path: list[str]) -> None:
-        state[n] = 1
-        for m in sorted(graph.get(n, ())):
-            if state.get(m) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(m):] + [n, m]))
-            if m not in state:
-                visit(m, path + [n])
-        state[n] = 2
-
-    for n in sorted(graph):
-        if n not in state:
-            visit(n, [])
 
 
-def test_no_private_attribute_of_another_module():
-    """``module._name`` across modules (``io._atomic``) is a private import in disguise."""
-    modules = _modules()
+PRIVATE_ATTR = r"\b(%s)\._[A-Za-z]\w*"  # module._name, lower or upper case (progress._Text)
+
+
+def _private_attributes(modules: dict[str, Path]) -> list[str]:
     short = {n.rsplit(".", 1)[-1] for n in modules} | {"sm", "ev", "rf", "bd"}
-    pat = re.compile(r"\b(%s)\._[a-z]\w*" % "|".join(sorted(short)))
+    pat = re.compile(PRIVATE_ATTR % "|".join(sorted(short)))
     hits = []
     for name, f in modules.items():
         for i, line in enumerate(f.read_text().splitlines(), 1):
@@ -128,7 +102,55 @@ def test_no_private_attribute_of_another_module():
             for m in pat.finditer(code):
                 if m.group(1) != name.rsplit(".", 1)[-1]:
                     hits.append(f"{f.name}:{i}: {m.group(0)}")
-    assert not hits, "\n".join(hits)
+    return hits
+
+
+def test_no_private_attribute_of_another_module():
+    """``module._name`` across modules (``store._atomic``, ``progress._Text``) is a private import
+    in disguise."""
+    assert not _private_attributes(_modules())
+
+
+def test_the_private_attribute_check_sees_capitalised_names(tmp_path):
+    f, empty = tmp_path / "mod.py", tmp_path / "empty.py"
+    f.write_text("x = progress._Text('a')\ny = store._atomic\nz = progress.Text\n")
+    empty.write_text("")
+    hits = _private_attributes({"helpers.mod": f, "helpers.run.progress": empty, "helpers.run.store": empty})
+    assert [h.split(": ")[1] for h in hits] == ["progress._Text", "store._atomic"]
+
+
+# -- the import contract (pyproject.toml, [tool.importlinter]) -------------------------------------
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """``lint-imports`` on the package under ``root/src`` with the contracts of ``root``."""
+    exe = Path(sys.executable).with_name("lint-imports")
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    return subprocess.run([str(exe) if exe.is_file() else "lint-imports", "--config",
+                           str(root / "pyproject.toml"), "--no-cache"],
+                          cwd=root, env=env, capture_output=True, text=True)
+
+
+def test_the_import_contract_holds():
+    """deploy > report > evidence > stages > methods > data > run > config > paths, no cycles
+    among the modules of any package, independent stages, method blocks that read no run."""
+    r = _lint_imports(ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("module, planted, broken", [
+    ("data/splits.py", "from helpers.report import plots",
+     "helpers.data is not allowed to import helpers.report"),
+    ("run/store.py", "from helpers import train", "helpers.run is not allowed to import helpers.train"),
+    ("models.py", "from helpers.run import store", "The method's building blocks"),
+    ("evidence/metrics.py", "from helpers.evidence import recomputed", "No import cycles"),
+])
+def test_the_import_contract_fails_on_a_planted_import(tmp_path, module, planted, broken):
+    (tmp_path / "src").mkdir()
+    shutil.copytree(PKG, tmp_path / "src" / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    f = tmp_path / "src" / "helpers" / module
+    f.write_text(f.read_text() + f"\n{planted}  # planted\n")
+    r = _lint_imports(tmp_path)
+    assert r.returncode != 0 and broken in r.stdout, r.stdout
 
 
 def test_every_notebook_opens_its_stage_through_start():
@@ -213,3 +235,54 @@ def test_stage_object_seeds_opens_and_finishes(tmp_path):
     assert store.load_json(stages.done_file(cfg, "curation"))["n"] == 3
     with pytest.raises(KeyError, match="unknown stage"):
         stages.Stage("nope", cfg)
+
+
+# -- the registry writes as well as reads ---------------------------------------------------------
+FILE_NAME = re.compile(r"[\w{}.-]+\.(?:csv|npy|npz|json|pt|png)\b")
+
+
+def test_notebooks_name_no_file():
+    """A notebook writes its results with ``stage.save(<registry name>=...)`` and reads them with
+    ``ART.<name>.read``: no file name appears in a notebook's code."""
+    hits = [f"{nb.name}: {s!r}" for nb in NOTEBOOKS for s in _string_constants(_notebook_code(nb))
+            if FILE_NAME.search(s)]
+    assert not hits, "file names in notebook code (save through stage.save):\n" + "\n".join(hits)
+
+
+def test_the_file_name_check_sees_a_save_cell():
+    cell = 'store.save_csv(table7, out / "table7.csv")\nnp.savez_compressed(out / f"{n}_extra.npz")'
+    assert len([s for s in _string_constants(cell) if FILE_NAME.search(s)]) == 2
+
+
+def test_stage_save_writes_by_registry_name_and_refuses_others(tmp_path):
+    cfg = config.resolve("smoke", out_dir=tmp_path / "run")
+    st = stages.Stage("refine", cfg, run_upstream=False)
+    ri = pd.DataFrame({"image_id": ["a", "NA"], "passed": [True, False], "area": [10.5, np.nan]})
+    paths = st.save(refine_index=ri, segmented=np.zeros((2, 4, 4), np.uint8))
+    assert paths == [ART.refine_index.path(cfg), ART.segmented.path(cfg)]
+    back = ART.refine_index.read(cfg)
+    assert back["image_id"].tolist() == ["a", "NA"]  # a text column keeps "NA" as text
+    assert back["area"].iloc[0] == 10.5 and np.isnan(back["area"].iloc[1])
+    assert ART.segmented.read(cfg).shape == (2, 4, 4)
+    before = sorted(p.name for p in st.out.iterdir())
+    with pytest.raises(KeyError, match="does not write table7"):
+        st.save(refine_index=ri, table7=ri)  # another stage's file: nothing is written
+    with pytest.raises(KeyError, match="no artefact 'refine_table'"):
+        st.save(refine_table=ri)
+    with pytest.raises(TypeError, match="takes a DataFrame"):
+        st.save(refine_index=np.zeros(3))
+    assert sorted(p.name for p in st.out.iterdir()) == before
+
+
+def test_one_reader_for_every_csv_of_a_run(tmp_path):
+    """Text columns come back as text ("" for empty, "NA" as written), numbers exactly as written,
+    empty numeric cells as NaN, and True/False/empty flags as True/False/None."""
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "ledger_paper.csv").write_text(
+        "name,fold,note,accuracy,consistent\nTable 6,pooled,,0.1234567890123456789,True\n"
+        "NA,0,x,,\n")
+    t = ART.ledger_paper.read(tmp_path)
+    assert t["name"].tolist() == ["Table 6", "NA"] and t["note"].tolist() == ["", "x"]
+    assert t["accuracy"].iloc[0] == float("0.1234567890123456789") and np.isnan(t["accuracy"].iloc[1])
+    assert t["consistent"].tolist() == [True, None]
+    assert ART.heat_share_ci.find(tmp_path) is None

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.evidence import metrics
+from helpers.evidence import dynamics
 
 
 def _history(curves: dict) -> pd.DataFrame:
@@ -20,7 +20,7 @@ def test_plateau_epoch_known_answers():
         ("m", 1): [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3],    # still falling at the end
         ("m", 2): [0.7, 0.6, 0.595, 0.594, 0.6, 0.61, 0.6, 0.6],  # < 2 % better after epoch 2
     })
-    t = metrics.plateau_epochs(h, smooth=1, window=2, tol=0.02).set_index("fold")
+    t = dynamics.plateau_epochs(h, smooth=1, window=2, tol=0.02).set_index("fold")
     assert t.loc[0, "plateau_epoch"] == 4 and t.loc[0, "reached"]
     assert np.isnan(t.loc[1, "plateau_epoch"]) and not t.loc[1, "reached"]
     assert t.loc[2, "plateau_epoch"] == 2
@@ -32,8 +32,8 @@ def test_plateau_epoch_known_answers():
 def test_plateau_smoothing_ignores_a_staircase():
     # falls in steps: every other epoch improves by only 1 %, which unsmoothed reads as a plateau
     h = _history({("m", 0): [1.0, 0.99, 0.8, 0.79, 0.6, 0.59, 0.4, 0.39, 0.38, 0.38]})
-    raw = metrics.plateau_epochs(h, smooth=1, window=1, tol=0.02)
-    sm = metrics.plateau_epochs(h, smooth=3, window=1, tol=0.02)
+    raw = dynamics.plateau_epochs(h, smooth=1, window=1, tol=0.02)
+    sm = dynamics.plateau_epochs(h, smooth=3, window=1, tol=0.02)
     assert raw["plateau_epoch"].iloc[0] == 1
     assert sm["plateau_epoch"].iloc[0] == 8   # 3-epoch mean 0.390 -> 0.383: under 2 %
 
@@ -46,16 +46,16 @@ def test_settled_judges_the_end_of_the_run():
                                    0.66, 0.53, 0.48, 0.46, 0.40, 0.39, 0.39, 0.39],
                       "val_auc": [0.82, 0.87, 0.90, 0.85, 0.88, 0.88, 0.92, 0.69,
                                   0.82, 0.87, 0.88, 0.89, 0.90, 0.905, 0.91, 0.90]})
-    t = metrics.plateau_epochs(h, final=3, auc_tol=0.03).set_index("fold")
+    t = dynamics.plateau_epochs(h, final=3, auc_tol=0.03).set_index("fold")
     assert t.loc[0, "last_auc_range"] == pytest.approx(0.23) and not t.loc[0, "settled"]
     assert t.loc[1, "last_auc_range"] == pytest.approx(0.01) and t.loc[1, "settled"]
-    short = metrics.plateau_epochs(h[h["epoch"] <= 2], final=3)
+    short = dynamics.plateau_epochs(h[h["epoch"] <= 2], final=3)
     assert short["last_auc_range"].isna().all() and not short["settled"].any()
 
 
 def test_plateau_needs_columns():
     with pytest.raises(KeyError, match="val_loss"):
-        metrics.plateau_epochs(pd.DataFrame({"epoch": [1]}))
+        dynamics.plateau_epochs(pd.DataFrame({"epoch": [1]}))
 
 
 def test_auc_gap_table_known_answer():
@@ -66,7 +66,7 @@ def test_auc_gap_table_known_answer():
         "threshold": [0.25] * 4 + [0.65] * 4,
     })
     ext = preds.assign(set="external", prob=0.5)  # ignored: not out-of-fold
-    t = metrics.auc_gap_table(pd.concat([preds, ext]))
+    t = dynamics.auc_gap_table(pd.concat([preds, ext]))
     folds = t[t["kind"] == "fold"]
     assert list(folds["auc"]) == [1.0, 1.0] and list(folds["threshold"]) == [0.25, 0.65]
     mean = t[t["fold"].astype(str) == "mean"].iloc[0]
@@ -82,7 +82,7 @@ def test_auc_gap_table_one_class_fold_and_several_models():
         "fold": [0, 0, 0, 1, 1, 1] * 2, "set": "oof", "model": ["a"] * 6 + ["b"] * 6,
         "y": [0, 1, 1, 1, 1, 1] * 2, "prob": [0.1, 0.9, 0.8, 0.7, 0.6, 0.5] * 2, "threshold": 0.5,
     })
-    t = metrics.auc_gap_table(preds)
+    t = dynamics.auc_gap_table(preds)
     assert sorted(t["model"].unique()) == ["a", "b"]
     a = t[t["model"] == "a"].set_index(t[t["model"] == "a"]["fold"].astype(str))
     assert a.loc["0", "auc"] == 1.0 and np.isnan(a.loc["1", "auc"])

@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from helpers import external
-from helpers.evidence import audits, metrics
+from helpers.evidence import audits, heldout, metrics
 from helpers.evidence import recomputed as E
 from helpers.report import figures, plots
 
@@ -84,7 +83,7 @@ def _manifest(stage: str, data: str, **extra) -> dict:
 def make_run(root: Path, data: str = "synthetic", with_external: bool = False, seed: int = 0) -> Path:
     """A complete OUT_DIR with every artefact the evidence and summary modules read."""
     out = Path(root)
-    for s in ("curation", "unet", "refine", "hrnet/folds", "baselines", "figures"):
+    for s in ("curation", "unet", "refine", "hrnet/folds", "baselines", "audits", "figures"):
         (out / s).mkdir(parents=True, exist_ok=True)
     idx = _index(60, seed)
     cls = idx.assign(group_id=idx["patient_id"], split_role="classify", file="x.png")
@@ -132,11 +131,11 @@ def make_run(root: Path, data: str = "synthetic", with_external: bool = False, s
         ext_idx = _index(24, seed + 5, prefix="e")
         ext = _preds(ext_idx, seed + 2, set_name="external", fold_models=[0, 1, 2])
         ext.to_csv(out / "baselines/external_preds.csv", index=False)
-        external.table(pd.concat([allp, ext]), n_boot=100).to_csv(out / "baselines/external_table.csv",
+        heldout.table(pd.concat([allp, ext]), n_boot=100).to_csv(out / "figures/external_table.csv",
                                                                   index=False)
     else:
         pd.DataFrame(columns=allp.columns).to_csv(out / "baselines/external_preds.csv", index=False)
-        (out / "baselines/external_table.csv").write_text("\n")
+        (out / "figures/external_table.csv").write_text("\n")
 
     rng = np.random.default_rng(seed + 3)
     area = rng.uniform(0.15, 0.25, len(idx))
@@ -162,15 +161,15 @@ def make_run(root: Path, data: str = "synthetic", with_external: bool = False, s
         p["prob"], p["model"] = 1 / (1 + np.exp(-z)), f"audit_{key}"
         ap[key] = p
     at = audits.audit_table(ap, n_boot=200)
-    at.to_csv(out / "baselines/audit_table.csv", index=False)
-    pd.concat(ap.values()).to_csv(out / "baselines/audit_preds.csv", index=False)
-    audits.stratified_table(allp).to_csv(out / "baselines/stratified.csv", index=False)
-    (out / "baselines/permutation_null.json").write_text(json.dumps(dict(
+    at.to_csv(out / "audits/audit_table.csv", index=False)
+    pd.concat(ap.values()).to_csv(out / "audits/audit_preds.csv", index=False)
+    audits.stratified_table(allp).to_csv(out / "audits/stratified.csv", index=False)
+    (out / "audits/permutation_null.json").write_text(json.dumps(dict(
         n_perm=50, null_aucs=list(np.linspace(0.4, 0.6, 50)), null_mean=0.5, null_q95=0.59,
         observed_auc=0.93, p_value=1 / 51)))
     pd.DataFrame([dict(file="table7_models.png", paper="Table 7", notebook="05", profile="smoke", data="x",
                        git_revision="abc123", caption="c")]).to_csv(out / "figures/index.csv", index=False)
-    for s in ("curation", "unet", "refine", "hrnet", "baselines"):
+    for s in ("curation", "unet", "refine", "hrnet", "baselines", "audits"):
         (out / s / "run_manifest.json").write_text(json.dumps(_manifest(s, data)))
     return out
 
@@ -293,7 +292,7 @@ def test_auc_forest_internal_and_external(run_dir, run_ext):
     assert len(fig.axes[0].containers) == len(t7)
     labels = [t.get_text().split()[0] for t in fig.axes[0].get_yticklabels()]
     assert labels == E.model_order(t7["model"])  # drawn top to bottom in the given order
-    ext = pd.read_csv(run_ext / "baselines/external_table.csv")
+    ext = pd.read_csv(run_ext / "figures/external_table.csv")
     fig2 = plots.auc_forest(pd.read_csv(run_ext / "baselines/table7.csv"), ext)
     assert len(fig2.axes[0].containers) == 2 * len(t7)
     assert isinstance(plots.auc_forest(t7, pd.DataFrame()), matplotlib.figure.Figure)
@@ -362,12 +361,12 @@ def test_heat_share_missing_tables(tmp_path):
 # 8-9. audits and everything
 # --------------------------------------------------------------------------------------------
 def test_audit_figure(run_dir):
-    at = pd.read_csv(run_dir / "baselines/audit_table.csv")
-    null = json.loads((run_dir / "baselines/permutation_null.json").read_text())
-    fig = plots.audit_plot(at, null, descriptions=E.AUDIT_SHORT)
+    at = pd.read_csv(run_dir / "audits/audit_table.csv")
+    null = json.loads((run_dir / "audits/permutation_null.json").read_text())
+    fig = plots.audit_plot(at, null, descriptions=audits.short_descriptions())
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert any(lab.startswith("source") for lab in labels) and len(labels) == len(at)
-    assert E.AUDIT_SHORT["source"] in [t.get_text() for t in fig.axes[0].texts]
+    assert audits.short_descriptions()["source"] in [t.get_text() for t in fig.axes[0].texts]
     assert isinstance(plots.audit_plot(pd.DataFrame()), matplotlib.figure.Figure)
 
 
@@ -419,7 +418,7 @@ def test_evidence_with_missing_pieces(tmp_path):
     out = make_run(tmp_path)
     allp = pd.read_csv(out / "baselines/all_preds.csv")
     allp[allp.model != "hrnet"].to_csv(out / "baselines/all_preds.csv", index=False)  # reference missing
-    (out / "baselines/audit_table.csv").unlink()
+    (out / "audits/audit_table.csv").unlink()
     (out / "baselines/heat_share.csv").unlink()
     tables = E.evidence_tables(out, n_boot=50)
     names = [r.file for r in figures.evidence_records(_cfg(out), tables)]

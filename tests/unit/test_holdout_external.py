@@ -2,9 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import external
+from helpers import curate
 from helpers.data import holdout, phantoms
 from helpers.data import manifest as mf
+from helpers.evidence import heldout
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +34,12 @@ def test_external_disjointness_check(root, tmp_path):
     a, b = df.iloc[:20], df.iloc[20:]
     shared_pat = b.assign(patient_id=a.patient_id.iloc[0])
     with pytest.raises(ValueError, match="shares 1 patient"):
-        external.check_disjoint(a, shared_pat.iloc[:1], root, root)
+        curate.check_disjoint(a, shared_pat.iloc[:1], root, root)
     shutil.copy(root / a.path.iloc[0], tmp_path / "copy.png")  # the same film, filed elsewhere
     copy = a.iloc[:1].assign(patient_id="someone-else", path="copy.png")
     with pytest.raises(ValueError, match="near-duplicates"):
-        external.check_disjoint(a, copy, root, tmp_path)
-    assert external.check_disjoint(a, b[~b.patient_id.isin(a.patient_id)], root, root).empty
+        curate.check_disjoint(a, copy, root, tmp_path)
+    assert curate.check_disjoint(a, b[~b.patient_id.isin(a.patient_id)], root, root).empty
 
 
 def test_external_table_mean_of_folds():
@@ -50,9 +51,9 @@ def test_external_table_mean_of_folds():
                          "source": "s", "y": y, "prob": p if fold == 0 else p - 0.1, "threshold": 0.5,
                          "pred": int((p if fold == 0 else p - 0.1) >= 0.5)})
     preds = pd.DataFrame(rows)
-    mean = external.mean_of_folds(preds)
+    mean = heldout.mean_of_folds(preds)
     assert np.allclose(mean.sort_values("image_id")["prob"], [0.85, 0.55, 0.15, 0.65])
-    t = external.table(preds, n_boot=50)
+    t = heldout.table(preds, n_boot=50)
     row = t[(t.fold == "mean") & (t.source == "all")].iloc[0]
     assert (row.tp, row.fn, row.fp, row.tn) == (2, 0, 1, 1) and row.auc == pytest.approx(0.75)
     assert set(t.fold) == {"0", "1", "mean"}

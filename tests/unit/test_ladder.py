@@ -3,8 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, ladder, refine
+from helpers import config, inputs, ladder, refine
 from helpers.data import phantoms
+from helpers.evidence import probes as PR
 
 
 def test_rungs_match_the_config_and_accumulate():
@@ -51,9 +52,11 @@ def test_probe_audits_on_a_confounded_cohort(cohort):
     imgs, lungs, refined, y, index = cohort
     P = config.make_profile("smoke")
     seg = imgs * (refined > 0)
-    x = ladder.rung_inputs(P, seg, imgs, refined, lungs, shapes=None)
-    probes = ladder.probe_audits(x, y, index, seed=0, val_fraction=0.2)
-    assert set(probes) == set(ladder.AUDITS)
+    k = inputs.Kept(index=index, positions=np.arange(len(index)), y=y, segmented=seg, unsegmented=imgs,
+                    refined=refined, lungs=lungs, shapes=None)
+    x = inputs.view(k, P)
+    probes = PR.probe_audits(x, y, index, seed=0, val_fraction=0.2)
+    assert set(probes) == set(PR.PROBES)
     for key, p in probes.items():
         assert len(p) == len(index) and p["prob"].between(0, 1).all(), key
     # site "a" draws its nuisance outside the lungs only (phantoms.render): the probe with the
@@ -76,10 +79,10 @@ def test_favoured_ignores_internal_auc_and_breaks_ties_by_heat():
     t = _table([["paper", 0.95, 0.9, 0.97, 0.40, 0.30, 0.25],   # best AUC, strongest shortcuts
                 ["crop", 0.80, 0.7, 0.85, 0.21, 0.60, 0.55],
                 ["standardise", 0.70, 0.6, 0.8, 0.20, 0.75, 0.55]])  # tied on audits, more heat
-    assert ladder.favoured(t) == "standardise"
+    assert PR.favoured(t) == "standardise"
     t.loc[2, "shortcut_excess"] = 0.30  # no longer tied: the audits decide
-    assert ladder.favoured(t) == "crop"
-    assert ladder.favoured(t.assign(shortcut_excess=np.nan)) == ""
+    assert PR.favoured(t) == "crop"
+    assert PR.favoured(t.assign(shortcut_excess=np.nan)) == ""
 
 
 def test_rung_row_and_within_source():
@@ -87,7 +90,7 @@ def test_rung_row_and_within_source():
                           "patient_id": list("abcdef"), "source": ["s1"] * 4 + ["s2"] * 2})
     probe = pd.DataFrame({"y": [0, 1, 0, 1], "prob": [0.5, 0.5, 0.5, 0.5]})
     share = pd.DataFrame({"share_lung": [0.6, 0.8], "area_lung": [0.5, 0.5]})
-    row = ladder.rung_row("paper", "text", preds, {k: probe for k in ladder.AUDITS}, share, 50, 0)
+    row = PR.rung_row("paper", "text", preds, {k: probe for k in PR.PROBES}, share, 50, 0)
     assert row["shortcut_excess"] == pytest.approx(0.0)
     assert row["heat_share_lungs"] == pytest.approx(0.7) and row["heat_excess"] == pytest.approx(0.2)
     assert row["within_source"] == "s1 1.00 (n=4); s2 0.00 (n=2)"

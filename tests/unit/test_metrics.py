@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, brier_score_loss, confusion_matrix, roc_auc_score
 
+from helpers import decision
 from helpers.evidence import metrics as M
 
 
@@ -118,14 +119,14 @@ def test_auc_or_nan_is_the_rank_sum_auc_and_nan_for_one_class():
         n1, n0 = int(y.sum()), int(len(y) - y.sum())
         r = stats.rankdata(p)
         mann_whitney = (r[y == 1].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0)
-        assert M.auc_or_nan(y, p) == pytest.approx(mann_whitney, abs=1e-12)
-        assert M.auc_or_nan(y, p) == pytest.approx(M.auc_ci(y, p, n_boot=0)["auc"], abs=1e-12)
-        assert type(M.auc_or_nan(y, p)) is float
+        assert decision.auc_or_nan(y, p) == pytest.approx(mann_whitney, abs=1e-12)
+        assert decision.auc_or_nan(y, p) == pytest.approx(M.auc_ci(y, p, n_boot=0)["auc"], abs=1e-12)
+        assert type(decision.auc_or_nan(y, p)) is float
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert math.isnan(M.auc_or_nan([1, 1, 1], [0.2, 0.5, 0.9]))
-        assert math.isnan(M.auc_or_nan([0, 0], [0.2, 0.5]))
-        assert math.isnan(M.auc_or_nan([], []))
+        assert math.isnan(decision.auc_or_nan([1, 1, 1], [0.2, 0.5, 0.9]))
+        assert math.isnan(decision.auc_or_nan([0, 0], [0.2, 0.5]))
+        assert math.isnan(decision.auc_or_nan([], []))
 
 def test_weighted_statistics_equal_explicit_resample():
     y, p = _data(n=80, seed=4)
@@ -394,12 +395,12 @@ def test_compare_to_reference():
 # ------------------------------------------------------------------ threshold
 def test_choose_threshold():
     # separable: any threshold in (0.3, 0.7] is perfect; 0.5 is preferred
-    assert M.choose_threshold([0, 0, 1, 1], [0.1, 0.3, 0.7, 0.9]) == 0.5
+    assert decision.choose_threshold([0, 0, 1, 1], [0.1, 0.3, 0.7, 0.9]) == 0.5
     # separable above 0.5: the midpoint between the classes
-    t = M.choose_threshold([0, 0, 1, 1], [0.6, 0.7, 0.9, 0.95])
+    t = decision.choose_threshold([0, 0, 1, 1], [0.6, 0.7, 0.9, 0.95])
     assert t == pytest.approx(0.8)
     y, p = _data(n=300, seed=9, ties=False)
-    t = M.choose_threshold(y, p)
+    t = decision.choose_threshold(y, p)
     pred = (p >= t).astype(int)
     j = M.rates(**M.confusion(y, pred))
     jbest = j["sensitivity"] + j["specificity"] - 1
@@ -407,12 +408,12 @@ def test_choose_threshold():
         rr = M.rates(**M.confusion(y, (p >= c).astype(int)))
         assert rr["sensitivity"] + rr["specificity"] - 1 <= jbest + 1e-12
     # never fails
-    assert M.choose_threshold([1, 1, 1], [0.2, 0.3, 0.9]) == 0.5
-    assert M.choose_threshold([], []) == 0.5
-    assert M.choose_threshold([0, 1], [np.nan, np.nan]) == 0.5
-    assert M.choose_threshold([0, 1], [0.5, 0.5]) == 0.5
+    assert decision.choose_threshold([1, 1, 1], [0.2, 0.3, 0.9]) == 0.5
+    assert decision.choose_threshold([], []) == 0.5
+    assert decision.choose_threshold([0, 1], [np.nan, np.nan]) == 0.5
+    assert decision.choose_threshold([0, 1], [0.5, 0.5]) == 0.5
     rng = np.random.default_rng(0)
     for _ in range(50):
         n = int(rng.integers(1, 12))
-        t = M.choose_threshold(rng.integers(0, 2, n), rng.random(n))
+        t = decision.choose_threshold(rng.integers(0, 2, n), rng.random(n))
         assert 0.0 <= t <= 1.0

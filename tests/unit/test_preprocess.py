@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from helpers import config, preprocess, refine
+from helpers import config, inputs, preprocess, refine
 from helpers.data import decode, phantoms
 from helpers.run import store
 
@@ -127,6 +127,6 @@ def test_external_films_keep_their_own_geometry_under_film_only(films, tmp_path,
     store.save_csv(idx[["image_id"]].assign(area=100, passed=True), ART.ext_refine_index.path(cfg))
     store.save_npy(imgs[:4], ART.ext_segmented.path(cfg))
     store.save_npy(masks[:4], ART.ext_masks_refined_cls.path(cfg))
-    (e,) = preprocess.external_inputs(cfg, segmented=True).values()
+    (e,) = inputs.external_set(cfg, segmented=True).values()
     assert e["images"].shape == (4, 96, 96) and e["images"].dtype == np.uint8
     assert not np.array_equal(e["images"], imgs[:4])  # the crop acted

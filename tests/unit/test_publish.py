@@ -270,7 +270,7 @@ def test_notebook_06_save_cell_leaves_the_repository_figures_untouched(tmp_path,
     out = stage.out
     figs = _Figures()
     save = _code_cells()[-1]
-    assert save.startswith("recomputed.save_tables")
+    assert save.startswith("stage.save(**ev)")
     repo_figures = snapshot(ROOT / "figures")
     ns = dict(cfg=cfg, ev=ev, out=out, stage=stage, recomputed=recomputed, figures=figs,
               config=config)

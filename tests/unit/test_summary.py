@@ -133,7 +133,7 @@ def test_ledger_section(synth):
 def test_audits_saliency_and_limitations(synth):
     out, text = synth
     sec = _section(text, "Shortcut audits")
-    at = pd.read_csv(out / "baselines/audit_table.csv").set_index("audit")
+    at = pd.read_csv(out / "audits/audit_table.csv").set_index("audit")
     assert _row(sec, "source")[3].startswith(f"{at.loc['source', 'auc']:.3f}")
     assert "p = 0.020" in sec and "50 permutations" in sec
     sal = _section(text, "Saliency")
@@ -154,7 +154,7 @@ def test_external_section(synth, real_ext):
     assert "Not run" in _section(synth[1], "External validation")
     out, text = real_ext
     sec = _section(text, "External validation")
-    et = pd.read_csv(out / "baselines/external_table.csv")
+    et = pd.read_csv(out / "figures/external_table.csv")
     e = et[(et.fold.astype(str) == "mean") & (et.source == "all") & (et.model == "hrnet")].iloc[0]
     assert S.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in sec
     assert "Not run" not in sec
@@ -198,7 +198,8 @@ def test_missing_artefacts_do_not_crash(tmp_path):
 
 
 def test_external_section_reports_refinement_failures_and_the_sensitivity_analysis(tmp_path):
-    from helpers import external
+    from helpers import refine
+    from helpers.evidence import heldout
 
     out = te.make_run(tmp_path / "run", data="real", with_external=True)
     ext = pd.read_csv(out / "baselines/external_preds.csv")
@@ -212,11 +213,11 @@ def test_external_section_reports_refinement_failures_and_the_sensitivity_analys
     # the sensitivity set: the same films plus the failed ones scored anyway
     extra = ext[ext["image_id"].isin(failed)].assign(set="external_all")
     allset = pd.concat([ext.assign(set="external_all"), extra.assign(image_id=extra["image_id"] + "_f")])
-    ea = external.table(allset, n_boot=50, seed=0, set_name="external_all")
-    ea.to_csv(out / "baselines/external_table_all.csv", index=False)
+    ea = heldout.table(allset, n_boot=50, seed=0, set_name="external_all")
+    ea.to_csv(out / "figures/external_table_all.csv", index=False)
     sec = _section(S.summary_markdown(out), "External validation")
     assert f"3 of {len(ri)} external films failed the lung-area check" in sec
-    rc = external.refine_counts(ri)
+    rc = refine.refine_counts(ri)
     for r in rc[(rc["label"] != "all") & (rc["failed"] > 0)].itertuples():
         assert f"| {r.source} | {r.label} | {r.total} | {r.passed} | {r.failed} |" in sec
     e = ea[(ea.fold.astype(str) == "mean") & (ea.source == "all") & (ea.model == "hrnet")].iloc[0]

@@ -295,3 +295,13 @@ def load_stack(files: Iterable[str | Path], size: int, mask: bool = False,
         else:
             out[i] = square(read_image(f), size)
     return out
+
+
+def original_shapes(paths: Iterable[str | Path]) -> np.ndarray:
+    """(height, width) of each image file before any resizing: int64 (N, 2).
+
+    Reads only the file header (PIL or DICOM; :func:`helpers.data.decode.image_size`). A missing or
+    unreadable file raises :class:`ImageError` naming it.
+    """
+    out = [image_size(p) for p in paths]
+    return np.asarray(out, dtype=np.int64).reshape(-1, 2)

@@ -53,8 +53,8 @@ numpy / pandas / scipy / scikit-learn only (PIL for image headers); no torch.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,17 +64,18 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from helpers import decision
 from helpers.data.splits import inner_split
 from helpers.evidence import metrics
 
 __all__ = [
-    "AUDIT_DESCRIPTIONS",
+    "AUDITS",
+    "describe",
     "blackout_lungs",
     "mask_only",
     "source_target",
     "permuted_labels",
     "lowlevel_features",
-    "original_shapes",
     "outside_lung_features",
     "cv_logistic",
     "permutation_null",
@@ -83,27 +84,68 @@ __all__ = [
 ]
 
 #: What each known audit key tests (the ``tests`` column of :func:`audit_table`).
-AUDIT_DESCRIPTIONS: dict[str, str] = {
-    "source": "Predicts the image's source collection instead of the disease: a high AUC means "
-              "the collections differ visibly, so a source shortcut is available to any model.",
-    "lungs_blacked_out": "COVID vs normal with the lung fields set to black: a high AUC means the "
-                         "label is predictable from outside the lungs (labels, borders, devices, "
-                         "processing), i.e. without seeing the disease.",
-    "mask_only": "COVID vs normal from the predicted lung mask alone (shape, position, size): a "
-                 "high AUC means positioning, projection or patient size predicts the label.",
-    "lowlevel": "Logistic regression on cheap image statistics (whole-image, in-lung and "
-                "outside-lung histograms, borders, corners, edges, asymmetry, size): a high AUC "
-                "means cheap statistics separate the classes, through acquisition or processing "
-                "differences or through the disease brightening the lungs; compare "
-                "lowlevel_outside.",
-    "lowlevel_outside": "Logistic regression on statistics of pixels outside the lung mask only "
-                        "(outside-lung histogram, border frame, corners, original size): a high "
-                        "AUC means the label is predictable without any lung pixel.",
-    "permuted_labels": "Negative control: patient-level permuted labels carry no information, so "
-                       "the AUC must be near 0.5; a signal here means leakage or a bug.",
+@dataclass(frozen=True)
+class Audit:
+    """How an audit is named: ``label`` (its model in tables), ``short`` (one line in figures and
+    summaries), ``long`` (what a high AUC means; the ``tests`` column of :func:`audit_table`)."""
+
+    label: str
+    short: str
+    long: str
+
+
+#: Every shortcut audit and linear probe, by key: the one description table of the package.
+AUDITS: dict[str, Audit] = {
+    "source": Audit(
+        "Audit: source", "source from pixels: is a shortcut available?",
+        "Predicts the image's source collection instead of the disease: a high AUC means "
+        "the collections differ visibly, so a source shortcut is available to any model."),
+    "lungs_blacked_out": Audit(
+        "Audit: lungs blacked out", "label with lungs blacked out: solvable without lungs?",
+        "COVID vs normal with the lung fields set to black: a high AUC means the "
+        "label is predictable from outside the lungs (labels, borders, devices, "
+        "processing), i.e. without seeing the disease."),
+    "mask_only": Audit(
+        "Audit: mask only", "label from lung-mask shape alone: positioning / size?",
+        "COVID vs normal from the predicted lung mask alone (shape, position, size): a "
+        "high AUC means positioning, projection or patient size predicts the label."),
+    "lowlevel": Audit(
+        "Audit: low-level statistics",
+        "label from low-level statistics (lungs included): acquisition or disease?",
+        "Logistic regression on cheap image statistics (whole-image, in-lung and "
+        "outside-lung histograms, borders, corners, edges, asymmetry, size): a high AUC "
+        "means cheap statistics separate the classes, through acquisition or processing "
+        "differences or through the disease brightening the lungs; compare "
+        "lowlevel_outside."),
+    "lowlevel_inside": Audit(
+        "Probe: statistics inside the lungs", "label from grey-level statistics inside the lungs",
+        "Logistic regression on grey-level statistics of the lung pixels only: these can carry "
+        "the disease as well as exposure and processing."),
+    "lowlevel_outside": Audit(
+        "Audit: low-level statistics outside the lungs",
+        "label from low-level statistics outside the lungs only",
+        "Logistic regression on statistics of pixels outside the lung mask only "
+        "(outside-lung histogram, border frame, corners, original size): a high "
+        "AUC means the label is predictable without any lung pixel."),
+    "permuted_labels": Audit(
+        "Audit: permuted labels", "negative control, permuted labels: must be ~0.5",
+        "Negative control: patient-level permuted labels carry no information, so "
+        "the AUC must be near 0.5; a signal here means leakage or a bug."),
 }
-_GENERIC = ("Audit {key!r}: pooled out-of-fold ROC-AUC of its predictions, read against 0.5 "
-            "(chance); a high AUC means the inputs it was given predict its target.")
+
+
+def describe(key: str) -> Audit:
+    """The description of audit ``key``; a generic one for an audit not in :data:`AUDITS`."""
+    return AUDITS.get(str(key)) or Audit(
+        f"Audit: {key}", f"audit {key}",
+        f"Audit {key!r}: pooled out-of-fold ROC-AUC of its predictions, read against 0.5 "
+        "(chance); a high AUC means the inputs it was given predict its target.")
+
+
+def short_descriptions() -> dict[str, str]:
+    """audit key -> its one-line description (figures, summaries)."""
+    return {k: a.short for k, a in AUDITS.items()}
+
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 VERDICT_SIGNAL_LO = 0.6  # CI lower bound above this: "shortcut signal" (a reading aid)
@@ -195,8 +237,8 @@ def _fit_predict(X_fit: np.ndarray, y_fit: np.ndarray, X_pred: np.ndarray, C: fl
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC-AUC (ties count 1/2); nan with one class (:func:`helpers.evidence.metrics.auc_or_nan`)."""
-    return metrics.auc_or_nan(y, score)
+    """ROC-AUC (ties count 1/2); nan with one class (:func:`helpers.evidence.decision.auc_or_nan`)."""
+    return decision.auc_or_nan(y, score)
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,7 +443,7 @@ def lowlevel_features(images, masks=None, original_shapes=None) -> pd.DataFrame:
       (``in_*``) and outside (``out_*``) the mask, and ``lung_area_frac``; an empty region gives
       nan (:func:`cv_logistic` imputes the training part's median);
     * with ``original_shapes`` (N, 2) (height, width of the original files before resizing, see
-      :func:`original_shapes`): ``orig_height, orig_width, orig_aspect`` (width / height),
+      :func:`helpers.data.decode.original_shapes`): ``orig_height, orig_width, orig_aspect`` (width / height),
       ``orig_log_pixels`` (natural log of height x width).
 
     Everything is computed from per-image 256-bin histograms and array reductions (no Python
@@ -454,18 +496,6 @@ def outside_lung_features(features: pd.DataFrame) -> pd.DataFrame:
     return features[cols]
 
 
-def original_shapes(paths: Iterable[str | Path]) -> np.ndarray:
-    """(height, width) of each image file before any resizing: int64 (N, 2).
-
-    Reads only the file header (PIL or DICOM; :func:`helpers.data.decode.image_size`). A missing or
-    unreadable file raises :class:`helpers.data.decode.ImageError` naming it.
-    """
-    from helpers.data.decode import image_size
-
-    out = [image_size(p) for p in paths]
-    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
-
-
 # --------------------------------------------------------------------------------------------
 # cross-validated logistic regression and its permutation null
 # --------------------------------------------------------------------------------------------
@@ -480,7 +510,7 @@ def cv_logistic(features, y, index: pd.DataFrame, seed: int = 0, model_name: str
        present as in :mod:`helpers.train`); the model (median imputation, standardisation,
        L2 logistic regression with ``C``, lbfgs) is fitted on the inner training rows and the
        decision threshold chosen on the inner validation rows with
-       :func:`helpers.evidence.metrics.choose_threshold` (Youden's J);
+       :func:`helpers.evidence.decision.choose_threshold` (Youden's J);
     2. the model is refitted on the *whole* training part (the validation patients included:
        a linear model has no epochs to stop, so holding them out would only waste data) and
        predicts the test fold once, classified with the threshold of step 1.
@@ -509,7 +539,7 @@ def _cv_fold(X, y, index, groups, folds, k, keep_cols, seed, C, val_fraction, mo
     test = np.flatnonzero(folds == k)
     train = np.flatnonzero(folds != k)
     tr, va = inner_split(train, groups, y, val_fraction, seed + int(k))
-    thr = metrics.choose_threshold(y[va], _fit_predict(X[tr], y[tr], X[va], C, seed))
+    thr = decision.choose_threshold(y[va], _fit_predict(X[tr], y[tr], X[va], C, seed))
     pt = _fit_predict(X[train], y[train], X[test], C, seed)
     t = index.iloc[test][keep_cols].copy().reset_index(drop=True)
     t["fold"], t["set"], t["y"], t["prob"] = k, "oof", y[test], pt
@@ -597,7 +627,7 @@ def audit_table(preds_by_audit: Mapping[str, pd.DataFrame], n_boot: int = 2000,
     ``preds_by_audit``: audit key -> predictions (schema of :func:`cv_logistic` /
     ``train.cross_validate``; only ``set == 'oof'`` rows are used). Known keys (``source``,
     ``lungs_blacked_out``, ``mask_only``, ``lowlevel``, ``permuted_labels``) get their fixed
-    sentence from :data:`AUDIT_DESCRIPTIONS`, others a generic one.
+    sentence from :data:`AUDITS`, others a generic one.
 
     Columns: ``audit, tests, model, n, n_pos, n_neg, n_patients, auc, auc_lo, auc_hi`` (the
     percentile bootstrap of :func:`helpers.evidence.metrics.auc_ci`, resampling patients), ``verdict,
@@ -619,7 +649,7 @@ def audit_table(preds_by_audit: Mapping[str, pd.DataFrame], n_boot: int = 2000,
         if verdict == "weak" and a["hi"] < 0.5:
             notes.append("AUC below chance: the folds' models rank inversely; no usable signal")
         models = sorted(map(str, d["model"].unique())) if "model" in d.columns else []
-        rows.append(dict(audit=key, tests=AUDIT_DESCRIPTIONS.get(key, _GENERIC.format(key=key)),
+        rows.append(dict(audit=key, tests=describe(key).long,
                          model=", ".join(models), n=len(d), n_pos=a["n_pos"], n_neg=a["n_neg"],
                          n_patients=a["n_clusters"], auc=a["auc"], auc_lo=a["lo"],
                          auc_hi=a["hi"], verdict=verdict, note="; ".join(notes)))

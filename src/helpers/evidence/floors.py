@@ -11,7 +11,7 @@ Nature Machine Intelligence 2021).
 The protocol is the CNNs' (:func:`helpers.train.cross_validate`, Algorithm 2): per test fold,
 a patient-grouped inner split of the training part (:func:`helpers.data.splits.inner_split`,
 same fraction and seed ``seed + k``); the model is fitted on the inner training rows, the
-decision threshold chosen on the inner validation rows (:func:`helpers.evidence.metrics.choose_threshold`)
+decision threshold chosen on the inner validation rows (:func:`helpers.evidence.decision.choose_threshold`)
 and the test fold predicted once. Predictions come in the schema of ``cross_validate``, so
 :func:`helpers.evidence.metrics.summarise_models` puts them straight into Table 7.
 
@@ -27,8 +27,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from helpers import decision
 from helpers.data.splits import inner_split
-from helpers.evidence import metrics
 
 __all__ = ["FLOOR_SIZE", "FLOOR_C", "thumbnails", "thumbnail_logreg"]
 
@@ -89,7 +89,7 @@ def thumbnail_logreg(images, y, index: pd.DataFrame, seed: int = 0, model_name: 
             tr, va = inner_split(np.flatnonzero(folds != k), groups, y, val_fraction, seed + int(k))
             model_fit = _fit_predict(X[tr], y[tr], np.concatenate([X[va], X[test]]), C, seed)
             pv, pt = model_fit[:len(va)], model_fit[len(va):]
-            thr = metrics.choose_threshold(y[va], pv)
+            thr = decision.choose_threshold(y[va], pv)
             t = index.iloc[test][keep_cols].copy().reset_index(drop=True)
             t["fold"], t["set"], t["y"], t["prob"] = k, "oof", y[test], pt
             t["threshold"] = thr

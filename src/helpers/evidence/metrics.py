@@ -7,18 +7,16 @@ predictions, so every figure in a results table can be regenerated from a predic
 
 * a predictions DataFrame has at least the columns ``image_id``, ``patient_id``, ``fold`` (int),
   ``y`` (0/1, 1 = COVID), ``prob`` (float in [0, 1]) and ``model`` (str); optionally
-  ``threshold`` (per fold, chosen on the inner validation split with :func:`choose_threshold`),
-  ``source`` and ``view``;
+  ``threshold`` (per fold, chosen on the inner validation split with
+  :func:`helpers.decision.choose_threshold`), ``source`` and ``view``;
 * counts and rates: :func:`confusion`, :func:`rates` (with Wilson intervals, :func:`wilson_ci`);
-* ranking: :func:`auc_or_nan` (one plain ROC-AUC), :func:`auc_ci`, :func:`pr_auc_ci` (percentile
-  bootstrap, optionally resampling patients instead of images), paired comparisons
-  :func:`paired_auc_test` (DeLong or paired bootstrap) and :func:`mcnemar`,
+* ranking: :func:`helpers.decision.auc_or_nan` (one plain ROC-AUC), :func:`auc_ci`,
+  :func:`pr_auc_ci` (percentile bootstrap, optionally resampling patients instead of images),
+  paired comparisons :func:`paired_auc_test` (DeLong or paired bootstrap) and :func:`mcnemar`,
   :func:`compare_to_reference`;
 * calibration: :func:`brier`, :func:`ece`, :func:`reliability_table`;
 * tables: :func:`fold_table` (per fold, pooled out-of-fold, and the paper's "mean over folds"),
   :func:`summarise_models`, :func:`stratified`, :func:`ppv_npv_at_prevalence`;
-* training dynamics: :func:`plateau_epochs` (when each run's validation loss settled, from a
-  history table) and :func:`auc_gap_table` (fold AUCs vs the pooled AUC, fold thresholds).
 
 Everything is a pure function of its arguments (numpy / scipy / scikit-learn / pandas only).
 Degenerate inputs (a fold with one class, empty strata, tiny counts) give ``nan`` with a reason,
@@ -34,11 +32,12 @@ import pandas as pd
 from scipy import stats
 from sklearn import metrics as skm
 
+from helpers.decision import as_binary, as_prob, check_same_length
+
 __all__ = [
     "confusion",
     "wilson_ci",
     "rates",
-    "auc_or_nan",
     "auc_ci",
     "pr_auc_ci",
     "brier",
@@ -51,11 +50,8 @@ __all__ = [
     "delong_cov",
     "mcnemar",
     "compare_to_reference",
-    "choose_threshold",
     "stratified",
     "predict",
-    "plateau_epochs",
-    "auc_gap_table",
 ]
 
 _RATE_NAMES = ("accuracy", "sensitivity", "specificity", "ppv", "npv")
@@ -64,34 +60,11 @@ _RATE_NAMES = ("accuracy", "sensitivity", "specificity", "ppv", "npv")
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-def _as_binary(y) -> np.ndarray:
-    a = np.asarray(y)
-    if a.size == 0:
-        return a.astype(np.int64).ravel()
-    a = a.ravel()
-    if a.dtype == bool:
-        return a.astype(np.int64)
-    if np.issubdtype(a.dtype, np.floating) and np.isnan(a).any():
-        raise ValueError("labels contain NaN")
-    u = np.unique(a)
-    if not np.isin(u, [0, 1]).all():
-        raise ValueError(f"labels must be 0/1 (1 = COVID); found values {u[:10].tolist()}")
-    return a.astype(np.int64)
-
-
-def _as_prob(p) -> np.ndarray:
-    return np.asarray(p, dtype=np.float64).ravel()
-
-
-def _check_same_length(*arrays: np.ndarray) -> None:
-    n = {len(a) for a in arrays}
-    if len(n) > 1:
-        raise ValueError(f"inputs have different lengths: {[len(a) for a in arrays]}")
 
 
 def predict(prob, threshold: float | Sequence[float] = 0.5) -> np.ndarray:
     """Hard predictions ``prob >= threshold`` (1 = COVID); threshold may be per row."""
-    return (_as_prob(prob) >= np.asarray(threshold, dtype=np.float64)).astype(np.int64)
+    return (as_prob(prob) >= np.asarray(threshold, dtype=np.float64)).astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,9 +75,9 @@ def confusion(y, pred) -> dict:
 
     Returns ``dict(tp, fn, fp, tn)`` of Python ints; a class absent from ``y`` gives zeros.
     """
-    y = _as_binary(y)
-    pred = _as_binary(pred)
-    _check_same_length(y, pred)
+    y = as_binary(y)
+    pred = as_binary(pred)
+    check_same_length(y, pred)
     if len(y) == 0:   # scikit-learn refuses empty inputs
         return dict(tp=0, fn=0, fp=0, tn=0)
     tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(y, pred, labels=[0, 1]).ravel())
@@ -226,11 +199,11 @@ def _bootstrap_stat(fn, y, prob, n_boot, seed, groups, alpha):
 
 
 def _ranking_ci(kind, y, prob, n_boot, seed, groups, alpha):
-    y, prob = _as_binary(y), _as_prob(prob)
-    _check_same_length(y, prob)
+    y, prob = as_binary(y), as_prob(prob)
+    check_same_length(y, prob)
     if groups is not None:
         groups = np.asarray(groups).ravel()
-        _check_same_length(y, groups)
+        check_same_length(y, groups)
     keep = ~np.isnan(prob)
     y, prob = y[keep], prob[keep]
     if groups is not None:
@@ -255,18 +228,6 @@ def _ranking_ci(kind, y, prob, n_boot, seed, groups, alpha):
     else:
         out["reason"] = "no bootstrap requested"
     return out
-
-
-def auc_or_nan(y, score) -> float:
-    """ROC-AUC by ``sklearn.metrics.roc_auc_score`` (ties count 1/2); nan unless ``y`` holds two classes.
-
-    The one plain AUC of the package: training's validation AUC and the audits' permutation test
-    use it. (:func:`auc_ci` keeps its own weighted form, which scores all bootstrap resamples at once.)
-    """
-    y = np.asarray(y).ravel()
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    return float(skm.roc_auc_score(y, np.asarray(score).ravel()))
 
 
 def auc_ci(y, prob, n_boot: int = 2000, seed: int = 0, groups=None, alpha: float = 0.05) -> dict:
@@ -297,8 +258,8 @@ def brier(y, prob) -> float:
 
     ``sklearn.metrics.brier_score_loss``; a missing (nan) probability gives nan, as empty input does.
     """
-    y, prob = _as_binary(y), _as_prob(prob)
-    _check_same_length(y, prob)
+    y, prob = as_binary(y), as_prob(prob)
+    check_same_length(y, prob)
     if len(y) == 0 or np.isnan(prob).any():
         return float("nan")
     return float(skm.brier_score_loss(y, prob, pos_label=1))
@@ -309,8 +270,8 @@ def reliability_table(y, prob, n_bins: int = 10) -> pd.DataFrame:
 
     Columns: ``bin_lo, bin_hi, n, mean_prob, frac_pos`` (nan for empty bins).
     """
-    y, prob = _as_binary(y), _as_prob(prob)
-    _check_same_length(y, prob)
+    y, prob = as_binary(y), as_prob(prob)
+    check_same_length(y, prob)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     b = np.clip(np.floor(prob * n_bins).astype(np.int64) if len(prob) else prob.astype(np.int64),
                 0, n_bins - 1)
@@ -374,34 +335,6 @@ def ppv_npv_at_prevalence(sens: float, spec: float,
 # --------------------------------------------------------------------------------------------
 # threshold choice (inner validation split only)
 # --------------------------------------------------------------------------------------------
-def choose_threshold(y_val, prob_val, rule: str = "youden") -> float:
-    """Threshold maximising Youden's J = sensitivity + specificity - 1 on a validation split.
-
-    Must only ever be given the *inner validation* split of a training fold, never the test
-    fold: a threshold tuned on the test fold makes the reported test metrics optimistic.
-
-    Candidates are the midpoints between consecutive distinct validation probabilities plus
-    0.5; the prediction is ``prob >= threshold``. Ties in J go to the candidate closest to 0.5.
-    A validation split with one class (or no usable rows) gives 0.5, without an error.
-    """
-    if rule != "youden":
-        raise ValueError(f"unknown rule {rule!r}; only 'youden' is implemented")
-    y, prob = _as_binary(y_val), _as_prob(prob_val)
-    _check_same_length(y, prob)
-    keep = ~np.isnan(prob)
-    y, prob = y[keep], prob[keep]
-    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
-    if n_pos == 0 or n_neg == 0:
-        return 0.5
-    u = np.unique(prob)
-    cand = np.unique(np.r_[(u[1:] + u[:-1]) / 2.0, 0.5])
-    order = np.sort(prob[y == 1]), np.sort(prob[y == 0])
-    tp = n_pos - np.searchsorted(order[0], cand, side="left")  # prob >= t
-    tn = np.searchsorted(order[1], cand, side="left")  # prob < t
-    j = tp / n_pos + tn / n_neg - 1.0
-    best = j.max()
-    tied = cand[j >= best - 1e-12]
-    return float(tied[np.argmin(np.abs(tied - 0.5))])
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,7 +391,7 @@ def fold_table(preds: pd.DataFrame, threshold_col: str = "threshold",
     """
     _one_model(preds)
     thr_all = fold_thresholds(preds, threshold_col, default_threshold)
-    y_all = _as_binary(preds["y"].to_numpy())
+    y_all = as_binary(preds["y"].to_numpy())
     p_all = preds["prob"].to_numpy(dtype=np.float64)
     folds = preds["fold"].to_numpy()
     rows = []
@@ -503,7 +436,7 @@ def summarise_models(preds_all: pd.DataFrame, n_boot: int = 2000, seed: int = 0,
     """
     rows = []
     for model, d in preds_all.groupby("model", sort=True):
-        y = _as_binary(d["y"].to_numpy())
+        y = as_binary(d["y"].to_numpy())
         prob = d["prob"].to_numpy(dtype=np.float64)
         thr = fold_thresholds(d, threshold_col, default_threshold)
         groups = d[cluster_col].to_numpy() if cluster_col and cluster_col in d.columns else None
@@ -540,7 +473,7 @@ def stratified(preds: pd.DataFrame, by: str = "view", threshold_col: str = "thre
     rows = []
     for key, g in d.groupby(keys, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        y = _as_binary(g["y"].to_numpy())
+        y = as_binary(g["y"].to_numpy())
         prob = g["prob"].to_numpy(dtype=np.float64)
         thr = fold_thresholds(g, threshold_col, default_threshold)
         cm = confusion(y, predict(prob, thr))
@@ -590,8 +523,8 @@ def delong_cov(y, *probs, groups=None) -> tuple[np.ndarray, np.ndarray]:
     variance is ``K / (K - 1) * sum_k T_k T_k'`` over the K patients.
     Needs at least two positives and two negatives (else all nan).
     """
-    y = _as_binary(y)
-    P = np.vstack([_as_prob(p) for p in probs])
+    y = as_binary(y)
+    P = np.vstack([as_prob(p) for p in probs])
     if P.shape[1] != len(y):
         raise ValueError("probabilities and labels have different lengths")
     k = P.shape[0]
@@ -629,9 +562,9 @@ def paired_auc_test(y, prob_a, prob_b, method: str = "delong", n_boot: int = 200
     approximation with the bootstrap standard error.
     Returns ``dict(auc_a, auc_b, diff, lo, hi, p, se, var, z, method, n_pos, n_neg, reason)``.
     """
-    y = _as_binary(y)
-    a, b = _as_prob(prob_a), _as_prob(prob_b)
-    _check_same_length(y, a, b)
+    y = as_binary(y)
+    a, b = as_prob(prob_a), as_prob(prob_b)
+    check_same_length(y, a, b)
     m, n = int(y.sum()), int(len(y) - y.sum())
     nan = float("nan")
     out = dict(auc_a=nan, auc_b=nan, diff=nan, lo=nan, hi=nan, p=nan, se=nan, var=nan, z=nan,
@@ -690,8 +623,8 @@ def mcnemar(y, pred_a, pred_b) -> dict:
     ``(|b - c| - 1)^2 / (b + c)`` on 1 df. b + c = 0 gives p = 1.
     Returns ``dict(b, c, statistic, p, method, n)``.
     """
-    y, pa, pb = _as_binary(y), _as_binary(pred_a), _as_binary(pred_b)
-    _check_same_length(y, pa, pb)
+    y, pa, pb = as_binary(y), as_binary(pred_a), as_binary(pred_b)
+    check_same_length(y, pa, pb)
     ca, cb = pa == y, pb == y
     b, c = int(np.sum(ca & ~cb)), int(np.sum(~ca & cb))
     if b + c == 0:
@@ -752,7 +685,7 @@ def compare_to_reference(preds_all: pd.DataFrame, reference: str = "hrnet",
         if other == reference:
             continue
         d = _aligned(preds_all, reference, other)
-        y = _as_binary(d["y_ref"].to_numpy())
+        y = as_binary(d["y_ref"].to_numpy())
         pr, po = d["prob_ref"].to_numpy(float), d["prob_oth"].to_numpy(float)
         tr = (fold_thresholds(d.rename(columns={f"{threshold_col}_ref": threshold_col}), threshold_col,
                           default_threshold))
@@ -776,114 +709,8 @@ def compare_to_reference(preds_all: pd.DataFrame, reference: str = "hrnet",
     return pd.DataFrame(rows)
 
 
-
 # --------------------------------------------------------------------------------------------
 # training dynamics: plateaus and the pooled-vs-fold AUC gap
 # --------------------------------------------------------------------------------------------
-def plateau_epochs(history: pd.DataFrame, col: str = "val_loss", smooth: int = 3,
-                   window: int = 2, tol: float = 0.02,
-                   by: Sequence[str] = ("model", "fold"), final: int = 3,
-                   auc_tol: float = 0.03) -> pd.DataFrame:
-    """The epoch at which each training run's validation loss stopped improving.
-
-    history: the ``history.csv`` of :func:`helpers.train.cross_validate` (columns ``epoch`` and
-    ``col``, plus the grouping columns ``by`` that are present). Per run, ``col`` is smoothed by
-    a centred rolling mean of ``smooth`` epochs (1 = no smoothing); the plateau epoch is the
-    first epoch ``e`` whose smoothed value the next ``window`` epochs improve on (lower it) by
-    less than ``tol`` as a fraction of its value (``tol=0.02``: less than 2 %). A run with fewer
-    than ``window`` epochs after any such point has not been shown to settle: ``plateau_epoch``
-    is nan and ``reached`` False, i.e. it was still moving when training stopped.
-
-    A first plateau can be followed by more movement (a constant learning rate often jumps
-    again), so the end of the run is judged too: with ``val_auc`` in the history,
-    ``last_auc_range`` is the range of the validation AUC over the ``final`` last epochs and
-    ``settled`` says whether it is at most ``auc_tol``, i.e. the model that is tested had stopped
-    moving.
-
-    Columns: the ``by`` columns, ``epochs``, ``plateau_epoch``, ``reached``, ``best_epoch``
-    (lowest raw ``col``), ``first_{col}``, ``min_{col}``, ``last_{col}``, and ``last_val_auc``,
-    ``last_auc_range`` and ``settled`` when the history has ``val_auc``.
-    """
-    if col not in history.columns or "epoch" not in history.columns:
-        raise KeyError(f"history needs columns 'epoch' and {col!r} (columns: {list(history.columns)})")
-    if smooth < 1 or window < 1 or tol < 0:
-        raise ValueError(f"need smooth >= 1, window >= 1, tol >= 0; got {smooth}, {window}, {tol}")
-    keys = [c for c in by if c in history.columns]
-    groups = history.groupby(keys, sort=True) if keys else [((), history)]
-    rows = []
-    for key, h in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        h = h.sort_values("epoch")
-        raw = h[col].to_numpy(dtype=np.float64)
-        epochs = h["epoch"].to_numpy()
-        sm = pd.Series(raw).rolling(smooth, center=True, min_periods=1).mean().to_numpy()
-        plateau = float("nan")
-        for i in range(len(sm) - window):
-            if sm[i] - np.nanmin(sm[i + 1:i + 1 + window]) < tol * abs(sm[i]):
-                plateau = epochs[i]
-                break
-        row = dict(zip(keys, key))
-        ok = ~np.isnan(raw)
-        row.update(epochs=len(h), plateau_epoch=plateau, reached=not np.isnan(plateau),
-                   best_epoch=epochs[np.nanargmin(raw)] if ok.any() else np.nan)
-        row[f"first_{col}"], row[f"min_{col}"], row[f"last_{col}"] = (
-            (raw[0], np.nanmin(raw), raw[-1]) if ok.any() else (np.nan,) * 3)
-        if "val_auc" in h.columns:
-            auc = h["val_auc"].to_numpy(dtype=np.float64)
-            tail = auc[-final:]
-            row["last_val_auc"] = float(auc[-1])
-            row["last_auc_range"] = (float(np.nanmax(tail) - np.nanmin(tail))
-                                     if len(auc) >= final and np.isfinite(tail).any() else float("nan"))
-            row["settled"] = bool(row["last_auc_range"] <= auc_tol)  # nan compares False
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
-def auc_gap_table(preds: pd.DataFrame) -> pd.DataFrame:
-    """Fold AUCs, their mean, the pooled out-of-fold AUC and every fold's threshold, per model.
-
-    preds: predictions in the schema of :func:`helpers.train.cross_validate` (``fold, y, prob,
-    model``, optional ``threshold`` and ``set``; only ``set == 'oof'`` rows are used). Fold
-    models that rank well within their own fold but put their scores on different scales (the
-    sign of models still moving when training stops) have high fold AUCs, a lower pooled AUC
-    and widely spread thresholds; this table shows all three.
-
-    Rows per model: one per fold (``kind='fold'``: ``n, n_pos, n_neg, auc, threshold``), then
-    ``fold='mean'`` (mean of the fold AUCs, those without an AUC excluded; mean threshold) and
-    ``fold='pooled'`` (the AUC of all out-of-fold predictions together). The two summary rows
-    also carry ``auc_gap`` (mean fold AUC minus pooled AUC), ``threshold_min``,
-    ``threshold_max`` and ``threshold_range``; nan on fold rows.
-    """
-    d = preds[preds["set"] == "oof"] if "set" in preds.columns else preds
-    if "model" not in d.columns:
-        d = d.assign(model="model")
-    rows = []
-    for model, m in d.groupby("model", sort=True):
-        fold_rows = []
-        for f, g in m.groupby("fold", sort=True):
-            y = _as_binary(g["y"].to_numpy())
-            thr = np.unique(g["threshold"].to_numpy(dtype=np.float64)) if "threshold" in g else [np.nan]
-            fold_rows.append(dict(model=model, fold=f, kind="fold", n=len(g), n_pos=int(y.sum()),
-                                  n_neg=int(len(y) - y.sum()),
-                                  auc=auc_ci(y, g["prob"].to_numpy(np.float64), n_boot=0)["auc"],
-                                  threshold=float(thr[0]) if len(thr) == 1 else np.nan))
-        fr = pd.DataFrame(fold_rows)
-        y = _as_binary(m["y"].to_numpy())
-        pooled_auc = auc_ci(y, m["prob"].to_numpy(np.float64), n_boot=0)["auc"]
-        aucs, thrs = fr["auc"].dropna(), fr["threshold"].dropna()
-        mean_auc = float(aucs.mean()) if len(aucs) else np.nan
-        summary = dict(auc_gap=mean_auc - pooled_auc,
-                       threshold_min=float(thrs.min()) if len(thrs) else np.nan,
-                       threshold_max=float(thrs.max()) if len(thrs) else np.nan)
-        summary["threshold_range"] = summary["threshold_max"] - summary["threshold_min"]
-        base = dict(model=model, n=len(m), n_pos=int(y.sum()), n_neg=int(len(y) - y.sum()))
-        rows += fold_rows
-        rows.append(dict(base, fold="mean", kind="mean over folds", auc=mean_auc,
-                         threshold=float(thrs.mean()) if len(thrs) else np.nan, **summary))
-        rows.append(dict(base, fold="pooled", kind="pooled out-of-fold", auc=pooled_auc,
-                         threshold=np.nan, **summary))
-    cols = ["model", "fold", "kind", "n", "n_pos", "n_neg", "auc", "threshold", "auc_gap",
-            "threshold_min", "threshold_max", "threshold_range"]
-    out = pd.DataFrame(rows, columns=cols)
-    out["fold"] = out["fold"].astype(object)
-    return out

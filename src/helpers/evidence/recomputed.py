@@ -34,8 +34,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from helpers.evidence import ledger, metrics
-from helpers.run.artefacts import ART, EVIDENCE_TABLES, STAGES
+from helpers.evidence import audits, heldout, ledger, metrics
+from helpers.run.artefacts import ART, EVIDENCE_TABLES, STAGES  # noqa: F401 (STAGES: readers of a run)
+from helpers.run.repro import run_manifest
 
 __all__ = [
     "run_manifest",
@@ -60,16 +61,8 @@ __all__ = [
 ]
 
 
-
 #: One-line reading of each known audit (the labels of :func:`helpers.report.plots.audit_plot`).
-AUDIT_SHORT = {
-    "source": "source from pixels: is a shortcut available?",
-    "lungs_blacked_out": "label with lungs blacked out: solvable without lungs?",
-    "mask_only": "label from lung-mask shape alone: positioning / size?",
-    "lowlevel": "label from low-level statistics (lungs included): acquisition or disease?",
-    "lowlevel_outside": "label from low-level statistics outside the lungs only",
-    "permuted_labels": "negative control, permuted labels: must be ~0.5",
-}
+AUDIT_SHORT = audits.short_descriptions()  # the summary's name for them
 
 #: the evidence tables notebook 06 computes once (:func:`evidence_tables`) and saves in its stage
 #: folder (``OUT_DIR/figures/``): name -> file. Figures, SUMMARY.md and the model card read these.
@@ -95,19 +88,6 @@ def read_artefact(out_dir: Path, rel: str) -> pd.DataFrame | None:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-
-
-def run_manifest(out_dir: Path, stage: str | None = None) -> dict:
-    """``run_manifest.json`` of ``stage``, or of the latest stage that has one ({} if none)."""
-    stages = [stage] if stage else list(STAGES)[::-1]
-    for s in stages:
-        p = Path(out_dir) / s / "run_manifest.json"
-        if p.is_file():
-            try:
-                return json.loads(p.read_text())
-            except (OSError, ValueError):
-                continue
-    return {}
 
 
 def run_info(out_dir: Path, cfg_dict: dict | None = None) -> dict:
@@ -520,7 +500,9 @@ def evidence_tables(out_dir: Path, n_boot: int = 1000, seed: int = 0,
             "comparisons": comparisons(preds, reference=reference, n_boot=n_boot, seed=seed),
             "ledger_paper": lt["paper"],
             "ledger_companion": lt["companion"],
-            "heat_share_ci": heat_share_ci(out_dir, n_boot=n_boot, seed=seed)}
+            "heat_share_ci": heat_share_ci(out_dir, n_boot=n_boot, seed=seed),
+            "external_table": heldout.table(preds, n_boot=n_boot, seed=seed),
+            "external_table_all": heldout.table(preds, n_boot=n_boot, seed=seed, set_name="external_all")}
 
 
 def save_tables(tables: dict[str, pd.DataFrame], dest: Path) -> list[Path]:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import explain
-from helpers.evidence import metrics
+from helpers.evidence import audits, metrics
 from helpers.report import plots
 from helpers.report.tables import (
     fold_label,
@@ -196,7 +196,7 @@ def training_dynamics(cfg) -> Figure:
 
 def ladder_figure(cfg, table: pd.DataFrame | None = None) -> Figure | None:
     """The de-confounding ladder (notebook 05b); None when the profile runs no ladder."""
-    from helpers import ladder
+    from helpers.evidence import probes
 
     if table is None:
         f = ART.ladder_table.path(cfg.out_dir)
@@ -205,12 +205,12 @@ def ladder_figure(cfg, table: pd.DataFrame | None = None) -> Figure | None:
         return None
     table = table.copy()
     table["within_source"] = table["within_source"].fillna("") if "within_source" in table else ""
-    fav = ladder.favoured(table)
+    fav = probes.favoured(table)
     cap = (f"{data_note(cfg)}; probes = logistic regression on the rung's inputs; * = favoured by the "
-           f"audits ({fav}): lowest mean |probe AUC - 0.5|, ties within {ladder.TIE} broken by heat "
+           f"audits ({fav}): lowest mean |probe AUC - 0.5|, ties within {probes.TIE} broken by heat "
            "inside the lungs; internal AUC does not choose")
-    f = plots.ladder_plot(table, ladder.AUDITS, fav, "De-confounding ladder: the proposed model per rung",
-                          cap)
+    what = {k: audits.AUDITS[k].short for k in probes.PROBES}
+    f = plots.ladder_plot(table, what, fav, "De-confounding ladder: the proposed model per rung", cap)
     return Figure(f, "ev_ladder.png", "beyond the paper (de-confounding ladder)",
                   "05b_deconfounding_ladder", cap)
 
@@ -267,14 +267,13 @@ def ev_heat_share(cfg, tables: dict) -> Figure | None:
 
 
 def ev_audits(cfg, tables: dict) -> Figure | None:
-    from helpers.evidence import recomputed
 
     at = ART.audit_table.find(cfg.out_dir)
     if at is None or at.empty:
         return None
     null = ART.permutation_null.find(cfg.out_dir)
     note = data_note(cfg)
-    f = plots.audit_plot(at, null, caption=note, descriptions=recomputed.AUDIT_SHORT)
+    f = plots.audit_plot(at, null, caption=note, descriptions=audits.short_descriptions())
     return Figure(f, "ev_audits.png", "beyond the paper (shortcut audits, DeGrave et al. 2021)",
                   "06_figure_generation", f"{note}; audit AUCs against chance")
 

@@ -635,7 +635,7 @@ def audit_plot(audit_table: pd.DataFrame, permutation_null: dict | None = None,
     """Each audit's pooled out-of-fold AUC with its patient-level interval against chance (0.5),
     labelled with what it tests and its verdict; the low-level audit's permutation-null 95th
     percentile is marked when ``permutation_null`` (``baselines/permutation_null.json``) is given.
-    ``descriptions``: audit name -> what it tests (:data:`helpers.evidence.recomputed.AUDIT_SHORT`)."""
+    ``descriptions``: audit name -> what it tests (:func:`helpers.evidence.audits.short_descriptions`)."""
     title = "Shortcut audits: can the label be predicted without the disease?"
     if audit_table is None or audit_table.empty:
         return _empty_fig(title, "no audits in this run", caption)

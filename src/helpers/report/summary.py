@@ -466,7 +466,7 @@ def _dynamics(run: Run) -> list[str]:
 
 def _ladder(run: Run) -> list[str]:
     """The de-confounding ladder of notebook 05b, read from ``ladder/ladder_table.csv``."""
-    from helpers import ladder
+    from helpers.evidence import probes
     from helpers.report import tables
 
     t = run.csv(ART.ladder_table)
@@ -478,7 +478,7 @@ def _ladder(run: Run) -> list[str]:
                 "finished cpu run (notebook 05b).", ""]
     t = t.copy()
     t["within_source"] = t["within_source"].fillna("") if "within_source" in t else ""
-    fav = ladder.favoured(t)
+    fav = probes.favoured(t)
     frame = tables.ladder_frame(t)
     best_auc = str(t.loc[t["auc"].astype(float).idxmax(), "rung"])
     row = t[t["rung"].astype(str) == fav].iloc[0]
@@ -492,7 +492,7 @@ def _ladder(run: Run) -> list[str]:
          f"- **Favoured by the audits: `{fav}`** (shortcut excess {row['shortcut_excess']:.3f}, "
          f"heat inside the lungs {row['heat_share_lungs']:.2f} against a lung area of "
          f"{row['lung_area']:.2f}; internal AUC {fmt_auc(row['auc'], row['auc_lo'], row['auc_hi'])}). "
-         f"Rule: lowest shortcut excess, ties within {ladder.TIE} broken by the larger heat excess; "
+         f"Rule: lowest shortcut excess, ties within {probes.TIE} broken by the larger heat excess; "
          "internal AUC plays no part."
          + (f" The highest internal AUC belongs to `{best_auc}`." if best_auc != fav else ""),
          *([f"- **Caution:** the favoured rung's model shows little in-lung signal: heat excess "
@@ -757,7 +757,7 @@ def external_section(run: Run) -> list[str]:
 
 def _external_selection(run: Run) -> list[str]:
     """Which external films failed refinement, and the AUC when they are scored too."""
-    from helpers.external import refine_counts
+    from helpers.refine import refine_counts
 
     ri = run.csv(ART.ext_refine_index)
     if ri is None or ri.empty:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from helpers.evidence import audits
 from helpers.run.artefacts import ART
 
 #: readable names of the models a run can train, in the order tables list them
@@ -20,8 +21,7 @@ MODEL_LABELS: dict[str, str] = {
     "efficientnet_b0": "EfficientNet-B0 (smoke stand-in for EfficientNet-B4)",
     "thumbnail_logreg_segmented": "Thumbnail logistic regression, segmented",
     "thumbnail_logreg_unsegmented": "Thumbnail logistic regression, full image",
-    "audit_source": "Audit: source", "audit_lungs_blacked_out": "Audit: lungs blacked out",
-    "audit_mask_only": "Audit: mask only", "audit_permuted_labels": "Audit: permuted labels",
+    **{f"audit_{key}": a.label for key, a in audits.AUDITS.items()},
 }
 
 #: Table 7 of the paper (accuracy, sensitivity, specificity in %); HRNet is its "Proposed Model"
@@ -126,12 +126,14 @@ def heat_share_frame(cfg) -> pd.DataFrame:
     return df
 
 def history_frame(cfg) -> pd.DataFrame:
-    """Every classifier's per-epoch history of this run (``<stage>/<model>/history.csv``)."""
-    files = sorted((cfg.out_dir / "hrnet").glob("*/history.csv")) + \
-        sorted((cfg.out_dir / "baselines").glob("*/history.csv"))
-    if not files:
+    """Every classifier's per-epoch history of this run (notebooks 04, 05 and 05a)."""
+    from helpers import train
+
+    parts = [train.histories(cfg.out_dir / stage) for stage in ("hrnet", "baselines", "audits")]
+    parts = [p for p in parts if len(p)]
+    if not parts:
         raise FileNotFoundError(f"no classifier history under {cfg.out_dir}: run notebooks 04 and 05")
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    return pd.concat(parts, ignore_index=True)
 
 def planned_epochs(cfg, names) -> dict[str, int]:
     """The epochs each model trains for under this profile (baselines and audits may be cut)."""
@@ -142,7 +144,7 @@ def planned_epochs(cfg, names) -> dict[str, int]:
 
 def ladder_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The ladder table as a reader sees it: one row per rung, AUCs to three decimals."""
-    from helpers import ladder
+    from helpers.evidence import probes
 
     if table is None or table.empty:
         return pd.DataFrame({"note": ["no ladder in this profile (./run_all.sh cpu-deconf runs one)"]})
@@ -150,7 +152,7 @@ def ladder_frame(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"rung": t["rung"], "steps": t["steps"],
                         "internal AUC [95% CI]": [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi
                                                   in zip(t["auc"], t["auc_lo"], t["auc_hi"])]})
-    for key in ladder.AUDITS:
+    for key in probes.PROBES:
         out[f"probe {key.replace('_', ' ')}"] = t[f"audit_{key}"].round(3)
     out["shortcut excess"] = t["shortcut_excess"].round(3)
     out["heat in lungs / lung area"] = [f"{h:.2f} / {a:.2f}" for h, a in

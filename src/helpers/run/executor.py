@@ -244,7 +244,7 @@ class _Status:
         if self.kernel:
             from IPython.display import display
 
-            self._handle = display(progress._Text(self._text([], [], total, {})), display_id=True)
+            self._handle = display(progress.Text(self._text([], [], total, {})), display_id=True)
         self._say(self._text([], [], total, {}), force=True)
 
     def _text(self, done, running, queued, lines) -> str:
@@ -260,7 +260,7 @@ class _Status:
     def show(self, done, running, queued, lines) -> None:
         text = self._text(done, running, queued, lines)
         if self._handle is not None:
-            self._handle.update(progress._Text(text))
+            self._handle.update(progress.Text(text))
         else:
             key = (len(done), tuple(running))
             if key != self._last_text:
@@ -271,7 +271,7 @@ class _Status:
     def done(self, n: int) -> None:
         text = f"{self.desc} ({self.how}): {n}/{self.total} folds in {time.time() - self.t0:.0f} s"
         if self._handle is not None:
-            self._handle.update(progress._Text(text))
+            self._handle.update(progress.Text(text))
         else:
             print(text, flush=True)
         self._say(text, force=True)

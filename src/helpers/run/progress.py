@@ -45,7 +45,7 @@ class Line:
         if in_kernel():
             from IPython.display import display
 
-            self._handle = display(_Text(self._text()), display_id=True)
+            self._handle = display(Text(self._text()), display_id=True)
         elif sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -70,7 +70,7 @@ class Line:
                 self._bar.set_postfix_str(note, refresh=False)
         elif self._handle is not None and time.time() - self._last >= MIN_INTERVAL_S:
             self._last = time.time()
-            self._handle.update(_Text(self._text()))
+            self._handle.update(Text(self._text()))
 
     def done(self, note: str = "") -> None:
         if self._closed:
@@ -83,7 +83,7 @@ class Line:
         if self._bar is not None:
             self._bar.close()
         if self._handle is not None:
-            self._handle.update(_Text(self._text(final=True)))
+            self._handle.update(Text(self._text(final=True)))
         else:
             print(self._text(final=True), flush=True)
 
@@ -106,7 +106,7 @@ def iterate(items: Iterable[T], desc: str, total: int | None = None, unit: str =
             line.step()
 
 
-class _Text:
+class Text:
     """A display object whose only representation is one line of plain text."""
 
     def __init__(self, text: str):

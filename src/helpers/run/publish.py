@@ -6,11 +6,11 @@
 Notebook 06 writes only into ``RUN_DIR/figures/``; nothing writes into the repository unless asked
 to here. Publishing recomputes nothing: it copies the files that folder's ``index.csv`` lists,
 ``index.csv``, ``README.md``, ``SUMMARY.md`` and the evidence tables they were made from
-(:data:`helpers.evidence.recomputed.TABLES`), and writes ``PROVENANCE.json`` beside them: profile, seed, data
-and external data (each named relative to the repository, or by its folder name, with the SHA-256
-of its ``manifest.csv``; never a machine path), the overrides that change results (not the
-execution-only settings of :data:`helpers.config.EXECUTION_FIELDS`), the run's git revision and
-the files written.
+(:data:`helpers.run.artefacts.EVIDENCE_TABLES`), and writes ``PROVENANCE.json`` beside them:
+profile, seed, data and external data (each named relative to the repository, or by its folder name,
+with the SHA-256 of its ``manifest.csv``; never a machine path), the overrides that change results
+(not the execution-only settings of :data:`helpers.config.EXECUTION_FIELDS`), the run's git revision
+and the files written.
 
 A destination that holds figures of another provenance (profile, seed, data, external data or
 overrides differ), or figures without ``PROVENANCE.json`` (unknown provenance), is refused unless
@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from helpers.run.artefacts import ART
+from helpers import paths
+from helpers.run.artefacts import ART, EVIDENCE_TABLES
 
 PROVENANCE = "PROVENANCE.json"
 #: What makes two publications the same run's figures (the git revision and the files do not).
@@ -51,8 +52,6 @@ def data_record(folder: str | Path | None) -> dict[str, Any] | None:
     SHA-256 (16 hex digits) of its ``manifest.csv`` when that file can be read here, else None.
     Never a machine path.
     """
-    from helpers import paths
-
     if not folder:
         return None
     p = Path(folder).expanduser().resolve()
@@ -151,10 +150,9 @@ def _listed(index_csv: Path) -> list[str]:
 def files_to_publish(src: Path) -> list[str]:
     """Every file a figures folder publishes: those its ``index.csv`` lists, ``index.csv``,
     ``README.md``, ``SUMMARY.md`` and the evidence tables. Raises when one is missing."""
-    from helpers.evidence import recomputed
-
     src = Path(src)
-    names = list(dict.fromkeys([*_listed(src / "index.csv"), *FIXED, *recomputed.TABLES.values()]))
+    evidence = [getattr(ART, name).file for name in EVIDENCE_TABLES]
+    names = list(dict.fromkeys([*_listed(src / "index.csv"), *FIXED, *evidence]))
     missing = [n for n in names if not (src / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{src} lacks {missing}: run notebook 06 into it first")
@@ -163,14 +161,12 @@ def files_to_publish(src: Path) -> list[str]:
 
 def run_provenance(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """The figures folder of a finished run and its provenance (from its ``run_manifest.json``)."""
-    from helpers.report.summary import display_path
-
     src = figures_folder(run_dir)
     manifest = json.loads((src / "run_manifest.json").read_text())
     cfg_dict = manifest.get("config")
     if not cfg_dict:
         raise ValueError(f"{src / 'run_manifest.json'} records no configuration")
-    return src, provenance(cfg_dict, manifest.get("git_revision"), display_path(src.parent))
+    return src, provenance(cfg_dict, manifest.get("git_revision"), paths.display_path(src.parent))
 
 
 def recorded(dest: str | Path) -> dict[str, Any] | None:

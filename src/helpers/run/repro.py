@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from helpers import paths
-from helpers.run import compute, store
+from helpers.run import artefacts, compute, store
 
 PACKAGES = ["torch", "torchvision", "timm", "segmentation-models-pytorch", "albumentations",
             "numpy", "scikit-learn", "scipy", "scikit-image", "pandas", "opencv-python-headless",
@@ -163,3 +163,16 @@ class RunLog:
             **self.extra,
         }
         return store.save_json(manifest, path)
+
+
+def run_manifest(out_dir: Path, stage: str | None = None) -> dict:
+    """``run_manifest.json`` of ``stage``, or of the latest stage that has one ({} if none)."""
+    stages = [stage] if stage else list(artefacts.STAGES)[::-1]
+    for s in stages:
+        p = Path(out_dir) / s / "run_manifest.json"
+        if p.is_file():
+            try:
+                return json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+    return {}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.run import store
-from helpers.run.artefacts import STAGES, UPSTREAM, migrate
+from helpers.run.artefacts import STAGES, UPSTREAM, artefact, migrate
 from helpers.run.notebooks import notebook_parameters, run_notebook
 
 
@@ -143,6 +143,18 @@ class Stage:
     def timed(self, part: str):
         """``with stage.timed("train"): ...``: the part's seconds go into ``run_manifest.json``."""
         return self.log.timed(part)
+
+    def save(self, **artefacts: Any) -> list[Path]:
+        """Write this stage's artefacts by registry name: ``stage.save(table7=df, ...)``.
+
+        Each name must be an artefact of :data:`helpers.run.artefacts.ART` that this stage writes
+        (a name of another stage, or none, raises KeyError before anything is written); the value
+        is written by :meth:`helpers.run.artefacts.Artefact.write`. Returns the paths."""
+        arts = {name: artefact(name) for name in artefacts}
+        foreign = sorted(f"{n} ({a.rel()})" for n, a in arts.items() if a.stage != self.name)
+        if foreign:
+            raise KeyError(f"stage {self.name!r} does not write {', '.join(foreign)}")
+        return [arts[name].write(self.cfg, value) for name, value in artefacts.items()]
 
     def done(self, **summary: Any) -> None:
         """Write ``run_manifest.json`` and ``DONE.json`` (with ``summary``): the stage is finished."""

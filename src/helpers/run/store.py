@@ -73,6 +73,14 @@ def save_npy(arr: np.ndarray, path: str | Path) -> Path:
     return write_atomic(Path(path), w)
 
 
+def save_npz(arrays: dict, path: str | Path) -> Path:
+    """Write a dict of arrays as a compressed ``.npz``."""
+    def w(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return write_atomic(Path(path), w)
+
+
 def load_npy(path: str | Path, mmap: bool = True) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
