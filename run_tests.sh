@@ -11,6 +11,6 @@ hrnet_env
 export HRNET_CXR_OUT_ROOT="${HRNET_CXR_OUT_ROOT:-$(mktemp -d -t hrnet-cxr-nbval-XXXX)}"
 if [ $# -gt 0 ]; then exec "$PY" -m pytest "$@"; fi
 "$PY" -m ruff check src tests notebooks scripts  # rules in pyproject.toml; notebooks are linted natively
-"$(dirname "$PY")/lint-imports" --config pyproject.toml  # the package's layers ([tool.importlinter])
+"$(dirname "$PY")/lint-imports" pyproject.toml  # the package's layers ([tool.importlinter])
 "$PY" -m pytest tests -q
 "$PY" -m pytest --nbval-lax notebooks -q -p no:cacheprovider

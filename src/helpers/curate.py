@@ -143,13 +143,13 @@ def build_indices(manifest: pd.DataFrame, profile, seed: int, root: Path | None 
     if cls["y"].nunique() < 2:
         raise ValueError("the classification set needs both covid and normal images; "
                          f"found only {cls['label'].unique().tolist()}")
-    grp = cls["group_id"] if "group_id" in cls else cls["patient_id"]
+    grp = splits.split_groups(cls)
     cls["fold"] = splits.patient_folds(grp, cls["label"], profile.n_folds, seed)
     seg = manifest[manifest["split_role"] == "segment"].copy().sort_values("path").reset_index(drop=True)
     if len(seg) < 3 * profile.seg_folds:
         raise ValueError(f"{len(seg)} image/mask pairs are too few for {profile.seg_folds} UNet folds")
     seg.insert(0, "image_id", image_ids(seg["path"], seg["source"]))
-    sgrp = seg["group_id"] if "group_id" in seg else seg["patient_id"]
+    sgrp = splits.split_groups(seg)
     seg["fold"] = splits.patient_folds(sgrp, seg["source"], profile.seg_folds, seed)
     splits.check_disjoint(cls["patient_id"], cls["fold"])
     splits.check_disjoint(seg["patient_id"], seg["fold"])

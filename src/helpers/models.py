@@ -2,8 +2,8 @@
 classifier of section 3.4 with the fully connected head of Fig. 11 (section 4.3), and the Table 7
 baselines (ResNet152, DenseNet121, EfficientNet-B4).
 
-Everything is built offline: ``pretrained=False`` for timm, ``encoder_weights=None`` for smp. A
-local checkpoint file may be loaded with ``weights=`` (never downloaded).
+Everything is built offline and from random weights: ``pretrained=False`` for timm,
+``encoder_weights=None`` for smp.
 
 UNet (Table 4)
     :class:`PaperUNet` mirrors Table 4 layer by layer (names ``conv1a`` ... ``conv10``; see
@@ -40,8 +40,6 @@ Baselines (Table 7)
 """
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,7 +49,7 @@ from torch import nn
 __all__ = [
     "PaperUNet", "make_unet", "table4_shapes", "table4_frame", "TABLE4_NAMES",
     "dice_coefficient", "dice_loss", "hard_dice",
-    "HRNetClassifier", "TimmClassifier", "make_classifier", "load_backbone_weights",
+    "HRNetClassifier", "TimmClassifier", "make_classifier",
     "count_parameters",
 ]
 
@@ -267,73 +265,11 @@ def hard_dice(pred: Any, target: Any) -> float:
 # Classifiers
 # ------------------------------------------------------------------------------------------------
 
-def _read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"local weights file {path} not found (weights are never downloaded)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd: Any = load_file(str(path), device="cpu")
-    else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "model_state_dict", "backbone"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise TypeError(f"{path} does not hold a state dict")
-    sd = {k: v for k, v in sd.items() if torch.is_tensor(v)}
-    if sd and all(k.startswith("module.") for k in sd):   # saved from DataParallel
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
-
-
-def load_backbone_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]]:
-    """Load a LOCAL checkpoint into ``model`` with ``strict=False``; never downloads.
-
-    Keys with a different shape are skipped (e.g. a 1000-class ImageNet classifier); a 3-channel
-    stem is summed to 1 channel when the model takes one. Returns and warns about
-    ``{"missing": [...], "unexpected": [...], "mismatched": [...]}``.
-    """
-    sd = _read_state_dict(path)
-    own = model.state_dict()
-    dropped: list[str] = []
-    # a checkpoint of a whole classifier: keep the sub-dict whose prefix fits this model best
-    best = sum(k in own for k in sd)
-    for prefix in ("backbone.", "model."):
-        sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-        if sum(k in own for k in sub) > best:
-            dropped = [k for k in sd if not k.startswith(prefix)]
-            sd, best = sub, sum(k in own for k in sub)
-    mismatched = []
-    for k in list(sd):
-        if k in own and sd[k].shape != own[k].shape:
-            src, dst = sd[k], own[k]
-            if src.ndim == 4 and dst.ndim == 4 and src.shape[1] == 3 and dst.shape[1] == 1 \
-                    and src.shape[0] == dst.shape[0] and src.shape[2:] == dst.shape[2:]:
-                sd[k] = src.sum(1, keepdim=True)
-            else:
-                mismatched.append(k)
-                del sd[k]
-    res = model.load_state_dict(sd, strict=False)
-    report = {"missing": list(res.missing_keys), "unexpected": list(res.unexpected_keys) + dropped,
-              "mismatched": mismatched}
-    if any(report.values()):
-        warnings.warn(f"loading {path}: {len(report['missing'])} missing, {len(report['unexpected'])} "
-                      f"unexpected, {len(mismatched)} shape-mismatched keys "
-                      f"(missing: {report['missing'][:5]}...)", stacklevel=2)
-    return report
-
-
 class HRNetClassifier(nn.Module):
-    """HRNet backbone (timm, random init) + Fig. 11 head; returns (B, 1) logits.
-
-    ``weights``: optional LOCAL checkpoint for the backbone (a timm HRNet state dict, or one saved
-    from ``model.backbone``); the load report is kept in ``self.weights_report``.
-    """
+    """HRNet backbone (timm, random init) + Fig. 11 head; returns (B, 1) logits."""
 
     def __init__(self, name: str = "hrnet_w18", hidden: int = 512, dropout: float = 0.5,
-                 in_chans: int = 3, weights: str | Path | None = None):
+                 in_chans: int = 3):
         super().__init__()
         import timm
 
@@ -347,9 +283,6 @@ class HRNetClassifier(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, 1),
         )
-        self.weights_report: dict[str, list[str]] | None = None
-        if weights is not None:
-            self.weights_report = load_backbone_weights(self.backbone, weights)
 
     @property
     def target_layer(self) -> nn.Module:
@@ -374,16 +307,13 @@ class HRNetClassifier(nn.Module):
 class TimmClassifier(nn.Module):
     """Any timm classifier with one output logit (Table 7 baselines); same contract as HRNet's."""
 
-    def __init__(self, name: str, in_chans: int = 3, weights: str | Path | None = None):
+    def __init__(self, name: str, in_chans: int = 3):
         super().__init__()
         import timm
 
         self.name = name
         self.in_chans = in_chans
         self.model = timm.create_model(name, pretrained=False, num_classes=1, in_chans=in_chans)
-        self.weights_report: dict[str, list[str]] | None = None
-        if weights is not None:
-            self.weights_report = load_backbone_weights(self.model, weights)
         self._target_name = self._find_target_layer()
 
     def _find_target_layer(self) -> str:
@@ -408,15 +338,14 @@ class TimmClassifier(nn.Module):
         return self.model(x)
 
 
-def make_classifier(name: str, hidden: int = 512, dropout: float = 0.5,
-                    weights: str | Path | None = None, in_chans: int = 3) -> nn.Module:
+def make_classifier(name: str, hidden: int = 512, dropout: float = 0.5, in_chans: int = 3) -> nn.Module:
     """``"hrnet*"`` -> :class:`HRNetClassifier`; any other timm name -> :class:`TimmClassifier`.
 
     Both map (B, 1 or 3, H, W) images to (B, 1) logits and expose ``.target_layer``.
     """
     if name.startswith("hrnet"):
-        return HRNetClassifier(name, hidden=hidden, dropout=dropout, in_chans=in_chans, weights=weights)
-    return TimmClassifier(name, in_chans=in_chans, weights=weights)
+        return HRNetClassifier(name, hidden=hidden, dropout=dropout, in_chans=in_chans)
+    return TimmClassifier(name, in_chans=in_chans)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

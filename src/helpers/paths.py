@@ -6,6 +6,7 @@ else the shared folder next to the repository (``../shared/data/cxr``) when it e
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 ENV_DATA = "CXR_DATA_DIR"
@@ -86,3 +87,40 @@ def display_path(p: Path) -> str:
         if (parent / "pyproject.toml").is_file():
             return str(p.relative_to(parent))
     return p.name
+
+
+def head_commit(root: str | Path) -> str:
+    """The commit ``HEAD`` names in the git checkout ``root`` (this project, or a data source's
+    clone); "" when ``root`` is not a checkout. Asks ``git`` when it is installed, else reads
+    ``.git`` itself (plain checkouts, worktrees and submodules, loose and packed refs)."""
+    root = Path(root)
+    if not (root / ".git").exists():
+        return ""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=30).stdout.strip()
+        if rev:
+            return rev
+    except (OSError, subprocess.SubprocessError):
+        pass
+    git = root / ".git"
+    try:
+        if git.is_file():  # worktree / submodule: "gitdir: <path>"
+            git = (root / git.read_text().split(":", 1)[1].strip()).resolve()
+        common = (git / (git / "commondir").read_text().strip()).resolve() if (
+            git / "commondir").is_file() else git  # a worktree keeps its refs in the main .git
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head
+        ref = head.split(":", 1)[1].strip()
+        for base in (git, common):
+            if (base / ref).is_file():
+                return (base / ref).read_text().strip()
+        packed = common / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                if line.endswith(" " + ref):
+                    return line.split()[0]
+    except (OSError, IndexError):
+        pass
+    return ""

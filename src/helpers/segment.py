@@ -16,14 +16,9 @@ import pandas as pd
 import torch
 
 from helpers import augment, models
-from helpers.data.splits import inner_split
+from helpers.data.splits import inner_split, split_groups
 from helpers.run import compute, progress, store
 from helpers.run.artefacts import ART
-
-
-def _groups(index: pd.DataFrame) -> pd.Series:
-    """Split groups: duplicate-aware ``group_id`` when curation made one, else ``patient_id``."""
-    return index["group_id"] if "group_id" in index else index["patient_id"]
 
 
 def _to_tensor(imgs: np.ndarray, device: str, channels_last: bool = False) -> torch.Tensor:
@@ -223,7 +218,7 @@ def unet_fold(*, profile, images: np.ndarray, masks: np.ndarray, index: pd.DataF
     ``state`` (best weights, CPU tensors), ``history`` and ``dice`` (held-out Dice per image)."""
     test = np.flatnonzero(index["fold"].to_numpy() == k)
     train_all = np.flatnonzero(index["fold"].to_numpy() != k)
-    tr, va = inner_split(train_all, _groups(index), index["source"],
+    tr, va = inner_split(train_all, split_groups(index), index["source"],
                          profile.seg_val_fraction, seed + k)
     state, hist = train_fold(profile, images, masks, tr, va, seed + 1000 * k, device,
                              desc=f"UNet fold {k + 1}/{n_folds}")

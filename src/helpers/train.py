@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import augment, models
-from helpers.data.splits import inner_split
+from helpers.data.splits import inner_split, split_groups
 from helpers.decision import auc_or_nan, choose_threshold
 from helpers.run import compute, progress, store
 
@@ -43,11 +43,6 @@ def to_input(imgs, device: str, channels_last: bool = False) -> torch.Tensor:
 def _auc(y: np.ndarray, prob: np.ndarray) -> float:
     """ROC-AUC of one validation pass; nan when ``y`` holds a single class."""
     return auc_or_nan(y, prob)
-
-
-def _groups(index: pd.DataFrame) -> pd.Series:
-    """Split groups: duplicate-aware ``group_id`` when curation made one, else ``patient_id``."""
-    return index["group_id"] if "group_id" in index else index["patient_id"]
 
 
 def build(profile, name: str, device: str) -> torch.nn.Module:
@@ -232,7 +227,7 @@ def classifier_fold(*, profile, name: str, tag: str, images: np.ndarray, y: np.n
     folds = index["fold"].to_numpy()
     keep_cols = [c for c in ("image_id", "patient_id", "source", "view", "label") if c in index]
     test = np.flatnonzero(folds == k)
-    tr, va = inner_split(np.flatnonzero(folds != k), _groups(index), y,
+    tr, va = inner_split(np.flatnonzero(folds != k), split_groups(index), y,
                          profile.cls_val_fraction, seed + k)
     model, hist = train_fold(profile, name, images, y, tr, va, seed + 1000 * k, device,
                              desc=f"{tag} fold {k + 1}/{n_folds}")

@@ -16,7 +16,7 @@ from helpers.curate import image_ids
 from helpers.data import decode, phantoms, splits
 from helpers.data.manifest import read_manifest
 from helpers.evidence import audits as A
-from helpers.evidence import metrics
+from helpers.evidence import linear, metrics
 
 
 # --- synthetic cohorts ----------------------------------------------------------------------------
@@ -226,11 +226,11 @@ def test_cv_logistic_planted_signal_schema_and_disjoint_fits(tmp_path, monkeypat
     X = _features(idx, signal=3.0)
     X[:, -1] = np.arange(len(idx))                                     # row id, for the spy
     fits: list[set] = []
-    orig = A._pipeline
+    orig = linear.logistic
 
     class Spy:
-        def __init__(self, C, seed):
-            self.m = orig(C, seed)
+        def __init__(self, C, seed, **model):
+            self.m = orig(C, seed, **model)
 
         def fit(self, Xf, yf):
             fits.append(set(Xf[:, -1].astype(int).tolist()))
@@ -240,7 +240,7 @@ def test_cv_logistic_planted_signal_schema_and_disjoint_fits(tmp_path, monkeypat
         def predict_proba(self, Xp):
             return self.m.predict_proba(Xp)
 
-    monkeypatch.setattr(A, "_pipeline", Spy)
+    monkeypatch.setattr(linear, "logistic", Spy)
     preds = A.cv_logistic(X, idx["y"], idx, seed=0, model_name="lowlevel")
     assert _auc(preds) > 0.9
     assert list(preds.columns) == _cross_validate_columns(tmp_path, idx)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from helpers.data import phantoms, splits
-from helpers.evidence import floors, metrics
+from helpers.evidence import floors, linear, metrics
 
 SCHEMA = ["image_id", "patient_id", "source", "view", "label", "fold", "set", "y", "prob", "threshold",
           "pred", "model"]  # the columns of train.cross_validate, in its order
@@ -40,13 +40,13 @@ def test_floor_schema_folds_and_shortcut(cohort, monkeypatch):
     imgs, index = cohort
     X = floors.thumbnails(imgs)
     fitted = []
-    real = floors._fit_predict
+    real = linear.fit_predict
 
-    def spy(X_fit, y_fit, X_pred, C, seed):
+    def spy(X_fit, y_fit, X_pred, C, seed, **model):
         fitted.append({r.tobytes() for r in X_fit})
-        return real(X_fit, y_fit, X_pred, C, seed)
+        return real(X_fit, y_fit, X_pred, C, seed, **model)
 
-    monkeypatch.setattr(floors, "_fit_predict", spy)
+    monkeypatch.setattr(linear, "fit_predict", spy)
     p = floors.thumbnail_logreg(imgs, index["y"], index, seed=0, model_name="thumbnail_logreg_unsegmented")
     assert list(p.columns) == SCHEMA
     assert sorted(p["image_id"]) == sorted(index["image_id"]) and (p["set"] == "oof").all()

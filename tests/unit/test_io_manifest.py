@@ -57,20 +57,20 @@ def test_write_manifest_refuses_to_overwrite(tmp_path):
         mf.write_manifest(df, tmp_path)
 
 
-def test_read_gray_modes_and_errors(tmp_path):
+def test_read_image_modes_and_errors(tmp_path):
     a16 = (np.arange(100, dtype=np.uint16).reshape(10, 10) * 600)
     Image.fromarray(a16).save(tmp_path / "16.png")
-    g = decode.read_gray(tmp_path / "16.png")
+    g = decode.read_image(tmp_path / "16.png")
     assert g.dtype == np.uint8 and g.min() == 0 and g.max() == 255
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "rgb.png")
-    assert decode.read_gray(tmp_path / "rgb.png").shape == (5, 5)
+    assert decode.read_image(tmp_path / "rgb.png").shape == (5, 5)
     with pytest.raises(decode.ImageError, match="mode RGB"):
-        decode.read_gray(tmp_path / "rgb.png", require_8bit=True)
+        decode.read_image(tmp_path / "rgb.png", require_8bit=True)
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(decode.ImageError, match="bad.png: unreadable"):
-        decode.read_gray(tmp_path / "bad.png")
+        decode.read_image(tmp_path / "bad.png")
     with pytest.raises(decode.ImageError, match="not found"):
-        decode.read_gray(tmp_path / "nope.png")
+        decode.read_image(tmp_path / "nope.png")
 
 
 def test_square_pads_centred_then_resizes():

@@ -172,28 +172,6 @@ def test_hrnet_backward(offline):
     assert model.backbone.conv1.weight.grad is not None
 
 
-def test_local_backbone_checkpoint_restores_weights(tmp_path, offline):
-    torch.manual_seed(1)
-    src = M.HRNetClassifier("hrnet_w18_small", hidden=16)
-    path = tmp_path / "backbone.pth"
-    torch.save(src.backbone.state_dict(), path)
-    torch.manual_seed(2)
-    dst = M.make_classifier("hrnet_w18_small", hidden=16, weights=path)
-    for (k, a), b in zip(src.backbone.state_dict().items(), dst.backbone.state_dict().values()):
-        assert torch.equal(a, b), k
-    assert dst.weights_report == {"missing": [], "unexpected": [], "mismatched": []}
-
-    # a wrapped checkpoint of the whole classifier ("state_dict" key, "backbone." prefix) also loads
-    wrapped = tmp_path / "whole.pth"
-    torch.save({"state_dict": src.state_dict()}, wrapped)
-    with pytest.warns(UserWarning):   # the head's keys are unexpected for the backbone
-        dst2 = M.HRNetClassifier("hrnet_w18_small", hidden=16, weights=wrapped)
-    assert torch.equal(dst2.backbone.conv1.weight, src.backbone.conv1.weight)
-
-    with pytest.raises(FileNotFoundError):
-        M.HRNetClassifier("hrnet_w18_small", hidden=16, weights=tmp_path / "absent.pth")
-
-
 def test_count_parameters():
     lin = torch.nn.Linear(3, 2)
     assert M.count_parameters(lin) == 8

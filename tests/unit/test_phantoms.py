@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 
 from helpers.data import phantoms as P
-from helpers.data.decode import read_gray
+from helpers.data.decode import read_image
 from helpers.data.manifest import read_manifest
 
 
@@ -117,8 +117,8 @@ def test_manifest(small):
     sev = cls.severity.astype(float)
     assert (sev[cls.label == "normal"] == 0).all() and (sev[cls.label == "covid"] > 0).all()
     assert (df.mask_path != "").all() and (seg.label == "").all()
-    img = read_gray(small / cls.path.iloc[0])
-    mask = read_gray(small / cls.mask_path.iloc[0])
+    img = read_image(small / cls.path.iloc[0])
+    mask = read_image(small / cls.mask_path.iloc[0])
     assert img.shape == mask.shape == (96, 96) and set(np.unique(mask)) <= {0, 255}
 
 

@@ -172,11 +172,6 @@ def read_image(path: str | Path, require_8bit: bool = False, info: dict | None =
         raise ImageError(f"{path}: unreadable image ({exc})") from exc
 
 
-def read_gray(path: str | Path, require_8bit: bool = False) -> np.ndarray:
-    """Alias of :func:`read_image` (the name earlier code uses)."""
-    return read_image(path, require_8bit=require_8bit)
-
-
 def mask_values(a: np.ndarray) -> tuple[np.ndarray, str | None]:
     """Normalise a stored lung mask to uint8 {0, 1}; returns (mask, note or None).
 

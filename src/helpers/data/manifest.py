@@ -32,9 +32,6 @@ class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file, the rows and the fix."""
 
 
-def empty_manifest() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS})
-
 
 def normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Add missing optional columns (empty), order the columns, and make everything strings."""

@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from helpers import paths
 from helpers.data import checks, decode
 from helpers.data.manifest import COLUMNS, read_manifest, validate
 from helpers.paths import shared_metadata_dir
@@ -574,28 +575,6 @@ def _norm_sex(values: pd.Series) -> pd.Series:
     return s.map({"M": "M", "MALE": "M", "F": "F", "FEMALE": "F"}).fillna("").astype(str)
 
 
-def _git_revision(root: Path) -> str:
-    """HEAD commit of ``root`` when it is a git checkout (read from .git, no git needed)."""
-    git = root / ".git"
-    try:
-        if git.is_file():  # worktree / submodule: "gitdir: <path>"
-            git = (root / git.read_text().split(":", 1)[1].strip()).resolve()
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head
-        ref = head.split(":", 1)[1].strip()
-        if (git / ref).is_file():
-            return (git / ref).read_text().strip()
-        packed = git / "packed-refs"
-        if packed.is_file():
-            for line in packed.read_text().splitlines():
-                if line.endswith(" " + ref):
-                    return line.split()[0]
-    except (OSError, IndexError):
-        pass
-    return ""
-
-
 def _file_index(folder: Path, recursive: bool = False) -> dict[str, Path]:
     """Lower-cased file name -> path for the image files in ``folder``."""
     out: dict[str, Path] = {}
@@ -861,7 +840,7 @@ def adapt_ieee8023(root: str | Path, derived_dir: str | Path | None = None, chec
     rel = (folder + "/" + filename).where(filename != "", "")
     df = _candidates(
         n, path=[str(root / r) if r else "" for r in rel], split_role="classify", source="ieee8023",
-        source_repo=get_source("ieee8023").repo, source_path=rel, source_commit=_git_revision(root),
+        source_repo=get_source("ieee8023").repo, source_path=rel, source_commit=paths.head_commit(root),
         patient_id="ieee-" + col("patientid"), view=col("view"), sex=col("sex"), age=col("age"),
         license=col("license"), _row_id=[f"metadata.csv:{i + 2}" for i in range(n)],
         _modality=col("modality"), _finding=col("finding"))
@@ -906,7 +885,7 @@ def _adapt_covidx(name: str, prefix: str, root: str | Path, check_images: bool, 
     patient = pid.str.replace(r"^(COVID-\d+)[a-z]$", r"\1", regex=True)
     df = _candidates(
         n, path=[str(root / r) if r else "" for r in rel], split_role="classify", source=name,
-        source_repo=get_source(name).repo, source_path=rel, source_commit=_git_revision(root),
+        source_repo=get_source(name).repo, source_path=rel, source_commit=paths.head_commit(root),
         patient_id=prefix + patient, view=col("view"), sex=_norm_sex(col("sex")), age=col("age"),
         license=col("license"), _row_id=[f"metadata.csv:{i + 2}" for i in range(n)],
         _unresolved=unresolved, _pid=pid, _modality=col("modality"), _finding=col("finding"))
@@ -1215,7 +1194,7 @@ def _adapt_segment(name: str, root: Path, images_dir: Path, derived_dir: str | P
     df = _candidates(
         n, path=[str(p) for p in files], split_role="segment", label="",
         source=[source_of(s) for s in stems], source_repo=spec.repo,
-        source_path=[os.path.relpath(p, root) for p in files], source_commit=_git_revision(root),
+        source_path=[os.path.relpath(p, root) for p in files], source_commit=paths.head_commit(root),
         patient_id=[patient_of(s) for s in stems], view=view,
         sex=[c[0] for c in clin], age=[c[1] for c in clin],
         _row_id=[os.path.relpath(p, root) for p in files])

@@ -16,6 +16,12 @@ class SplitError(ValueError):
     """Folds that cannot be made or that leak patients between parts."""
 
 
+def split_groups(index: pd.DataFrame) -> pd.Series:
+    """The unit every split keeps together: the duplicate-aware ``group_id`` when curation made one
+    (near-duplicate films of different patient ids share it), else ``patient_id``."""
+    return index["group_id"] if "group_id" in index else index["patient_id"]
+
+
 def patient_folds(groups: np.ndarray | pd.Series, strata: np.ndarray | pd.Series, n_folds: int,
                   seed: int) -> np.ndarray:
     """Assign every row a test fold in ``0..n_folds-1``: int64 (N,).

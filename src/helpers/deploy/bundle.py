@@ -35,7 +35,7 @@ import pandas as pd
 from helpers import refine
 from helpers.deploy import ood
 from helpers.run import repro, store
-from helpers.run.artefacts import ART, MAIN_MODEL_DIR, kept, migrate
+from helpers.run.artefacts import ART, MAIN_MODEL_DIR, STAGES, kept, migrate
 
 FORMAT = "hrnet-cxr-bundle/1"
 BUNDLE_FILE = "bundle.json"
@@ -45,8 +45,8 @@ DECISION_RULE = "mean probability >= median of the fold thresholds"
 EVIDENCE = (ART.cohort, ART.flow, ART.dice_table, ART.pass_counts, ART.fold_table, ART.table7,
             ART.audit_table, ART.external_table, ART.stratified, ART.calibration, ART.heat_share_ci,
             ART.permutation_null)
-REQUIRED_STAGES = {"curation": "01_data_curation.ipynb", "unet": "02_unet_training.ipynb",
-                   "refine": "03_mask_refinement.ipynb", "hrnet": "04_hrnet_cv_training.ipynb"}
+#: the stages a bundle is made of (their notebooks: :data:`helpers.run.artefacts.STAGES`)
+REQUIRED_STAGES = ("curation", "unet", "refine", "hrnet")
 
 
 class BundleError(RuntimeError):
@@ -110,7 +110,7 @@ def _stage_profile(run_dir: Path):
 def _check_run(run_dir: Path) -> None:
     if not run_dir.is_dir():
         raise BundleError(f"{run_dir}: run folder not found")
-    missing = [f"{s}/DONE.json ({nb})" for s, nb in REQUIRED_STAGES.items()
+    missing = [f"{s}/DONE.json ({STAGES[s]})" for s in REQUIRED_STAGES
                if not (run_dir / s / "DONE.json").is_file()]
     if missing:
         raise BundleError(f"{run_dir} is not a finished run: missing {', '.join(missing)}; run those "
@@ -158,12 +158,6 @@ def _rows(df: pd.DataFrame | None) -> list[dict]:
         return []
     return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
             for r in df.to_dict("records")]
-
-
-def _csv(run_dir: Path, rel: str) -> pd.DataFrame | None:
-    from helpers.evidence.recomputed import read_artefact
-
-    return read_artefact(run_dir, rel)
 
 
 def training_features(run_dir: Path) -> pd.DataFrame:

@@ -59,14 +59,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from helpers import decision
-from helpers.data.splits import inner_split
-from helpers.evidence import metrics
+from helpers.data.splits import inner_split, split_groups
+from helpers.evidence import linear, metrics
 
 __all__ = [
     "AUDITS",
@@ -154,12 +153,6 @@ VERDICT_SIGNAL_LO = 0.6  # CI lower bound above this: "shortcut signal" (a readi
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-def _groups(index: pd.DataFrame) -> np.ndarray:
-    """Split groups as in :mod:`helpers.train`: ``group_id`` when curation made one, else patient."""
-    g = index["group_id"] if "group_id" in index else index["patient_id"]
-    return g.astype(str).to_numpy()
-
-
 def _as_stack(images, name: str = "images") -> np.ndarray:
     a = np.asarray(images)
     if a.ndim == 2:
@@ -214,26 +207,11 @@ def _check_inputs(X: np.ndarray, y, index: pd.DataFrame) -> np.ndarray:
     return y
 
 
-def _pipeline(C: float, seed: int) -> Pipeline:
-    """The low-level audit's model: median imputation, standardisation, L2 logistic regression."""
-    return Pipeline([
-        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-        ("scale", StandardScaler()),
-        ("logreg", LogisticRegression(C=C, solver="lbfgs", max_iter=2000, random_state=seed)),
-    ])
-
-
 def _fit_predict(X_fit: np.ndarray, y_fit: np.ndarray, X_pred: np.ndarray, C: float,
                  seed: int) -> np.ndarray:
-    """P(y = 1) for ``X_pred`` from a model fitted on ``(X_fit, y_fit)``.
-
-    A fitting part with one class cannot train a classifier; it predicts that class's
-    frequency (a constant, AUC 0.5) instead of raising.
-    """
-    if len(np.unique(y_fit)) < 2:
-        return np.full(len(X_pred), float(np.mean(y_fit)) if len(y_fit) else 0.5)
-    model = _pipeline(C, seed).fit(X_fit, y_fit)
-    return model.predict_proba(X_pred)[:, 1].astype(np.float64)
+    """The low-level audit's model (median imputation, standardisation, logistic regression;
+    :func:`helpers.evidence.linear.fit_predict`): P(y = 1) for ``X_pred``."""
+    return linear.fit_predict(X_fit, y_fit, X_pred, C, seed, impute=True)
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -522,7 +500,7 @@ def cv_logistic(features, y, index: pd.DataFrame, seed: int = 0, model_name: str
     """
     X = _model_features(features)
     y = _check_inputs(X, y, index)
-    groups = _groups(index)
+    groups = split_groups(index).astype(str).to_numpy()
     folds = index["fold"].to_numpy()
     keep_cols = [c for c in ("image_id", "patient_id", "source", "view", "label") if c in index]
     parts = []
@@ -571,7 +549,7 @@ def permutation_null(features, y, index: pd.DataFrame, n_perm: int = 200, seed: 
     """
     X = _model_features(features)
     y = _check_inputs(X, y, index)
-    groups = _groups(index)
+    groups = split_groups(index).astype(str).to_numpy()
     folds = index["fold"].to_numpy()
     prepared = []
     for k in sorted(np.unique(folds)):
@@ -582,13 +560,8 @@ def permutation_null(features, y, index: pd.DataFrame, n_perm: int = 200, seed: 
 
     def pooled_auc(labels: np.ndarray) -> float:
         score = np.empty(len(labels))
-        for train, test, Xtr, Xte in prepared:
-            ytr = labels[train]
-            if len(np.unique(ytr)) < 2:
-                score[test] = float(np.mean(ytr))
-                continue
-            lr = LogisticRegression(C=C, solver="lbfgs", max_iter=2000, random_state=seed)
-            score[test] = lr.fit(Xtr, ytr).predict_proba(Xte)[:, 1]
+        for train, test, Xtr, Xte in prepared:  # imputed and scaled once per fold above
+            score[test] = linear.fit_predict(Xtr, labels[train], Xte, C, seed, scale=False)
         return _auc(labels, score)
 
     with threadpool_limits(1):  # tiny fits: multithreaded BLAS only adds contention

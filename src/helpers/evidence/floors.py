@@ -22,13 +22,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from helpers import decision
-from helpers.data.splits import inner_split
+from helpers.data.splits import inner_split, split_groups
+from helpers.evidence import linear
 
 __all__ = ["FLOOR_SIZE", "FLOOR_C", "thumbnails", "thumbnail_logreg"]
 
@@ -47,17 +45,6 @@ def thumbnails(images, size: int = FLOOR_SIZE) -> np.ndarray:
     for i, im in enumerate(imgs):
         out[i] = cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA).reshape(-1) / 255.0
     return out
-
-
-def _model(C: float, seed: int) -> Pipeline:
-    return Pipeline([("scale", StandardScaler()),
-                     ("logreg", LogisticRegression(C=C, max_iter=5000, random_state=seed))])
-
-
-def _fit_predict(X_fit, y_fit, X_pred, C, seed) -> np.ndarray:
-    if len(np.unique(y_fit)) < 2:  # one class cannot train a classifier: predict its frequency
-        return np.full(len(X_pred), float(np.mean(y_fit)) if len(y_fit) else 0.5)
-    return _model(C, seed).fit(X_fit, y_fit).predict_proba(X_pred)[:, 1].astype(np.float64)
 
 
 def thumbnail_logreg(images, y, index: pd.DataFrame, seed: int = 0, model_name: str = "thumbnail_logreg",
@@ -79,7 +66,7 @@ def thumbnail_logreg(images, y, index: pd.DataFrame, seed: int = 0, model_name: 
         raise ValueError(f"images ({len(X)}), y ({len(y)}) and index ({len(index)}) differ in length")
     if "fold" not in index:
         raise KeyError("index has no 'fold' column (the patient-grouped folds of curation)")
-    groups = index["group_id"] if "group_id" in index else index["patient_id"]
+    groups = split_groups(index)
     folds = index["fold"].to_numpy()
     keep_cols = [c for c in ("image_id", "patient_id", "source", "view", "label") if c in index]
     parts = []
@@ -87,7 +74,8 @@ def thumbnail_logreg(images, y, index: pd.DataFrame, seed: int = 0, model_name: 
         for k in sorted(np.unique(folds)):
             test = np.flatnonzero(folds == k)
             tr, va = inner_split(np.flatnonzero(folds != k), groups, y, val_fraction, seed + int(k))
-            model_fit = _fit_predict(X[tr], y[tr], np.concatenate([X[va], X[test]]), C, seed)
+            model_fit = linear.fit_predict(X[tr], y[tr], np.concatenate([X[va], X[test]]), C, seed,
+                                           max_iter=5000)
             pv, pt = model_fit[:len(va)], model_fit[len(va):]
             thr = decision.choose_threshold(y[va], pv)
             t = index.iloc[test][keep_cols].copy().reset_index(drop=True)

@@ -27,7 +27,6 @@ probabilities (dropped, counted).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
@@ -35,15 +34,13 @@ import numpy as np
 import pandas as pd
 
 from helpers.evidence import audits, heldout, ledger, metrics
-from helpers.run.artefacts import ART, EVIDENCE_TABLES, STAGES  # noqa: F401 (STAGES: readers of a run)
+from helpers.run.artefacts import ART, EVIDENCE_TABLES, STAGES, artefact  # noqa: F401 (STAGES: readers of a run)
 from helpers.run.repro import run_manifest
 
 __all__ = [
     "run_manifest",
     "run_info",
     "data_note",
-    "read_artefact",
-    "read_json",
     "load_predictions",
     "reliability",
     "calibration",
@@ -79,17 +76,6 @@ HEAT_COLUMNS = ["quantity", "model", "label", "fold", "n_images", "n_patients", 
 # --------------------------------------------------------------------------------------------
 # reading a run
 # --------------------------------------------------------------------------------------------
-def read_artefact(out_dir: Path, rel: str) -> pd.DataFrame | None:
-    """``OUT_DIR/rel`` read with pandas defaults; None when missing, empty frame when empty."""
-    path = Path(out_dir) / rel
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-
-
 def run_info(out_dir: Path, cfg_dict: dict | None = None) -> dict:
     """Profile name and data kind of a run: ``dict(profile, data, synthetic, data_dir)``.
 
@@ -158,7 +144,8 @@ def _oof(preds: pd.DataFrame) -> pd.DataFrame:
 
 
 def model_order(models: Iterable[str], reference: str = "hrnet") -> list[str]:
-    """Reference first, its unsegmented twin second, then the rest alphabetically."""
+    """The one order in which every table, figure and summary lists models: the reference (the
+    proposed model) first, its unsegmented twin second, then the rest alphabetically."""
     ms = sorted(set(map(str, models)))
     head = [m for m in (reference, f"{reference}_unsegmented") if m in ms]
     return head + [m for m in ms if m not in head]
@@ -471,17 +458,6 @@ def heat_share_ci(out_dir: Path, n_boot: int = 1000, seed: int = 0) -> pd.DataFr
 # --------------------------------------------------------------------------------------------
 # 8. every table of one run: computed once (notebook 06), saved, read back by every reader
 # --------------------------------------------------------------------------------------------
-def read_json(out_dir: Path, rel: str) -> dict | None:
-    """``OUT_DIR/rel`` as a dict; None when missing or unreadable."""
-    p = Path(out_dir) / rel
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def evidence_tables(out_dir: Path, n_boot: int = 1000, seed: int = 0,
                     reference: str = "hrnet") -> dict[str, pd.DataFrame]:
     """Every evidence table of the run in ``out_dir``, computed once: ``{name: table}`` with the
@@ -515,38 +491,11 @@ def save_tables(tables: dict[str, pd.DataFrame], dest: Path) -> list[Path]:
     return [store.save_csv(df, Path(dest) / TABLES[name]) for name, df in tables.items()]
 
 
-def _tri_state(v):
-    """True / False / None from a saved ledger cell ("True", "False", empty)."""
-    if isinstance(v, str):
-        return {"true": True, "false": False}.get(v.strip().lower())
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return None
-    return bool(v)
-
-
-#: the text columns of the evidence tables (read back as text, an empty cell as "")
-_TEXT_COLUMNS = {"model", "reference", "label", "fold", "quantity", "note", "auc_method", "mcnemar_method",
-                 "name", "source", "kind", "smallest_matrix", "matrix_at_expected", "reason"}
-
-
 def read_table(figures_dir: Path, name: str) -> pd.DataFrame | None:
     """One saved evidence table (``name`` of :data:`TABLES`) from the figures stage folder, with
-    the types :func:`evidence_tables` gave it (fold and label as text, empty text as "", the
-    ledger's verdicts as True / False / None); None when the file is missing."""
-    path = Path(figures_dir) / TABLES[name]
-    if not path.is_file():
-        return None
-    try:
-        df = pd.read_csv(path, dtype={c: str for c in _TEXT_COLUMNS}, float_precision="round_trip")
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
-    for col in _TEXT_COLUMNS & set(df.columns):  # an empty note is "" again, not NaN
-        df[col] = df[col].astype(object).where(df[col].notna(), "")
-    if name.startswith("ledger_"):
-        for col in ("between", "consistent"):
-            if col in df.columns:
-                df[col] = pd.Series([_tri_state(v) for v in df[col]], index=df.index, dtype=object)
-    return df
+    the types :func:`evidence_tables` gave it (declared in the registry: fold and label as text,
+    empty text as "", the ledger's verdicts as True / False / None); None when the file is missing."""
+    return artefact(name).find_in(figures_dir)
 
 
 def read_tables(figures_dir: Path) -> dict[str, pd.DataFrame | None]:

@@ -13,21 +13,20 @@ import numpy as np
 import pandas as pd
 
 from helpers import explain
-from helpers.evidence import audits, metrics
+from helpers.evidence import audits, metrics, recomputed
 from helpers.report import plots
 from helpers.report.tables import (
     fold_label,
     heat_share_frame,
     history_frame,
     model_label,
-    model_order,
     planned_epochs,
     pooled_vs_mean_note,
     table6_frame,
     table7_frame,
 )
 from helpers.run import repro, store
-from helpers.run.artefacts import ART, MAIN_MODEL_DIR, kept
+from helpers.run.artefacts import ART, MAIN_MODEL_DIR, kept, read_csv
 
 
 @dataclass
@@ -41,8 +40,6 @@ class Figure:
 
 def data_note(cfg) -> str:
     """The one caption line saying what the data are (:func:`helpers.evidence.recomputed.data_note`)."""
-    from helpers.evidence import recomputed
-
     return recomputed.data_note(cfg.out_dir, cfg.to_dict())
 
 
@@ -130,7 +127,7 @@ def fig14(cfg) -> Figure:
         f = cfg.out_dir / "baselines" / model / "preds.csv"
         if not f.is_file():
             continue
-        p = store.read_stage_csv(f, "05_baseline_comparison.ipynb")
+        p = read_csv(f)  # the registry's typed reader (a baseline's folder is named by the model)
         best = sorted(_fold_mats(p[p["set"] == "oof"]), key=lambda t: (t[2], -t[0]))[-1]
         mats.append(best[1])
         titles.append(f"{model_label(model).split(' (')[0]}: best fold {fold_label(best[0])}, "
@@ -182,7 +179,7 @@ def fig_heat_share(cfg) -> Figure:
 def training_dynamics(cfg) -> Figure:
     h = history_frame(cfg)
     P = cfg.profile
-    names = model_order(h["model"].unique(), P.baselines)
+    names = recomputed.model_order(h["model"].unique())
     planned = {n: P.cls_epochs for n in names}  # the proposed model's epochs, for comparison
     epochs = planned_epochs(cfg, names)
     cut = [model_label(n) for n in names if epochs[n] < P.cls_epochs]
@@ -199,8 +196,7 @@ def ladder_figure(cfg, table: pd.DataFrame | None = None) -> Figure | None:
     from helpers.evidence import probes
 
     if table is None:
-        f = ART.ladder_table.path(cfg.out_dir)
-        table = store.read_stage_csv(f, "05b_deconfounding_ladder.ipynb") if f.is_file() else None
+        table = ART.ladder_table.find(cfg.out_dir)
     if table is None or table.empty:
         return None
     table = table.copy()

@@ -331,23 +331,6 @@ def share_plot(df: pd.DataFrame, x: str, y: str, hue: str | None, title: str, ch
     return finish(fig)
 
 
-def metric_forest(df: pd.DataFrame, label: str, est: str, lo: str, hi: str, title: str,
-                  xlabel: str, ref: float | None = None, caption: str = ""):
-    """Point estimates with confidence intervals, one row per entry of ``df[label]``."""
-    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(df) + 1.4))
-    ypos = np.arange(len(df))[::-1]
-    ax.errorbar(df[est], ypos, xerr=[df[est] - df[lo], df[hi] - df[est]], fmt="o", capsize=3)
-    ax.set_yticks(ypos)
-    ax.set_yticklabels(df[label])
-    if ref is not None:
-        ax.axvline(ref, ls="--", color="0.5", lw=1)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10)
-    _caption(fig, caption)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return finish(fig)
-
-
 # --------------------------------------------------------------------------------------------
 # evidence figures: drawn from the tables helpers.evidence.recomputed computes (notebook 06 saves them)
 # --------------------------------------------------------------------------------------------

@@ -900,7 +900,7 @@ def _figures(run: Run) -> list[str]:
              "ev_heat_share.png": "Grad-CAM heat inside the lungs, with intervals",
              "ev_audits.png": "shortcut audits"}
     L += [f"- [{n}]({run.figures_rel}/{n}): {d}" for n, d in names.items()]
-    idx = ev.read_artefact(run.figures_dir, "index.csv")
+    idx = ART.figure_index.find_in(run.figures_dir)
     if idx is not None and len(idx) and "file" in idx.columns:
         L += ["", f"Paper figures and tables (`{ART.figure_index.rel()}`):", ""]
         L += [f"- [{r.file}]({run.figures_rel}/{r.file}): {getattr(r, 'paper', '')}"

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.evidence import audits
+from helpers.evidence.recomputed import model_order  # one order for every table and figure
 from helpers.run.artefacts import ART
 
 #: readable names of the models a run can train, in the order tables list them
@@ -32,12 +33,6 @@ PAPER_TABLE7: dict[str, tuple[float, float, float]] = {
 
 def model_label(name: str) -> str:
     return MODEL_LABELS.get(str(name), str(name))
-
-def model_order(names, baselines=()) -> list[str]:
-    """HRNet first, its unsegmented twin, the profile's baselines, then the rest alphabetically."""
-    first = ["hrnet", "hrnet_unsegmented", *baselines]
-    names = list(dict.fromkeys(str(n) for n in names))
-    return [n for n in first if n in names] + sorted(n for n in names if n not in first)
 
 def fold_label(fold) -> str:
     """Folds are numbered from 1 wherever a reader sees them (stored ids start at 0)."""
@@ -106,7 +101,7 @@ def table7_frame(cfg, table7: pd.DataFrame | None = None) -> pd.DataFrame:
     t = table7 if table7 is not None else ART.table7.read(cfg.out_dir)
     t = _numeric(t).set_index("model")
     rows = []
-    for m in model_order(t.index, cfg.profile.baselines):
+    for m in model_order(t.index):
         r, paper = t.loc[m], PAPER_TABLE7.get(m)
         row = {"Model": model_label(m), "n": int(r["n"])}
         for i, name in enumerate(("accuracy", "sensitivity", "specificity")):

@@ -94,6 +94,22 @@ class Artefact:
         f = self.path(run)
         if not f.is_file():
             raise FileNotFoundError(f"{f} not found: run notebooks/{self.notebook} first (same OUT_DIR)")
+        return self._read_file(f)
+
+    def find_in(self, folder):
+        """:meth:`find` for a folder that holds this stage's files directly (a published copy of
+        the figures stage, e.g. ``figures/cpu``): ``folder/<file>`` typed, or None when missing."""
+        f = Path(folder) / self.file
+        if not f.is_file():
+            return None
+        try:
+            return self._read_file(f)
+        except ValueError:
+            if self.file.endswith(".json"):
+                return None
+            raise
+
+    def _read_file(self, f: Path):
         if f.suffix == ".csv":
             return read_csv(f, (*TEXT, *self.text), self.flags)
         if f.suffix == ".npy":

@@ -54,11 +54,7 @@ def git_revision(root: Path | None = None) -> str:
     The first status check after a checkout or a run can take tens of seconds (git re-runs the
     notebooks' nbstripout filter), so it gets a long timeout of its own."""
     root = root or paths.repo_root()
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    rev = paths.head_commit(root)
     if not rev:
         return "unknown"
     try:

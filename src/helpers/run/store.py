@@ -88,14 +88,6 @@ def load_npy(path: str | Path, mmap: bool = True) -> np.ndarray:
     return np.load(path, mmap_mode="r" if mmap else None)
 
 
-def read_stage_csv(path: str | Path, producer: str) -> pd.DataFrame:
-    """Read an artefact of an earlier stage; a missing file names the notebook that writes it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run notebooks/{producer} first (same OUT_DIR)")
-    return pd.read_csv(path, keep_default_na=False)
-
-
 def bool_column(df: pd.DataFrame, col: str) -> np.ndarray:
     """A true/false column of a saved table as a bool array.
 
