@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from helpers import paths
 
@@ -82,6 +83,9 @@ class Profile:
     cls_crop_margin: float = 0.05  # margin of that crop on each side, fraction of the lung box side
     cls_film_only: bool = False    # keep the lung crop inside the film: no zero padding from io.square
     ladder: tuple[str, ...] = ()   # rungs of helpers.ladder to train and audit in notebook 05b
+    # more data folders beside DATA_DIR (their names, siblings of it), one cohort with it: e.g.
+    # ("cxr-pneumonia",) adds the non-COVID films of the COVID films' own sources
+    extra_data: tuple[str, ...] = ()
     # --- shortcut audits (beyond the paper; DeGrave et al. 2021) ---------------------------------------
     audit_model: str = "hrnet_w18"  # CNN for the source / lungs-blacked-out / mask-only audits
     audit_cnn_permutation: bool = True  # also train the CNN on patient-level permuted labels
@@ -151,7 +155,7 @@ _CLASSIFIER = ("cls_size", "n_folds", "cls_val_fraction", "hrnet", "head_hidden"
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "curation": ("data", "n_patients", "images_per_patient", "n_seg_pairs", "shortcut_strength",
                  "phantom_size", "finding_contrast", "max_images_per_class", "strict", "seg_size",
-                 "cls_size", "n_folds", "seg_folds"),
+                 "cls_size", "n_folds", "seg_folds", "extra_data"),
     "unet": ("seg_size", "seg_folds", "seg_val_fraction", "unet_arch", "unet_epochs", "unet_lr",
              "unet_batch", "unet_base_channels", "augment", *_COMPUTE),
     "refine": ("seg_size", "cls_size", "unet_arch", "unet_base_channels", "dilate_iters", "close_iters",
@@ -250,6 +254,14 @@ class RunConfig:
     seed: int
     external_data_dir: Path | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: more data folders read with ``data_dir`` into one cohort (``DATA_DIR`` given as several
+    #: folders, and the profile's ``extra_data``)
+    extra_data_dirs: tuple[Path, ...] = ()
+
+    @property
+    def data_dirs(self) -> tuple[Path, ...]:
+        """Every data folder of the cohort, ``data_dir`` first; () for phantoms."""
+        return ((self.data_dir,) if self.data_dir else ()) + tuple(self.extra_data_dirs)
 
     def stage_dir(self, stage: str) -> Path:
         d = self.out_dir / stage
@@ -264,13 +276,15 @@ class RunConfig:
             "seed": self.seed,
             "external_data_dir": str(self.external_data_dir) if self.external_data_dir else None,
             "overrides": dict(self.overrides),
+            # only when there are any, so the key of a one-folder run stays what it was
+            **({"extra_data_dirs": [str(d) for d in self.extra_data_dirs]} if self.extra_data_dirs else {}),
         }
 
     def summary(self) -> str:
         p = self.profile
         lines = [
             f"profile      {p.name} ({p.data} data)",
-            f"data_dir     {self.data_dir or '(generated phantoms)'}",
+            f"data_dir     {os.pathsep.join(map(str, self.data_dirs)) or '(generated phantoms)'}",
             f"out_dir      {self.out_dir}",
             f"seed         {self.seed}",
             f"segmentation {p.unet_arch} UNet @ {p.seg_size}px, {p.seg_folds} folds x {p.unet_epochs} epochs",
@@ -368,7 +382,7 @@ def validate(p: Profile) -> None:
 
 def resolve(
     profile: str = "smoke",
-    data_dir: str | Path = "",
+    data_dir: str | Path | Sequence[str | Path] = "",
     out_dir: str | Path = "",
     seed: int = 0,
     external_data_dir: str | Path = "",
@@ -377,15 +391,29 @@ def resolve(
     """Turn notebook parameters into a :class:`RunConfig`.
 
     ``data_dir`` empty means: phantoms for a synthetic profile; ``$CXR_DATA_DIR`` or the shared data
-    folder for a real one (an error with instructions if neither exists). ``out_dir`` empty means
-    ``<repo>/outputs/<profile>``.
+    folder for a real one (an error with instructions if neither exists). Several folders make one
+    cohort: a list, or one string with the folders joined by ``os.pathsep`` (``a:b`` on Linux and
+    macOS); the profile's ``extra_data`` names more folders beside the first. ``out_dir`` empty
+    means ``<repo>/outputs/<profile>``.
     """
     prof = make_profile(profile, overrides)
+    extra: tuple[Path, ...] = ()
     if prof.data == "real":
-        ddir = paths.resolve_data_dir(data_dir)
+        given = split_data_dirs(data_dir)
+        ddir = paths.resolve_data_dir(given[0] if given else "")
+        extra = tuple(paths.resolve_data_dir(d) for d in given[1:])
+        for name in prof.extra_data:
+            d = ddir.parent / name
+            if not d.is_dir():
+                raise FileNotFoundError(
+                    f"profile {prof.name!r} reads the data folder {name!r} beside DATA_DIR, but {d} does "
+                    f"not exist. Put that folder next to {ddir}, or give every folder in DATA_DIR "
+                    f"(joined by {os.pathsep!r}) with OVERRIDES={{'extra_data': []}}.")
+            extra += (d.resolve(),)
+        extra = tuple(d for d in dict.fromkeys(extra) if d != ddir)
     else:
-        ddir = Path(data_dir).expanduser().resolve() if str(data_dir) else None
-        if ddir is not None:
+        ddir = None
+        if split_data_dirs(data_dir):
             raise ValueError(
                 f"profile {profile!r} generates its own phantoms; DATA_DIR={str(data_dir)!r} would be "
                 "ignored. Use PROFILE='cpu' or 'paper' for real data, or pass "
@@ -397,4 +425,11 @@ def resolve(
     if ext is not None and not ext.is_dir():
         raise FileNotFoundError(f"EXTERNAL_DATA_DIR {ext} does not exist or is not a folder")
     return RunConfig(profile=prof, data_dir=ddir, out_dir=odir, seed=int(seed),
-                     external_data_dir=ext, overrides=dict(overrides or {}))
+                     external_data_dir=ext, overrides=dict(overrides or {}), extra_data_dirs=extra)
+
+
+def split_data_dirs(data_dir: str | Path | Sequence[str | Path]) -> list[str]:
+    """``DATA_DIR`` as a list of folders: a list as given, a string split at ``os.pathsep``."""
+    if isinstance(data_dir, (list, tuple)):
+        return [str(d) for d in data_dir if str(d)]
+    return [d for d in str(data_dir).split(os.pathsep) if d]

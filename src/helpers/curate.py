@@ -139,12 +139,15 @@ def build_indices(manifest: pd.DataFrame, profile, seed: int, root: Path | None 
     cls["y"] = (cls["label"] == "covid").astype(int)
     if cls.empty:
         raise CurationError("no classification (classify) images are left in the cohort; the "
-                            f"classifier needs covid and normal images (see {ART.excluded.rel()})")
+                            f"classifier needs covid and non-covid images (see {ART.excluded.rel()})")
     if cls["y"].nunique() < 2:
-        raise ValueError("the classification set needs both covid and normal images; "
+        raise ValueError("the classification set needs both covid and non-covid (normal or pneumonia) "
+                         "images; "
                          f"found only {cls['label'].unique().tolist()}")
     grp = splits.split_groups(cls)
-    cls["fold"] = splits.patient_folds(grp, cls["label"], profile.n_folds, seed)
+    # balanced over label and source together, so that each fold holds every source's share of
+    # each class (a within-source comparison needs both classes of a source in every test fold)
+    cls["fold"] = splits.patient_folds(grp, cls["label"] + "|" + cls["source"], profile.n_folds, seed)
     seg = manifest[manifest["split_role"] == "segment"].copy().sort_values("path").reset_index(drop=True)
     if len(seg) < 3 * profile.seg_folds:
         raise ValueError(f"{len(seg)} image/mask pairs are too few for {profile.seg_folds} UNet folds")
@@ -160,17 +163,20 @@ def build_indices(manifest: pd.DataFrame, profile, seed: int, root: Path | None 
 
 
 def cohort_table(cls: pd.DataFrame, seg: pd.DataFrame) -> pd.DataFrame:
-    """Table 2 in spirit: images, patients, views, sex and age per source and label."""
+    """Table 2 in spirit: images, patients, views, findings, sex and age per role, label and source."""
     rows = []
     for (role, label, source), part in pd.concat([cls.assign(role="classify"),
                                                   seg.assign(role="segment", label="-")]
                                                  ).groupby(["role", "label", "source"]):
         age = pd.to_numeric(part["age"], errors="coerce")
         views = part["view"].replace("", "not stated").value_counts()
+        findings = (part["finding"] if "finding" in part else pd.Series("", index=part.index)
+                    ).fillna("").astype(str).replace("", "not stated").value_counts()
         rows.append({
             "role": role, "label": label, "source": source, "images": len(part),
             "patients": part["patient_id"].nunique(),
             "views": "; ".join(f"{k} {v}" for k, v in views.items()),
+            "findings": "; ".join(f"{k} {v}" for k, v in findings.items()),
             "female_%": round(100 * (part["sex"] == "F").mean(), 1),
             "age_median": float(age.median()) if age.notna().any() else np.nan,
             "age_known": int(age.notna().sum()),
@@ -219,7 +225,6 @@ def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd
     or content problem).
     """
     from helpers.data import manifest as mf
-    from helpers.data import sources
 
     p = cfg.profile
     if p.data == "synthetic":
@@ -236,18 +241,50 @@ def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd
         return (Path(root), df, flow, pd.DataFrame(columns=["source", "row_id", "source_path", "step",
                                                             "reason"]),
                 pd.DataFrame(columns=NOTE_COLUMNS))
-    root = Path(cfg.data_dir)
+    folders = [Path(d) for d in cfg.data_dirs]
+    parts = [_load_folder(cfg, folder) for folder in folders]
+    where = "DATA_DIR " + ", ".join(map(str, folders))
+    check_patients_in_one_folder([(folder, res.manifest) for folder, res in zip(folders, parts)])
+    df = mf.validate(pd.concat([r.manifest for r in parts], ignore_index=True), where=where,
+                     check_files=False)
+    flow, excluded, notes = (pd.concat([getattr(r, k) for r in parts], ignore_index=True)
+                             for k in ("flow", "excluded", "notes"))
+    print(enforce(df, flow, excluded, getattr(p, "strict", False), where))
+    return Path("/"), df, flow, excluded, notes
+
+
+def _load_folder(cfg, root: Path):
+    """One data folder as a curated source result (manifest with absolute paths, flow, excluded,
+    notes): a manifest folder, one public source in its original layout, or a folder of them."""
+    from helpers.data import sources
+
     if (root / "manifest.csv").is_file():
-        res = sources.load_source("manifest", root)
-    else:
-        roots = _source_roots(root)
-        opts = {"nih-cxr8": {"n_sample": 1000, "seed": cfg.seed},   # Table 2: 1,000 random NIH normals
-                "chexpert": {"n_sample": 1000, "seed": cfg.seed}}   # Table 2: 1,000 random CheXpert normals
-        res = sources.curate(roots, derived_dir=cfg.out_dir / "data" / "derived",
-                             options={k: v for k, v in opts.items() if k in roots})
-    df = mf.validate(res.manifest, where=str(root), check_files=False)
-    print(enforce(df, res.flow, res.excluded, getattr(p, "strict", False), f"DATA_DIR {root}"))
-    return Path("/"), df, res.flow, res.excluded, res.notes
+        return sources.load_source("manifest", root)
+    roots = _source_roots(root)
+    opts = {"nih-cxr8": {"n_sample": 1000, "seed": cfg.seed},   # Table 2: 1,000 random NIH normals
+            "chexpert": {"n_sample": 1000, "seed": cfg.seed}}   # Table 2: 1,000 random CheXpert normals
+    return sources.curate(roots, derived_dir=cfg.out_dir / "data" / "derived",
+                          options={k: v for k, v in opts.items() if k in roots})
+
+
+def check_patients_in_one_folder(parts: list[tuple[Path, pd.DataFrame]]) -> None:
+    """Refuse a cohort in which one patient id is listed by two data folders: the same person
+    filed twice could sit in training and test at once, and which folder's label holds is unclear.
+    Raises :class:`CurationError` naming the folders and some of the patients."""
+    seen: dict[str, Path] = {}
+    clashes: dict[tuple[Path, Path], list[str]] = {}
+    for folder, manifest in parts:
+        for pid in dict.fromkeys(manifest["patient_id"].astype(str)):
+            if pid in seen and seen[pid] != folder:
+                clashes.setdefault((seen[pid], folder), []).append(pid)
+            else:
+                seen.setdefault(pid, folder)
+    if clashes:
+        lines = [f"{a} and {b}: {len(ids)} patient(s), e.g. {', '.join(ids[:5])}"
+                 for (a, b), ids in clashes.items()]
+        raise CurationError("the same patient id appears in two data folders (" + "; ".join(lines)
+                            + "). A patient must come from one folder: remove the duplicate rows from "
+                            "one manifest, or give the patients distinct ids if they are different people.")
 
 
 def duplicate_guard(manifest: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

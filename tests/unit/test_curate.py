@@ -42,7 +42,7 @@ def test_limit_per_class_keeps_whole_patients(phantom_root):
 
 def test_one_class_cohort_is_rejected(phantom_root):
     df = mf.read_manifest(phantom_root)
-    with pytest.raises(ValueError, match="both covid and normal"):
+    with pytest.raises(ValueError, match="both covid and non-covid"):
         curate.build_indices(df[df["label"] != "normal"], config.make_profile("smoke"), 0)
 
 

@@ -88,3 +88,34 @@ def test_auc_gap_table_one_class_fold_and_several_models():
     assert a.loc["0", "auc"] == 1.0 and np.isnan(a.loc["1", "auc"])
     assert a.loc["mean", "auc"] == 1.0   # the one-class fold is left out of the mean
     assert a.loc["mean", "threshold_range"] == 0.0
+
+
+def _loss_history(model: str, losses_per_fold: list[list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([dict(model=model, fold=k, epoch=e + 1, train_loss=v)
+                         for k, losses in enumerate(losses_per_fold) for e, v in enumerate(losses)])
+
+
+def test_a_model_whose_training_loss_never_falls_did_not_learn():
+    from helpers.evidence.dynamics import constant_loss, learning
+
+    ln2 = float(np.log(2))
+    assert constant_loss(0.5) == pytest.approx(ln2) and constant_loss(0.2) < ln2
+    flat = [[0.70, 0.69, 0.695, 0.69, 0.688, 0.691]] * 3             # cpu-film's curve: near ln 2
+    falls = [[0.70, 0.60, 0.45, 0.30, 0.20, 0.15]] * 3
+    late_fall = [[0.70, 0.69, 0.69, 0.69, 0.69, 0.50]]                # falls before the end: learned
+    early_only = [[0.70, 0.40, 0.69, 0.69, 0.69, 0.69]]               # fell, then went back: did not
+    h = pd.concat([_loss_history("flat", flat), _loss_history("falls", falls), _loss_history("late", late_fall),
+                   _loss_history("early", early_only)])
+    t = learning(h, 0.5).set_index("model")
+    assert not t.loc["flat", "learned"] and t.loc["flat", "folds_not_learned"] == 3
+    assert t.loc["falls", "learned"] and t.loc["falls", "folds_not_learned"] == 0
+    assert t.loc["late", "learned"] and not t.loc["early", "learned"]
+    # against the right floor: at 20 % COVID a constant predictor already reaches 0.50
+    imbalanced = _loss_history("m", [[0.52, 0.51, 0.505, 0.50]])
+    assert not learning(imbalanced, {"m": 0.2}).set_index("model").loc["m", "learned"]
+    assert learning(imbalanced, 0.5).set_index("model").loc["m", "learned"]
+    # one of three folds failing does not flag the model; two of three do
+    mixed = _loss_history("m", [falls[0], flat[0], falls[0]])
+    assert learning(mixed, 0.5).iloc[0]["learned"]
+    mixed = _loss_history("m", [flat[0], flat[0], falls[0]])
+    assert not learning(mixed, 0.5).iloc[0]["learned"]

@@ -3,8 +3,9 @@
 The schema is that of the shared real-data folder (``manifest.csv`` beside the images)::
 
     path          image file, relative to the manifest's folder
-    split_role    "classify" (COVID vs normal image) or "segment" (image with a lung mask)
-    label         "covid" | "normal" for classify rows, empty for segment rows
+    split_role    "classify" (COVID vs non-COVID image) or "segment" (image with a lung mask)
+    label         "covid" | "normal" | "pneumonia" (a non-COVID finding) for classify rows, empty
+                  for segment rows; the task is the paper's COVID vs non-COVID (y = label is covid)
     source        short source name (ieee8023, nih-cxr8, jsrt-scr, phantom-a, ...)
     source_repo, source_path, source_commit   provenance of the original file
     patient_id    source-prefixed patient identifier; all splits group by it
@@ -12,6 +13,7 @@ The schema is that of the shared real-data folder (``manifest.csv`` beside the i
     sex, age      as stated by the source (empty when unknown)
     license       as stated by the source (empty when none)
     mask_path     lung mask (0/255 PNG), relative to the folder, for segment rows
+    finding       the source's own finding (e.g. "SARS", "Klebsiella"; empty when not stated)
 """
 from __future__ import annotations
 
@@ -21,11 +23,11 @@ import pandas as pd
 
 COLUMNS = [
     "path", "split_role", "label", "source", "source_repo", "source_path", "source_commit",
-    "patient_id", "view", "sex", "age", "license", "mask_path",
+    "patient_id", "view", "sex", "age", "license", "mask_path", "finding",
 ]
 REQUIRED = ["path", "split_role", "label", "source", "patient_id"]
 ROLES = ("classify", "segment")
-LABELS = ("covid", "normal")
+LABELS = ("covid", "normal", "pneumonia")
 
 
 class ManifestError(ValueError):

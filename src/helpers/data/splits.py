@@ -7,6 +7,8 @@ patient-disjoint before any model is trained.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
@@ -26,8 +28,8 @@ def patient_folds(groups: np.ndarray | pd.Series, strata: np.ndarray | pd.Series
                   seed: int) -> np.ndarray:
     """Assign every row a test fold in ``0..n_folds-1``: int64 (N,).
 
-    Rows sharing a group (patient) share a fold; folds are balanced over ``strata`` (the label for
-    classification, the source for segmentation) as far as the groups allow.
+    Rows sharing a group (patient) share a fold; folds are balanced over ``strata`` (label and
+    source for classification, the source for segmentation) as far as the groups allow.
     """
     groups = np.asarray(groups).astype(str)
     strata = np.asarray(strata).astype(str)
@@ -36,8 +38,10 @@ def patient_folds(groups: np.ndarray | pd.Series, strata: np.ndarray | pd.Series
         raise SplitError(f"{n_groups} patients cannot fill {n_folds} folds; lower n_folds")
     folds = np.full(len(groups), -1, dtype=np.int64)
     skf = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, test) in enumerate(skf.split(np.zeros(len(groups)), strata, groups)):
-        folds[test] = k
+    with warnings.catch_warnings():  # a stratum smaller than n_folds is balanced as far as it goes
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for k, (_, test) in enumerate(skf.split(np.zeros(len(groups)), strata, groups)):
+            folds[test] = k
     assert (folds >= 0).all()
     return folds
 

@@ -124,3 +124,52 @@ def auc_gap_table(preds: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=cols)
     out["fold"] = out["fold"].astype(object)
     return out
+
+
+#: a run "did not learn" when its training loss never fell below this fraction of the loss of a
+#: constant predictor (the class frequency) from half its epochs on: within 2 % of it
+LEARN_TOL = 0.02
+
+
+def constant_loss(prevalence: float) -> float:
+    """Binary cross-entropy of a model that predicts the class frequency ``prevalence`` for every
+    film: the training loss a classifier has when it learned nothing (ln 2 at 50 %)."""
+    p = float(prevalence)
+    if not 0.0 < p < 1.0:
+        return 0.0
+    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)))
+
+
+def learning(history: pd.DataFrame, prevalence: dict[str, float] | float,
+             tol: float = LEARN_TOL) -> pd.DataFrame:
+    """Did each model learn? Per model: its fold runs, how many of them did not learn, and the
+    verdict.
+
+    A fold run did not learn when every training loss from half its epochs on (epoch >= ceil(E/2))
+    stays at or above ``(1 - tol)`` times :func:`constant_loss` of the training class frequency
+    (``prevalence``: one value, or one per model): a model that only learned the class balance
+    sits at that loss. A model "did not learn" when at least half of its fold runs did not; it is
+    kept out of every verdict. Columns: ``model, folds, folds_not_learned, constant_loss,
+    first_train_loss, last_train_loss`` (means over folds), ``learned``.
+    """
+    cols = ["model", "folds", "folds_not_learned", "constant_loss", "first_train_loss",
+            "last_train_loss", "learned"]
+    if history is None or history.empty or "train_loss" not in history.columns:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for model, h in history.groupby("model", sort=False):
+        prev = prevalence.get(model, np.nan) if isinstance(prevalence, dict) else prevalence
+        floor = constant_loss(prev) if np.isfinite(prev) else float(np.log(2))
+        flags, first, last = [], [], []
+        for _, f in h.groupby("fold") if "fold" in h.columns else [(0, h)]:
+            f = f.sort_values("epoch")
+            loss = f["train_loss"].to_numpy(dtype=np.float64)
+            late = loss[int(np.ceil(len(loss) / 2)) - 1:] if len(loss) > 1 else loss
+            flags.append(bool(np.all(late >= (1 - tol) * floor)))
+            first.append(loss[0])
+            last.append(loss[-1])
+        n_not = int(sum(flags))
+        rows.append({"model": model, "folds": len(flags), "folds_not_learned": n_not,
+                     "constant_loss": floor, "first_train_loss": float(np.mean(first)),
+                     "last_train_loss": float(np.mean(last)), "learned": not (2 * n_not >= len(flags))})
+    return pd.DataFrame(rows, columns=cols)

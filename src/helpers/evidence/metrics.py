@@ -714,3 +714,9 @@ def compare_to_reference(preds_all: pd.DataFrame, reference: str = "hrnet",
 # --------------------------------------------------------------------------------------------
 
 
+def model_order(models: Iterable[str], reference: str = "hrnet") -> list[str]:
+    """The one order in which every table, figure and summary lists models: the reference (the
+    proposed model) first, its unsegmented twin second, then the rest alphabetically."""
+    ms = sorted(set(map(str, models)))
+    head = [m for m in (reference, f"{reference}_unsegmented") if m in ms]
+    return head + [m for m in ms if m not in head]

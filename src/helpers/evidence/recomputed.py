@@ -33,7 +33,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from helpers.evidence import audits, heldout, ledger, metrics
+from helpers.evidence import audits, heldout, ledger, metrics, sites
+from helpers.evidence.metrics import model_order  # noqa: F401 (the one model order, for the reports)
 from helpers.run.artefacts import ART, EVIDENCE_TABLES, STAGES, artefact  # noqa: F401 (STAGES: readers of a run)
 from helpers.run.repro import run_manifest
 
@@ -141,14 +142,6 @@ def load_predictions(out_dir: Path) -> pd.DataFrame:
 def _oof(preds: pd.DataFrame) -> pd.DataFrame:
     d = preds[preds["set"].astype(str) == "oof"] if "set" in preds.columns else preds
     return d[d["y"].notna()]
-
-
-def model_order(models: Iterable[str], reference: str = "hrnet") -> list[str]:
-    """The one order in which every table, figure and summary lists models: the reference (the
-    proposed model) first, its unsegmented twin second, then the rest alphabetically."""
-    ms = sorted(set(map(str, models)))
-    head = [m for m in (reference, f"{reference}_unsegmented") if m in ms]
-    return head + [m for m in ms if m not in head]
 
 
 def _usable(d: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -478,7 +471,27 @@ def evidence_tables(out_dir: Path, n_boot: int = 1000, seed: int = 0,
             "ledger_companion": lt["companion"],
             "heat_share_ci": heat_share_ci(out_dir, n_boot=n_boot, seed=seed),
             "external_table": heldout.table(preds, n_boot=n_boot, seed=seed),
-            "external_table_all": heldout.table(preds, n_boot=n_boot, seed=seed, set_name="external_all")}
+            "external_table_all": heldout.table(preds, n_boot=n_boot, seed=seed, set_name="external_all"),
+            "within_source": sites.within_source(preds, n_boot=n_boot, seed=seed),
+            "by_negative": sites.by_negative(preds, n_boot=n_boot, seed=seed),
+            "negatives_called": sites.negatives_called_covid(preds),
+            "learning": learning_table(out_dir, preds)}
+
+
+def learning_table(out_dir: Path, preds: pd.DataFrame | None = None) -> pd.DataFrame:
+    """:func:`helpers.evidence.dynamics.learning` for every classifier of the run (notebooks 04,
+    05, 05a), each against the loss of predicting its out-of-fold class frequency."""
+    from helpers import train
+    from helpers.evidence import dynamics
+
+    preds = load_predictions(out_dir) if preds is None else preds
+    h = [train.histories(Path(out_dir) / s) for s in ("hrnet", "baselines", "audits")]
+    h = [x for x in h if len(x)]
+    if not h:
+        return dynamics.learning(pd.DataFrame(), 0.5)
+    oof = _oof(preds)
+    prevalence = oof.groupby("model")["y"].mean().to_dict() if len(oof) else {}
+    return dynamics.learning(pd.concat(h, ignore_index=True), prevalence)
 
 
 def save_tables(tables: dict[str, pd.DataFrame], dest: Path) -> list[Path]:

@@ -50,7 +50,7 @@ TEXT = ("image_id", "patient_id", "group_id", "path", "file", "split_role", "lab
         "source_repo", "source_path", "source_commit", "view", "sex", "license", "mask_path",
         "finding", "set", "model", "reference", "quantity", "note", "notes", "kind", "name", "reason",
         "step", "auc_method", "mcnemar_method", "smallest_matrix", "matrix_at_expected", "role",
-        "views", "rung", "steps", "within_source", "audit", "verdict", "stratum", "stratum_type",
+        "views", "findings", "rung", "steps", "within_source", "audit", "verdict", "stratum", "stratum_type",
         "row_id", "file_a", "file_b", "path_a", "path_b", "patient_a", "patient_b")
 #: tables whose ``fold`` column mixes fold ids with "mean" / "pooled" rows: text there
 FOLD_TEXT = ("fold",)
@@ -254,11 +254,16 @@ class ART:
     heat_share_ci = Artefact("figures", "heat_share_ci.csv", text=FOLD_TEXT)
     external_table = Artefact("figures", "external_table.csv", text=FOLD_TEXT)
     external_table_all = Artefact("figures", "external_table_all.csv", text=FOLD_TEXT)
+    within_source = Artefact("figures", "within_source.csv")        # COVID vs non-COVID inside a source
+    by_negative = Artefact("figures", "by_negative.csv", text=("negatives",))  # COVID vs each negative
+    negatives_called = Artefact("figures", "negatives_called.csv")  # non-COVID films called COVID
+    learning = Artefact("figures", "learning.csv", flags=("learned",))  # did each model learn?
 
 
 #: the evidence tables notebook 06 computes once and saves in ``OUT_DIR/figures/``
 EVIDENCE_TABLES = ("calibration", "reliability", "ppv_npv", "comparisons", "ledger_paper",
-                   "ledger_companion", "heat_share_ci", "external_table", "external_table_all")
+                   "ledger_companion", "heat_share_ci", "external_table", "external_table_all",
+                   "within_source", "by_negative", "negatives_called", "learning")
 
 
 def artefact(name: str) -> Artefact:

@@ -4,6 +4,7 @@ parameters (``python -m helpers.run.notebooks NOTEBOOK OUT PARAMS.json``, used b
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from helpers.run.artefacts import STAGES
 def notebook_parameters(cfg) -> dict[str, Any]:
     return {
         "PROFILE": cfg.profile.name,
-        "DATA_DIR": str(cfg.data_dir) if cfg.data_dir and cfg.profile.data == "real" else "",
+        "DATA_DIR": (os.pathsep.join(map(str, cfg.data_dirs)) if cfg.profile.data == "real" else ""),
         "OUT_DIR": str(cfg.out_dir),
         "SEED": cfg.seed,
         "EXTERNAL_DATA_DIR": str(cfg.external_data_dir) if cfg.external_data_dir else "",

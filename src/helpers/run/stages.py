@@ -46,6 +46,8 @@ def config_key(cfg, stage: str | None = None) -> str:
          "external_data_dir": str(cfg.external_data_dir) if cfg.external_data_dir else None}
     if stage in ("curation", "figures"):
         d["data_dir"] = str(cfg.data_dir) if cfg.data_dir else None
+        if cfg.extra_data_dirs:  # only then, so a one-folder run's key stays what it was
+            d["extra_data_dirs"] = [str(x) for x in cfg.extra_data_dirs]
     return _key(d)
 
 

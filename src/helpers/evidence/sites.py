@@ -1,0 +1,104 @@
+"""Tests a new hospital cannot fool, read from the stored out-of-fold predictions of every model.
+
+A classifier that recognises the hospital instead of the disease scores well wherever the classes
+come from different sources. Three readings take the source away:
+
+* :func:`within_source`: COVID vs non-COVID *inside* one source that gave both classes (ieee8023,
+  Figure 1), per model, with a patient-bootstrap interval for the AUC;
+* :func:`by_negative`: COVID against each kind of non-COVID film on its own (``normal``,
+  ``pneumonia``), all sources pooled;
+* :func:`negatives_called_covid`: per source, the share of its non-COVID films that each model calls
+  COVID at its fold's frozen threshold, with a Wilson interval: a site where every film comes
+  back COVID shows here even when a pooled AUC looks fine.
+
+Every table is computed on the pooled out-of-fold rows (``set == "oof"``); the models are those of
+``all_preds.csv`` (notebook 05).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from helpers.evidence import metrics
+from helpers.evidence.metrics import model_order
+
+__all__ = ["WITHIN_COLUMNS", "NEGATIVE_COLUMNS", "CALLED_COLUMNS", "within_source", "by_negative",
+           "negatives_called_covid"]
+
+WITHIN_COLUMNS = ["model", "source", "n", "n_pos", "n_neg", "n_patients", "auc", "auc_lo", "auc_hi"]
+NEGATIVE_COLUMNS = ["model", "negatives", "n", "n_pos", "n_neg", "auc", "auc_lo", "auc_hi"]
+CALLED_COLUMNS = ["model", "source", "label", "n", "called_covid", "share", "share_lo", "share_hi"]
+
+
+def _oof(preds: pd.DataFrame) -> pd.DataFrame:
+    d = preds[preds["set"].astype(str) == "oof"] if "set" in preds.columns else preds
+    d = d[d["y"].notna() & np.isfinite(pd.to_numeric(d["prob"], errors="coerce"))]
+    return d.assign(y=d["y"].astype(int))
+
+
+def _auc(part: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    a = metrics.auc_ci(part["y"], part["prob"], n_boot=n_boot, seed=seed, groups=part["patient_id"])
+    return {"auc": a["auc"], "auc_lo": a["lo"], "auc_hi": a["hi"]}
+
+
+def within_source(preds: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                  models: list[str] | None = None) -> pd.DataFrame:
+    """Per model and per source that gave both classes: COVID vs non-COVID AUC inside that source
+    with its patient-bootstrap 95 % interval. Sources with one class are left out (no AUC there);
+    an empty frame when no source has both."""
+    d = _oof(preds)
+    if "source" not in d.columns or d.empty:
+        return pd.DataFrame(columns=WITHIN_COLUMNS)
+    rows = []
+    for model in models or model_order(d["model"].unique()):
+        m = d[d["model"] == model]
+        for src, part in m.groupby("source", sort=True):
+            if part["y"].nunique() < 2:
+                continue
+            rows.append({"model": model, "source": src, "n": len(part), "n_pos": int(part["y"].sum()),
+                         "n_neg": int((part["y"] == 0).sum()),
+                         "n_patients": int(part["patient_id"].nunique()), **_auc(part, n_boot, seed)})
+    return pd.DataFrame(rows, columns=WITHIN_COLUMNS)
+
+
+def by_negative(preds: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per model: every COVID film against the non-COVID films of one label at a time (``normal``,
+    ``pneumonia``, ...), and against all of them (``all non-COVID``), with patient-bootstrap
+    intervals. A model that separates COVID from normal films but not from other pneumonias has
+    learned "abnormal" (or the source), not COVID-19."""
+    d = _oof(preds)
+    if "label" not in d.columns or d.empty:
+        return pd.DataFrame(columns=NEGATIVE_COLUMNS)
+    rows = []
+    neg_labels = sorted(set(d.loc[d["y"] == 0, "label"].astype(str)))
+    for model in model_order(d["model"].unique()):
+        m = d[d["model"] == model]
+        pos = m[m["y"] == 1]
+        for lab in [*neg_labels, "all non-COVID"]:
+            neg = m[m["y"] == 0] if lab == "all non-COVID" else m[(m["y"] == 0) & (m["label"] == lab)]
+            if pos.empty or neg.empty:
+                continue
+            part = pd.concat([pos, neg])
+            rows.append({"model": model, "negatives": lab, "n": len(part), "n_pos": len(pos),
+                         "n_neg": len(neg), **_auc(part, n_boot, seed)})
+    return pd.DataFrame(rows, columns=NEGATIVE_COLUMNS)
+
+
+def negatives_called_covid(preds: pd.DataFrame) -> pd.DataFrame:
+    """Per model, source and non-COVID label: how many of the films are called COVID at their fold
+    model's own threshold (``pred``), as a share with its Wilson 95 % interval."""
+    d = _oof(preds)
+    if d.empty or "source" not in d.columns:
+        return pd.DataFrame(columns=CALLED_COLUMNS)
+    d = d[d["y"] == 0]
+    if "label" not in d.columns:
+        d = d.assign(label="non-COVID")
+    rows = []
+    for model in model_order(d["model"].unique()):
+        m = d[d["model"] == model]
+        for (src, lab), part in m.groupby(["source", "label"], sort=True):
+            k, n = int(part["pred"].astype(int).sum()), len(part)
+            lo, hi = metrics.wilson_ci(k, n)
+            rows.append({"model": model, "source": src, "label": lab, "n": n, "called_covid": k,
+                         "share": k / n, "share_lo": lo, "share_hi": hi})
+    return pd.DataFrame(rows, columns=CALLED_COLUMNS)
