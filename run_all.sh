@@ -6,7 +6,7 @@
 #   ./run_all.sh paper                the paper's full protocol (use a GPU)
 #   ./run_all.sh --setup-only         only create/update the environment (.venv), e.g. before `jupyter lab`
 #
-# Options: --data DIR  --out DIR  --seed N  --external DIR  --overrides JSON  --from N (1-6)
+# Options: --data DIR (twice or more: one cohort from every folder)  --out DIR  --seed N  --external DIR  --overrides JSON  --from N (1-6)
 #          --reuse-from RUN_DIR   start from copies of another run's finished stages
 #          --executor local|ray   folds one after another (default) or at once on Ray
 #          --ray-address ADDR     join that Ray cluster (else $RAY_ADDRESS, else an embedded one)
@@ -34,7 +34,8 @@ PUBLISH="" REPLACE=0
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then PROFILE="$1"; shift; fi
 while [ $# -gt 0 ]; do
   case "$1" in
-    --data) need_value "$@"; DATA="$2"; shift 2 ;;
+    --data) need_value "$@"; [[ "$2" != *:* ]] || die "--data: '$2' holds ':'; give each folder its own --data"
+            DATA="${DATA:+$DATA:}$2"; shift 2 ;;  # given twice: one cohort from both folders
     --out) need_value "$@"; OUT="$2"; shift 2 ;;
     --seed) need_value "$@"; SEED="$2"; shift 2 ;;
     --external) need_value "$@"; EXTERNAL="$2"; shift 2 ;;
@@ -53,7 +54,8 @@ done
 # checks that need no Python, so a typo fails before any set-up
 [[ "$SEED" =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer, got '$SEED'"
 [[ "$FROM" =~ ^0?[1-6]$ ]] || die "--from must be a notebook number from 1 to 6, got '$FROM'"
-[ -z "$DATA" ] || [ -e "$DATA" ] || die "--data: '$DATA' does not exist"
+IFS=: read -ra DATA_FOLDERS <<< "$DATA"
+for d in "${DATA_FOLDERS[@]}"; do [ -e "$d" ] || die "--data: '$d' does not exist"; done
 [ -z "$EXTERNAL" ] || [ -d "$EXTERNAL" ] || die "--external: '$EXTERNAL' is not a folder"
 [ -z "$EXECUTOR" ] || [[ "$EXECUTOR" =~ ^(local|ray)$ ]] || die "--executor must be 'local' or 'ray', got '$EXECUTOR'"
 [ -z "$REUSE" ] || ls "$REUSE"/*/DONE.json >/dev/null 2>&1 || die "--reuse-from: '$REUSE' holds no finished stage (no */DONE.json)"
