@@ -375,8 +375,9 @@ def test_outside_lung_features_columns():
     masks[:, 8:24, 8:24] = 1
     f = A.lowlevel_features(imgs, masks, np.array([[100, 80]] * 4))
     o = A.outside_lung_features(f)
-    assert all(c.startswith(("out_", "corner_", "orig_")) or c == "border_mean" for c in o.columns)
-    assert "out_mean" in o and "orig_aspect" in o and "border_mean" in o
+    assert all(c.startswith(("out_", "corner_")) or c == "border_mean" for c in o.columns)
+    assert "out_mean" in o and "border_mean" in o
+    assert "orig_aspect" in f and not any(c.startswith("orig_") for c in o.columns)  # pixels only
     assert not any(c.startswith("in_") for c in o.columns)
     assert not {"mean", "std", "grad_mean", "asym_lr", "lung_area_frac"} & set(o.columns)
     # changing only the pixels inside the mask leaves every outside feature unchanged

@@ -104,8 +104,8 @@ def test_a_model_whose_training_loss_never_falls_did_not_learn():
     falls = [[0.70, 0.60, 0.45, 0.30, 0.20, 0.15]] * 3
     late_fall = [[0.70, 0.69, 0.69, 0.69, 0.69, 0.50]]                # falls before the end: learned
     early_only = [[0.70, 0.40, 0.69, 0.69, 0.69, 0.69]]               # fell, then went back: did not
-    h = pd.concat([_loss_history("flat", flat), _loss_history("falls", falls), _loss_history("late", late_fall),
-                   _loss_history("early", early_only)])
+    h = pd.concat([_loss_history("flat", flat), _loss_history("falls", falls),
+                   _loss_history("late", late_fall), _loss_history("early", early_only)])
     t = learning(h, 0.5).set_index("model")
     assert not t.loc["flat", "learned"] and t.loc["flat", "folds_not_learned"] == 3
     assert t.loc["falls", "learned"] and t.loc["falls", "folds_not_learned"] == 0

@@ -158,3 +158,61 @@ def test_the_site_tables_are_evidence_tables():
     for name in ("within_source", "by_negative", "negatives_called"):
         assert name in EVIDENCE_TABLES and getattr(ART, name).stage == "figures"
         assert name in recomputed.TABLES
+
+
+# ----------------------------------------------------------------------------------------------
+# film geometry: an aspect cue planted in the classes, read by the geometry-only audit and by the
+# "film shape from the classifier's inputs" probe, and gone once the input keeps no film shape
+
+def _geometry_cohort(n: int = 120, size: int = 48):
+    from helpers import preprocess
+    from helpers.data import decode, splits
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(n // 2), np.zeros(n // 2)].astype(int)
+    shapes = np.array([(90, 120) if v else (110, 110) for v in y])      # COVID films landscape
+    padded, film_only = [], []
+    for (h, w) in shapes:
+        film = rng.normal(120, 30, (h, w)).clip(0, 255).astype(np.uint8)  # the same texture
+        sq = decode.square(film, size)
+        y0, y1, x0, x1 = preprocess.film_box((h, w), size)
+        lungs = np.zeros((size, size), np.uint8)
+        lungs[y0 + 4:y1 - 4, x0 + 6:x1 - 6] = 1                          # lungs inside the film
+        padded.append(sq)
+        film_only.append(preprocess.crop_to_lungs(sq, lungs, size, margin=0.0,
+                                                  bounds=(y0, y1, x0, x1))[0])
+    index = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
+                          "y": y, "label": np.where(y == 1, "covid", "normal")})
+    index["fold"] = splits.patient_folds(index["patient_id"], index["label"], 3, 0)
+    return y, shapes, np.stack(padded), np.stack(film_only), index
+
+
+def _pooled_auc(preds: pd.DataFrame, target) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    t = pd.Series(np.asarray(target), index=[f"i{i}" for i in range(len(target))])
+    return roc_auc_score(t.loc[preds["image_id"]].to_numpy(), preds["prob"].to_numpy())
+
+
+def test_geometry_audit_reads_a_planted_aspect_cue_and_the_film_only_input_removes_it():
+    from helpers.evidence import audits, floors
+
+    y, shapes, padded, film_only, index = _geometry_cohort()
+    feats = audits.lowlevel_features(padded, None, shapes)
+    assert set(audits.geometry_features(feats).columns) == {
+        "orig_height", "orig_width", "orig_aspect", "orig_log_pixels"}
+    assert not any(c.startswith("orig_") for c in audits.pixel_features(feats).columns)
+    geo = audits.cv_logistic(audits.geometry_features(feats), y, index, 0, model_name="geometry")
+    assert _pooled_auc(geo, y) > 0.95                                    # the cue is in the geometry
+    # the same films with the class made independent of the shape: the geometry audit is at chance
+    y_null = np.random.default_rng(1).permutation(y)
+    geo_null = audits.cv_logistic(audits.geometry_features(feats), y_null, index.assign(y=y_null), 0)
+    assert abs(_pooled_auc(geo_null, y_null) - 0.5) < 0.2
+    # "not square originally" from the classifier's inputs: zero padding keeps it, the film-only
+    # lung crop (cls_crop_lungs + cls_film_only) does not
+    square = audits.not_square(shapes)
+    assert (square == y).all()
+    keep = floors.thumbnail_logreg(padded, square, index, 0, "not_square_from_inputs")
+    gone = floors.thumbnail_logreg(film_only, square, index, 0, "not_square_from_inputs")
+    assert _pooled_auc(keep, square) > 0.95
+    assert _pooled_auc(gone, square) < 0.7

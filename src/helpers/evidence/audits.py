@@ -24,18 +24,27 @@ The audits and how to read them (AUC = pooled out-of-fold ROC-AUC; 0.5 is chance
 ``mask_only`` (COVID vs normal; CNN on :func:`mask_only` images)
     Only the predicted lung field's shape, position and size remain. A high AUC means
     positioning, projection (AP/PA), patient size or collection predicts the label.
-``lowlevel`` (COVID vs normal, or source; logistic regression on :func:`lowlevel_features`)
-    Cheap statistics with no notion of anatomy: intensity histogram, border and corner
-    brightness, edge density, left-right / top-bottom asymmetry, lung area and, when given, the
-    original file size. With the in-lung statistics included, a high AUC means cheap statistics
-    separate the classes - through acquisition / processing differences *or* through the
+``lowlevel`` (COVID vs non-COVID; logistic regression on :func:`pixel_features`)
+    Cheap statistics of the pixels with no notion of anatomy: intensity histogram, border and
+    corner brightness, edge density, left-right / top-bottom asymmetry, lung area. No file
+    geometry enters (see ``geometry``). With the in-lung statistics included, a high AUC means
+    cheap statistics separate the classes - through acquisition / processing differences *or* through the
     disease itself, which brightens the lungs. :func:`permutation_null` turns this into a test
     (p-value against patient-level permuted labels).
-``lowlevel_outside`` (COVID vs normal; logistic regression on :func:`outside_lung_features`)
-    The same statistics restricted to what no lung pixel enters: the histogram outside the
-    lung mask, the border frame, the corners and the original file size. A high AUC means
-    the label is predictable from outside the lungs by the crudest model (the linear twin of
-    ``lungs_blacked_out``).
+``lowlevel_outside`` (COVID vs non-COVID; logistic regression on :func:`outside_lung_features`)
+    The same pixel statistics restricted to what no lung pixel enters: the histogram outside the
+    lung mask, the border frame, the corners. A high AUC means the label is predictable from
+    outside the lungs by the crudest model (the linear twin of ``lungs_blacked_out``).
+``geometry`` (COVID vs non-COVID; logistic regression on :func:`geometry_features`)
+    The original film's height, width, aspect and pixel count alone, read from the file header:
+    no pixel. A high AUC means the films' geometry tells the class; the classifier sees it only
+    where its input keeps the film's shape (zero padding to a square does).
+``lowlevel_geometry`` (pixels and geometry together)
+    :func:`lowlevel_features` with the original geometry: how far the two routes add up.
+``not_square_from_inputs`` (original film not square; logistic regression on thumbnails of the
+    classifier's own inputs)
+    Whether the classifier's inputs still carry the film's original shape: a high AUC means
+    they do, whatever the label.
 ``permuted_labels`` (the same CNN with labels permuted per patient within each fold,
     ``permuted_labels(y, patient_id, seed, strata=fold)``)
     A negative control of the whole pipeline: labels that carry no information must give an
@@ -109,22 +118,38 @@ AUDITS: dict[str, Audit] = {
         "COVID vs normal from the predicted lung mask alone (shape, position, size): a "
         "high AUC means positioning, projection or patient size predicts the label."),
     "lowlevel": Audit(
-        "Audit: low-level statistics",
-        "label from low-level statistics (lungs included): acquisition or disease?",
-        "Logistic regression on cheap image statistics (whole-image, in-lung and "
-        "outside-lung histograms, borders, corners, edges, asymmetry, size): a high AUC "
+        "Audit: low-level pixel statistics",
+        "label from low-level pixel statistics (lungs included, no file geometry)",
+        "Logistic regression on cheap statistics of the pixels (whole-image, in-lung and "
+        "outside-lung histograms, borders, corners, edges, asymmetry; no file geometry): a high AUC "
         "means cheap statistics separate the classes, through acquisition or processing "
         "differences or through the disease brightening the lungs; compare "
         "lowlevel_outside."),
+    "geometry": Audit(
+        "Audit: film geometry only", "label from the original film's height, width, aspect (no pixels)",
+        "Logistic regression on the original film's height, width, aspect and pixel count, read "
+        "from the file header: a high AUC means the films' geometry tells the class; a classifier "
+        "can use it only where its input keeps the film's shape."),
+    "lowlevel_geometry": Audit(
+        "Audit: pixel statistics + film geometry",
+        "label from low-level pixel statistics plus the original film geometry",
+        "The low-level pixel statistics together with the original film's geometry: how far the "
+        "two routes add up; read it against the pixels-only and geometry-only audits."),
+    "not_square_from_inputs": Audit(
+        "Audit: film shape from the classifier's inputs",
+        "original film not square, read from the classifier's inputs",
+        "Logistic regression on thumbnails of the classifier's own inputs predicting whether the "
+        "original film was not square: a high AUC means the inputs still carry the film's shape, "
+        "which in these data goes with the class."),
     "lowlevel_inside": Audit(
         "Probe: statistics inside the lungs", "label from grey-level statistics inside the lungs",
         "Logistic regression on grey-level statistics of the lung pixels only: these can carry "
         "the disease as well as exposure and processing."),
     "lowlevel_outside": Audit(
-        "Audit: low-level statistics outside the lungs",
-        "label from low-level statistics outside the lungs only",
+        "Audit: low-level pixel statistics outside the lungs",
+        "label from pixel statistics outside the lungs only (no file geometry)",
         "Logistic regression on statistics of pixels outside the lung mask only "
-        "(outside-lung histogram, border frame, corners, original size): a high "
+        "(outside-lung histogram, border frame, corners; no file geometry): a high "
         "AUC means the label is predictable without any lung pixel."),
     "permuted_labels": Audit(
         "Audit: permuted labels", "negative control, permuted labels: must be ~0.5",
@@ -450,16 +475,44 @@ def lowlevel_features(images, masks=None, original_shapes=None) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-#: Columns of :func:`lowlevel_features` that no lung pixel enters (prefixes and names).
-OUTSIDE_PREFIXES = ("out_", "corner_", "orig_")
+#: Columns of :func:`lowlevel_features` computed from pixels that no lung pixel enters (prefixes
+#: and names); the film geometry (``orig_*``) is not a pixel and stays out.
+OUTSIDE_PREFIXES = ("out_", "corner_")
 OUTSIDE_COLUMNS = ("border_mean",)
+#: prefix of the columns read from the original file's header, not from pixels
+GEOMETRY_PREFIX = "orig_"
+
+
+def pixel_features(features: pd.DataFrame) -> pd.DataFrame:
+    """The columns of :func:`lowlevel_features` computed from pixels: all but the ``orig_*``
+    geometry read from the file header."""
+    return features[[c for c in features.columns if not str(c).startswith(GEOMETRY_PREFIX)]]
+
+
+def geometry_features(features: pd.DataFrame) -> pd.DataFrame:
+    """The ``orig_*`` columns of :func:`lowlevel_features` (original height, width, aspect, log
+    pixel count): the film's geometry, no pixel. Raises ValueError when there are none (the
+    features were computed without ``original_shapes``)."""
+    cols = [c for c in features.columns if str(c).startswith(GEOMETRY_PREFIX)]
+    if not cols:
+        raise ValueError("features have no orig_* columns: call lowlevel_features(..., original_shapes=...)")
+    return features[cols]
+
+
+def not_square(original_shapes, tol: float = 0.02) -> np.ndarray:
+    """1 where the original film was not square (aspect off 1 by more than ``tol``), else 0:
+    int64 (N,) from (N, 2) heights and widths."""
+    s = np.asarray(original_shapes, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != 2:
+        raise ValueError(f"original_shapes must be (N, 2) (height, width), got {s.shape}")
+    return (np.abs(s[:, 1] / s[:, 0] - 1.0) > tol).astype(np.int64)
 
 
 def outside_lung_features(features: pd.DataFrame) -> pd.DataFrame:
     """The columns of :func:`lowlevel_features` computed without lung pixels.
 
-    Keeps ``out_*`` (histogram statistics outside the mask), ``border_mean`` (outer 5 % frame),
-    ``corner_*`` (10 % squares) and ``orig_*`` (original file size); drops the whole-image and
+    Keeps ``out_*`` (histogram statistics outside the mask), ``border_mean`` (outer 5 % frame) and
+    ``corner_*`` (10 % squares); drops the ``orig_*`` file geometry (not pixels), the whole-image and
     ``in_*`` statistics, the edge density and asymmetries (which include the lungs) and
     ``lung_area_frac`` (the mask's own size, audited by ``mask_only``). Raises ValueError when
     ``features`` has no ``out_*`` column, i.e. was computed without masks.
