@@ -148,6 +148,7 @@ NOTEBOOKS=(
   05_baseline_comparison
   05a_shortcut_audits
   05b_deconfounding_ladder
+  05c_leave_one_site_out
   06_figure_generation
 )
 DEVICE=$("$PY" -c "import torch; print('GPU: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU')")

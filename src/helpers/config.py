@@ -86,6 +86,14 @@ class Profile:
     # more data folders beside DATA_DIR (their names, siblings of it), one cohort with it: e.g.
     # ("cxr-pneumonia",) adds the non-COVID films of the COVID films' own sources
     extra_data: tuple[str, ...] = ()
+    # the segmentation films (JSRT, Shenzhen, Montgomery: non-COVID sites) also join the
+    # classification cohort as non-COVID films (label "other"), each with the lung mask of the
+    # UNet fold that did not train on it
+    seg_negatives: bool = False
+    # notebook 05c: for every source with at least loso_min_negatives non-COVID films, train the
+    # proposed model and the thumbnail floor without that source and score its films
+    leave_site_out: bool = False
+    loso_min_negatives: int = 10
     # --- shortcut audits (beyond the paper; DeGrave et al. 2021) ---------------------------------------
     audit_model: str = "hrnet_w18"  # CNN for the source / lungs-blacked-out / mask-only audits
     audit_cnn_permutation: bool = True  # also train the CNN on patient-level permuted labels
@@ -155,7 +163,7 @@ _CLASSIFIER = ("cls_size", "n_folds", "cls_val_fraction", "hrnet", "head_hidden"
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "curation": ("data", "n_patients", "images_per_patient", "n_seg_pairs", "shortcut_strength",
                  "phantom_size", "finding_contrast", "max_images_per_class", "strict", "seg_size",
-                 "cls_size", "n_folds", "seg_folds", "extra_data"),
+                 "cls_size", "n_folds", "seg_folds", "extra_data", "seg_negatives"),
     "unet": ("seg_size", "seg_folds", "seg_val_fraction", "unet_arch", "unet_epochs", "unet_lr",
              "unet_batch", "unet_base_channels", "augment", *_COMPUTE),
     "refine": ("seg_size", "cls_size", "unet_arch", "unet_base_channels", "dilate_iters", "close_iters",
@@ -164,6 +172,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "baselines": (*_CLASSIFIER, "baselines", "baseline_epochs"),
     "audits": (*_CLASSIFIER, "audit_model", "audit_epochs", "audit_cnn_permutation", "n_permutations"),
     "ladder": (*_CLASSIFIER, "ladder"),
+    "sites": (*_CLASSIFIER, "leave_site_out", "loso_min_negatives"),
     "figures": ("gradcam_per_class", "*"),  # "*": every setting, for the summary
 }
 
@@ -204,6 +213,7 @@ PROFILES: dict[str, Profile] = {
         gradcam_per_class=3, bf16=True, channels_last=True,
         baselines=("resnet18", "densenet121", "efficientnet_b0"), audit_model="resnet18",
         audit_cnn_permutation=False, ladder=("paper", "crop"),  # the ladder's code path, two rungs
+        leave_site_out=True, loso_min_negatives=3,  # notebook 05c: the proposed model without each site
     ),
     "cpu": Profile(
         # Real radiographs within 90 minutes on 2 CPU cores: 128 px, 3 classification folds. UNet
@@ -242,6 +252,14 @@ PROFILES["cpu-deconf"] = replace(PROFILES["cpu"], name="cpu-deconf",
 # from cpu's: ./run_all.sh cpu-film --reuse-from outputs/cpu retrains notebooks 04-05.
 PROFILES["cpu-film"] = replace(PROFILES["cpu"], name="cpu-film", cls_crop_lungs=True,
                                cls_lung_standardise=True, cls_augment=True, cls_film_only=True)
+# COVID against every non-COVID film of the shared data: the non-COVID films of the COVID films'
+# own sources (the sibling folder cxr-pneumonia, label pneumonia) and the segmentation films of
+# three more sites (JSRT, Shenzhen, Montgomery; label other, each masked by the UNet fold that did
+# not train on it); the classifier sees a square crop of the lung box kept inside the film, so the
+# film's original shape (zero padding) does not reach it; notebook 05c leaves each site out.
+PROFILES["cpu-sites"] = replace(PROFILES["cpu"], name="cpu-sites", extra_data=("cxr-pneumonia",),
+                                seg_negatives=True, cls_crop_lungs=True, cls_film_only=True,
+                                leave_site_out=True)
 
 
 @dataclass(frozen=True)

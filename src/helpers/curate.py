@@ -126,14 +126,34 @@ def limit_per_class(cls: pd.DataFrame, max_per_class: int, seed: int) -> pd.Data
     return cls[cls["patient_id"].isin(keep)]
 
 
+#: the label of the segmentation films when they join the classification cohort as non-COVID
+#: films (JSRT normals and nodules, Shenzhen and Montgomery tuberculosis): neither normal nor pneumonia
+SEG_NEGATIVE_LABEL = "other"
+
+
 def build_indices(manifest: pd.DataFrame, profile, seed: int, root: Path | None = None
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a validated manifest into (classification index, segmentation index) with folds.
 
     With ``root``, a ``file`` column holds each image's full path (for audits of the originals).
+    With ``profile.seg_negatives`` the segmentation films also join the classification index as
+    non-COVID films (label :data:`SEG_NEGATIVE_LABEL`), each with ``unet_fold``: the UNet fold
+    whose test set held it, so that its lung mask comes from a UNet that never saw it (-1 for
+    every other film).
     """
+    seg = manifest[manifest["split_role"] == "segment"].copy().sort_values("path").reset_index(drop=True)
+    if len(seg) < 3 * profile.seg_folds:
+        raise ValueError(f"{len(seg)} image/mask pairs are too few for {profile.seg_folds} UNet folds")
+    seg.insert(0, "image_id", image_ids(seg["path"], seg["source"]))
+    sgrp = splits.split_groups(seg)
+    seg["fold"] = splits.patient_folds(sgrp, seg["source"], profile.seg_folds, seed)
     cls = manifest[manifest["split_role"] == "classify"].copy()
     cls = limit_per_class(cls, profile.max_images_per_class, seed)
+    cls["unet_fold"] = -1
+    if getattr(profile, "seg_negatives", False):
+        neg = seg.drop(columns=["image_id"]).assign(split_role="classify", label=SEG_NEGATIVE_LABEL,
+                                                    unet_fold=seg["fold"].to_numpy()).drop(columns=["fold"])
+        cls = pd.concat([cls, neg], ignore_index=True)
     cls = cls.sort_values("path").reset_index(drop=True)
     cls.insert(0, "image_id", image_ids(cls["path"], cls["source"]))
     cls["y"] = (cls["label"] == "covid").astype(int)
@@ -148,12 +168,6 @@ def build_indices(manifest: pd.DataFrame, profile, seed: int, root: Path | None 
     # balanced over label and source together, so that each fold holds every source's share of
     # each class (a within-source comparison needs both classes of a source in every test fold)
     cls["fold"] = splits.patient_folds(grp, cls["label"] + "|" + cls["source"], profile.n_folds, seed)
-    seg = manifest[manifest["split_role"] == "segment"].copy().sort_values("path").reset_index(drop=True)
-    if len(seg) < 3 * profile.seg_folds:
-        raise ValueError(f"{len(seg)} image/mask pairs are too few for {profile.seg_folds} UNet folds")
-    seg.insert(0, "image_id", image_ids(seg["path"], seg["source"]))
-    sgrp = splits.split_groups(seg)
-    seg["fold"] = splits.patient_folds(sgrp, seg["source"], profile.seg_folds, seed)
     splits.check_disjoint(cls["patient_id"], cls["fold"])
     splits.check_disjoint(seg["patient_id"], seg["fold"])
     if root is not None:

@@ -88,7 +88,8 @@ def apply_mask(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 
 def refine_cohort(profile, states: list[dict], images_seg: np.ndarray, images_cls: np.ndarray,
-                  device: str = "cpu", desc: str = "predict masks") -> dict[str, np.ndarray]:
+                  device: str = "cpu", desc: str = "predict masks",
+                  held_out=None) -> dict[str, np.ndarray]:
     """Section 3.2 for one cohort: lung masks from the mean of the fold UNets, refined, measured
     against the area threshold, and the films segmented.
 
@@ -98,10 +99,25 @@ def refine_cohort(profile, states: list[dict], images_seg: np.ndarray, images_cl
     ``raw_cls`` and ``refined_cls`` (the masks at cls_size) and ``segmented`` (the films with
     everything outside the refined mask set to 0). Every film is refined and segmented, also
     those below the threshold, so that they can be counted and scored apart.
+
+    ``held_out``: int (N,), per film the UNet fold whose test set held it (a segmentation film
+    classified as well), or -1; such a film's mask comes from that fold's UNet alone, which never
+    trained on it.
     """
     from helpers import segment
 
-    probs = segment.predict(profile, states, np.asarray(images_seg), device, desc=desc)
+    images_seg = np.asarray(images_seg)
+    held = np.full(len(images_seg), -1) if held_out is None else np.asarray(held_out, dtype=np.int64)
+    probs = np.zeros(images_seg.shape, dtype=np.float32)
+    rest = np.flatnonzero(held < 0)
+    if len(rest):
+        probs[rest] = segment.predict(profile, states, images_seg[rest], device, desc=desc)
+    for k in sorted(set(held[held >= 0].tolist())):
+        if k >= len(states):
+            raise ValueError(f"held_out names UNet fold {k}, but there are {len(states)} fold models")
+        rows = np.flatnonzero(held == k)
+        probs[rows] = segment.predict(profile, [states[k]], images_seg[rows], device,
+                                      desc=f"{desc} (UNet fold {k + 1}, held-out films)")
     raw, refined, area = refine_all(probs, profile)
     thr = area_threshold(profile, profile.seg_size)
     raw_c, ref_c = resize_masks(raw, profile.cls_size), resize_masks(refined, profile.cls_size)

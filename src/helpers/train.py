@@ -156,7 +156,7 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
                    extra: dict[str, dict] | None = None,
                    after_fold: Callable[[int, torch.nn.Module, np.ndarray], dict] | None = None,
                    save_weights: bool = True, role: str = "proposed",
-                   folder: str | None = None) -> pd.DataFrame:
+                   folder: str | None = None, folds: list[int] | None = None) -> pd.DataFrame:
     """Algorithm 2 over ``index['fold']``; returns out-of-fold predictions of every image.
 
     ``role`` ("proposed", "baseline" or "audit") selects the network's epochs and compute path
@@ -175,7 +175,8 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     predictions): ``fold{k}_preds.csv``, ``fold{k}_history.csv``,
     ``fold{k}.pt`` (weights), and ``preds.csv`` / ``history.csv`` for all folds.
     Prediction columns: image_id, patient_id, fold, set ('oof' or an extra name), y, prob,
-    threshold, pred, model, plus source/view/label when present in ``index``.
+    threshold, pred, model, plus source/view/label when present in ``index``. ``folds``: test
+    only these fold ids (default: every fold of ``index``), e.g. one left-out site as fold 0.
     """
     from helpers.run import executor
 
@@ -184,6 +185,11 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     d.mkdir(parents=True, exist_ok=True)
     y = np.asarray(y).astype(np.int64)
     fold_ids = sorted(np.unique(index["fold"].to_numpy()))
+    if folds is not None:
+        unknown = sorted(set(folds) - set(int(k) for k in fold_ids))
+        if unknown:
+            raise ValueError(f"folds {unknown} are not in index['fold'] ({[int(k) for k in fold_ids]})")
+        fold_ids = sorted(int(k) for k in folds)
     preds_by, hist_by, todo = {}, {}, []
     for k in fold_ids:
         pf, hf = d / f"fold{k}_preds.csv", d / f"fold{k}_history.csv"

@@ -16,11 +16,12 @@ def _nb(path):
 
 
 def test_numbered_notebooks_in_pipeline_order():
-    # the design card's six steps, with the shortcut audits (05a) and the de-confounding ladder (05b)
+    # the design card's six steps, with the shortcut audits (05a), the de-confounding ladder (05b)
+    # and leave one site out (05c)
     # between 05 and 06
     from helpers.run import artefacts
 
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "05a", "05b", "06_"]
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "05a", "05b", "05c", "06_"]
     assert [p.name for p in NOTEBOOKS] == list(artefacts.STAGES.values())
 
 

@@ -119,7 +119,7 @@ def test_classifier_override_keeps_curation_unet_and_refinement(tmp_path):
     cfg = config.resolve("smoke", out_dir=tmp_path, overrides={"cls_epochs": 2})
     done = {s: stages.is_done(cfg, s) for s in artefacts.STAGES}
     assert done == {"curation": True, "unet": True, "refine": True, "hrnet": False, "baselines": False,
-                    "audits": False, "ladder": False, "figures": False}
+                    "audits": False, "ladder": False, "sites": False, "figures": False}
     stages.open_stage(cfg, "hrnet")  # re-running 04: its old results move aside, upstream stays
     assert (tmp_path / "unet" / "result.csv").is_file() and len(list(tmp_path.glob("hrnet.old-*"))) == 1
     assert not list(tmp_path.glob("unet.old-*"))
@@ -128,14 +128,14 @@ def test_classifier_override_keeps_curation_unet_and_refinement(tmp_path):
 def test_ladder_profile_reuses_every_stage_of_its_base_profile(tmp_path):
     # cpu-deconf differs from cpu only by its ladder: a finished cpu run serves it up to 05
     base, deconf = config.PROFILES["cpu"], config.PROFILES["cpu-deconf"]
-    for stage in ("curation", "unet", "refine", "hrnet", "baselines", "audits"):
+    for stage in ("curation", "unet", "refine", "hrnet", "baselines", "audits", "sites"):
         assert config.stage_settings(base, stage) == config.stage_settings(deconf, stage), stage
     assert config.stage_settings(base, "ladder") != config.stage_settings(deconf, "ladder")
     _finish_all(config.resolve("smoke", out_dir=tmp_path))
     cfg = config.resolve("smoke", out_dir=tmp_path, overrides={"ladder": ["paper"]})
     done = {s: stages.is_done(cfg, s) for s in artefacts.STAGES}
     assert done == {"curation": True, "unet": True, "refine": True, "hrnet": True, "baselines": True,
-                    "audits": True, "ladder": False, "figures": False}
+                    "audits": True, "ladder": False, "sites": True, "figures": False}
 
 
 def test_an_audit_setting_reruns_the_audits_and_no_classifier(tmp_path):
@@ -147,7 +147,7 @@ def test_an_audit_setting_reruns_the_audits_and_no_classifier(tmp_path):
         cfg = config.resolve("smoke", out_dir=tmp_path, overrides=change)
         done = {s: stages.is_done(cfg, s) for s in artefacts.STAGES}
         assert done == {"curation": True, "unet": True, "refine": True, "hrnet": True, "baselines": True,
-                        "audits": False, "ladder": True, "figures": False}, change
+                        "audits": False, "ladder": True, "sites": True, "figures": False}, change
     stages.open_stage(cfg, "audits")  # re-running 05a moves its own results aside, nothing else
     assert len(list(tmp_path.glob("audits.old-*"))) == 1 and not list(tmp_path.glob("baselines.old-*"))
     assert (tmp_path / "baselines" / "result.csv").is_file()

@@ -216,3 +216,35 @@ def test_geometry_audit_reads_a_planted_aspect_cue_and_the_film_only_input_remov
     gone = floors.thumbnail_logreg(film_only, square, index, 0, "not_square_from_inputs")
     assert _pooled_auc(keep, square) > 0.95
     assert _pooled_auc(gone, square) < 0.7
+
+
+# ----------------------------------------------------------------------------------------------
+# leave one site out
+
+def test_sites_to_leave_out_and_their_folds():
+    idx = pd.DataFrame({"source": ["nih"] * 12 + ["ieee"] * 8 + ["jsrt"] * 3,
+                        "y": [0] * 12 + [1] * 4 + [0] * 4 + [0] * 3})
+    assert sites.loso_sites(idx, 3) == ["nih", "ieee", "jsrt"]      # most non-COVID films first
+    assert sites.loso_sites(idx, 4) == ["nih", "ieee"]
+    f = sites.loso_folds(idx, "ieee")
+    assert (f[idx["source"] == "ieee"] == 0).all() and (f[idx["source"] != "ieee"] == 1).all()
+
+
+def test_loso_table_reports_the_false_positive_rate_at_the_left_out_site():
+    def rows(site, ys, preds, probs, model="hrnet"):
+        return [dict(model=model, site=site, source=site, image_id=f"{site}{i}", patient_id=f"{site}{i}",
+                     y=a, pred=b, prob=c, set="oof", fold=0)
+                for i, (a, b, c) in enumerate(zip(ys, preds, probs))]
+    loso = pd.DataFrame(rows("nih", [0] * 10, [1] * 8 + [0] * 2, [0.9] * 8 + [0.1] * 2)
+                        + rows("ieee", [1, 1, 0, 0], [1, 1, 1, 0], [0.9, 0.8, 0.7, 0.1]))
+    # in cross-validation, where NIH was in training, 1 of 10 NIH films was called COVID
+    cv = pd.DataFrame(rows("nih", [0] * 10, [1] + [0] * 9, [0.6] + [0.2] * 9))
+    t = sites.loso_table(loso, cv, n_boot=100, seed=0).set_index("site")
+    assert t.loc["nih", "share"] == 0.8 and t.loc["nih", "called_covid"] == 8
+    assert t.loc["nih", "n_neg"] == 10
+    assert t.loc["nih", "share_lo"] < 0.8 < t.loc["nih", "share_hi"]
+    assert np.isnan(t.loc["nih", "auc"])                            # one class: no AUC
+    assert t.loc["nih", "cv_share"] == 0.1                          # the site it had seen
+    assert t.loc["ieee", "share"] == 0.5 and t.loc["ieee", "auc"] == 1.0
+    assert np.isnan(t.loc["ieee", "cv_share"])                       # not in the CV predictions
+    assert sites.loso_table(loso.iloc[:0]).empty

@@ -475,7 +475,8 @@ def evidence_tables(out_dir: Path, n_boot: int = 1000, seed: int = 0,
             "within_source": sites.within_source(preds, n_boot=n_boot, seed=seed),
             "by_negative": sites.by_negative(preds, n_boot=n_boot, seed=seed),
             "negatives_called": sites.negatives_called_covid(preds),
-            "learning": learning_table(out_dir, preds)}
+            "learning": learning_table(out_dir, preds),
+            "loso_table": sites.loso_table(ART.loso_preds.find(out_dir), preds, n_boot=n_boot, seed=seed)}
 
 
 def learning_table(out_dir: Path, preds: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -11,8 +11,12 @@ come from different sources. Three readings take the source away:
   COVID at its fold's frozen threshold, with a Wilson interval: a site where every film comes
   back COVID shows here even when a pooled AUC looks fine.
 
-Every table is computed on the pooled out-of-fold rows (``set == "oof"``); the models are those of
-``all_preds.csv`` (notebook 05).
+and, in notebook 05c, :func:`loso_table`: for every site, the proposed model and the thumbnail
+floor trained *without* it, and the share of its non-COVID films they call COVID at the threshold
+frozen on their training data.
+
+The first three are computed on the pooled out-of-fold rows (``set == "oof"``); the models are
+those of ``all_preds.csv`` (notebook 05).
 """
 from __future__ import annotations
 
@@ -22,8 +26,8 @@ import pandas as pd
 from helpers.evidence import metrics
 from helpers.evidence.metrics import model_order
 
-__all__ = ["WITHIN_COLUMNS", "NEGATIVE_COLUMNS", "CALLED_COLUMNS", "within_source", "by_negative",
-           "negatives_called_covid"]
+__all__ = ["WITHIN_COLUMNS", "NEGATIVE_COLUMNS", "CALLED_COLUMNS", "LOSO_COLUMNS", "within_source",
+           "by_negative", "negatives_called_covid", "loso_sites", "loso_folds", "loso_table"]
 
 WITHIN_COLUMNS = ["model", "source", "n", "n_pos", "n_neg", "n_patients", "auc", "auc_lo", "auc_hi"]
 NEGATIVE_COLUMNS = ["model", "negatives", "n", "n_pos", "n_neg", "auc", "auc_lo", "auc_hi"]
@@ -102,3 +106,61 @@ def negatives_called_covid(preds: pd.DataFrame) -> pd.DataFrame:
             rows.append({"model": model, "source": src, "label": lab, "n": n, "called_covid": k,
                          "share": k / n, "share_lo": lo, "share_hi": hi})
     return pd.DataFrame(rows, columns=CALLED_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# leave one site out (notebook 05c)
+# --------------------------------------------------------------------------------------------
+LOSO_COLUMNS = ["model", "site", "n", "n_pos", "n_neg", "called_covid", "share", "share_lo", "share_hi",
+                "auc", "auc_lo", "auc_hi", "cv_share", "cv_share_lo", "cv_share_hi"]
+
+
+def loso_sites(index: pd.DataFrame, min_negatives: int = 10) -> list[str]:
+    """The sources to leave out one at a time: every source with at least ``min_negatives``
+    non-COVID films, most films first (ties by name)."""
+    if "source" not in index.columns:
+        return []
+    neg = index[index["y"].astype(int) == 0].groupby("source").size()
+    neg = neg[neg >= min_negatives]
+    return sorted(neg.index, key=lambda s: (-int(neg[s]), str(s)))
+
+
+def loso_folds(index: pd.DataFrame, site: str) -> np.ndarray:
+    """A fold column for training without ``site``: 0 for its films (the test set), 1 for every
+    other film (trained on, with the inner validation split that freezes the threshold)."""
+    return np.where(index["source"].astype(str).to_numpy() == str(site), 0, 1).astype(np.int64)
+
+
+def loso_table(loso_preds: pd.DataFrame, cv_preds: pd.DataFrame | None = None, n_boot: int = 1000,
+               seed: int = 0) -> pd.DataFrame:
+    """Per model and left-out site: how many of the site's non-COVID films the model trained
+    without it calls COVID at the threshold frozen on its training data (``pred``), with a
+    Wilson interval: the false-positive rate at a hospital the model never saw. Where the site
+    gave both classes, its AUC too (patient bootstrap). ``cv_preds`` (the cross-validated
+    out-of-fold predictions, where the site was in training) adds the same share for
+    comparison (``cv_share``)."""
+    if loso_preds is None or loso_preds.empty:
+        return pd.DataFrame(columns=LOSO_COLUMNS)
+    d = loso_preds.assign(y=loso_preds["y"].astype(int), pred=loso_preds["pred"].astype(int))
+    cv = _oof(cv_preds) if cv_preds is not None and len(cv_preds) else None
+    rows = []
+    for model in model_order(d["model"].unique()):
+        m = d[d["model"] == model]
+        for site, part in m.groupby("site", sort=False):
+            neg = part[part["y"] == 0]
+            k, n = int(neg["pred"].sum()), len(neg)
+            lo, hi = metrics.wilson_ci(k, n) if n else (np.nan, np.nan)
+            row = {"model": model, "site": site, "n": len(part), "n_pos": int(part["y"].sum()),
+                   "n_neg": n, "called_covid": k, "share": k / n if n else np.nan,
+                   "share_lo": lo, "share_hi": hi, "auc": np.nan, "auc_lo": np.nan, "auc_hi": np.nan,
+                   "cv_share": np.nan, "cv_share_lo": np.nan, "cv_share_hi": np.nan}
+            if part["y"].nunique() == 2:
+                row.update(_auc(part, n_boot, seed))
+            if cv is not None:
+                c = cv[(cv["model"] == model) & (cv["source"].astype(str) == str(site)) & (cv["y"] == 0)]
+                if len(c):
+                    kc = int(c["pred"].astype(int).sum())
+                    clo, chi = metrics.wilson_ci(kc, len(c))
+                    row.update(cv_share=kc / len(c), cv_share_lo=clo, cv_share_hi=chi)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=LOSO_COLUMNS)

@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "baselines": "05_baseline_comparison.ipynb",
     "audits": "05a_shortcut_audits.ipynb",
     "ladder": "05b_deconfounding_ladder.ipynb",
+    "sites": "05c_leave_one_site_out.ipynb",
     "figures": "06_figure_generation.ipynb",
 }
 UPSTREAM: dict[str, list[str]] = {
@@ -31,7 +32,8 @@ UPSTREAM: dict[str, list[str]] = {
     "baselines": ["curation", "refine", "hrnet"],
     "audits": ["curation", "refine", "hrnet", "baselines"],
     "ladder": ["curation", "refine", "hrnet"],
-    "figures": ["curation", "unet", "refine", "hrnet", "baselines", "audits", "ladder"],
+    "sites": ["curation", "refine", "hrnet"],
+    "figures": ["curation", "unet", "refine", "hrnet", "baselines", "audits", "ladder", "sites"],
 }
 
 #: the folder of notebook 04's fold files (``hrnet/folds/fold{k}_*``; a baseline's are in
@@ -242,6 +244,8 @@ class ART:
     probe_preds = Artefact("ladder", "probe_preds.csv")
     ladder_heat_share = Artefact("ladder", "heat_share.csv")
     favoured = Artefact("ladder", "favoured.json")
+    # 05c leave one site out: every model trained without a site, on that site's films
+    loso_preds = Artefact("sites", "loso_preds.csv", text=("site",))
     # 06 figures: the evidence tables (EVIDENCE_TABLES), computed once from the stored predictions
     figures_manifest = Artefact("figures", "run_manifest.json")
     figure_index = Artefact("figures", "index.csv")
@@ -258,12 +262,13 @@ class ART:
     by_negative = Artefact("figures", "by_negative.csv", text=("negatives",))  # COVID vs each negative
     negatives_called = Artefact("figures", "negatives_called.csv")  # non-COVID films called COVID
     learning = Artefact("figures", "learning.csv", flags=("learned",))  # did each model learn?
+    loso_table = Artefact("figures", "loso_table.csv", text=("site",))  # leave one site out
 
 
 #: the evidence tables notebook 06 computes once and saves in ``OUT_DIR/figures/``
 EVIDENCE_TABLES = ("calibration", "reliability", "ppv_npv", "comparisons", "ledger_paper",
                    "ledger_companion", "heat_share_ci", "external_table", "external_table_all",
-                   "within_source", "by_negative", "negatives_called", "learning")
+                   "within_source", "by_negative", "negatives_called", "learning", "loso_table")
 
 
 def artefact(name: str) -> Artefact:
