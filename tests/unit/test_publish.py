@@ -129,6 +129,7 @@ def test_same_data_elsewhere_is_the_same_provenance(tmp_path, data):
     ({"profile": "cpu-film"}, "profile", ["profile cpu,", "profile cpu-film,"]),
     ({"data": "other"}, "data", ["data cxr (manifest", "data other (manifest"]),
     ({"external": True}, "external_data", ["external data none", "external data ext"]),
+    ({"extra": True}, "extra_data", ["data cxr (manifest", " + more (manifest"]),
 ])
 def test_another_provenance_is_refused_unless_replace(tmp_path, data, change, differs, words):
     dest = tmp_path / "dest"
@@ -146,6 +147,8 @@ def test_another_provenance_is_refused_unless_replace(tmp_path, data, change, di
         kw["data"] = data_folder(tmp_path / "data2", name="other", manifest="path,label\nb.png,normal\n")
     if "external" in change:
         kw["external"] = data_folder(tmp_path / "data3", name="ext")
+    if "extra" in change:  # the same DATA_DIR and one more folder in the cohort
+        kw["data"] = [data, data_folder(tmp_path / "data4", name="more", manifest="path,label\nc.png,normal\n")]
     run2 = finished_run(tmp_path / "run2", **kw)
     with pytest.raises(P.PublishRefused) as err:
         P.publish(run2, dest)

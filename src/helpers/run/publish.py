@@ -35,7 +35,7 @@ from helpers.run.artefacts import ART, EVIDENCE_TABLES
 
 PROVENANCE = "PROVENANCE.json"
 #: What makes two publications the same run's figures (the git revision and the files do not).
-COMPARED = ("profile", "seed", "data", "external_data", "overrides")
+COMPARED = ("profile", "seed", "data", "extra_data", "external_data", "overrides")
 #: Files of a figures folder copied besides those its index.csv lists (plus the evidence tables).
 FIXED = ("index.csv", "README.md", "SUMMARY.md")
 
@@ -79,6 +79,8 @@ def provenance(cfg_dict: dict[str, Any], git_revision: str | None = None,
         "profile": prof.get("name"),
         "seed": int(cfg_dict.get("seed", 0)),
         "data": data_record(cfg_dict.get("data_dir")) if prof.get("data") == "real" else None,
+        # more data folders of the same cohort (DATA_DIR given as several folders, extra_data)
+        "extra_data": [data_record(d) for d in cfg_dict.get("extra_data_dirs") or []],
         "external_data": data_record(cfg_dict.get("external_data_dir")),
         "overrides": json.loads(json.dumps(overrides, default=str)),
         "git_revision": git_revision,
@@ -100,6 +102,8 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     same = {k: old.get(k) == new.get(k) for k in COMPARED}
     for k in ("data", "external_data"):
         same[k] = _same_data(old.get(k), new.get(k))
+    a, b = old.get("extra_data") or [], new.get("extra_data") or []
+    same["extra_data"] = len(a) == len(b) and all(_same_data(x, y) for x, y in zip(a, b))
     return [k for k in COMPARED if not same[k]]
 
 
@@ -114,7 +118,8 @@ def describe(prov: dict[str, Any]) -> str:
     """One line: profile, seed, data, external data, overrides (and the git revision)."""
     ov = prov.get("overrides") or {}
     text = (f"profile {prov.get('profile')}, seed {prov.get('seed')}, "
-            f"data {_data_text(prov.get('data'), 'generated phantoms')}, "
+            f"data {_data_text(prov.get('data'), 'generated phantoms')}"
+            + "".join(f" + {_data_text(d, '?')}" for d in prov.get("extra_data") or []) + ", "
             f"external data {_data_text(prov.get('external_data'), 'none')}, "
             f"overrides {json.dumps(ov, sort_keys=True) if ov else 'none'}")
     rev = prov.get("git_revision")
