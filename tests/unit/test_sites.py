@@ -248,3 +248,19 @@ def test_loso_table_reports_the_false_positive_rate_at_the_left_out_site():
     assert t.loc["ieee", "share"] == 0.5 and t.loc["ieee", "auc"] == 1.0
     assert np.isnan(t.loc["ieee", "cv_share"])                       # not in the CV predictions
     assert sites.loso_table(loso.iloc[:0]).empty
+
+
+def test_the_cohort_manifest_names_every_film_by_its_origin_and_holds_no_path(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import test_evidence as te
+
+    run = te.make_run(tmp_path / "run")
+    m = recomputed.cohort_manifest(run)
+    cls = ART.cls_index.read(run)
+    assert list(m.columns) == recomputed.MANIFEST_COLUMNS
+    assert (m["role"] == "classify").sum() == len(cls)
+    assert set(m.loc[m["role"] == "classify", "image_id"]) == set(cls["image_id"])
+    assert not {"path", "file", "mask_path"} & set(m.columns)   # text about the films, no machine path
+    assert "cohort_manifest" in EVIDENCE_TABLES

@@ -476,7 +476,28 @@ def evidence_tables(out_dir: Path, n_boot: int = 1000, seed: int = 0,
             "by_negative": sites.by_negative(preds, n_boot=n_boot, seed=seed),
             "negatives_called": sites.negatives_called_covid(preds),
             "learning": learning_table(out_dir, preds),
-            "loso_table": sites.loso_table(ART.loso_preds.find(out_dir), preds, n_boot=n_boot, seed=seed)}
+            "loso_table": sites.loso_table(ART.loso_preds.find(out_dir), preds, n_boot=n_boot, seed=seed),
+            "cohort_manifest": cohort_manifest(out_dir)}
+
+
+#: the columns of :func:`cohort_manifest`: where each film came from, never its pixels or a path
+#: on this machine
+MANIFEST_COLUMNS = ["role", "image_id", "source", "source_repo", "source_path", "source_commit",
+                    "patient_id", "label", "finding", "view", "sex", "age", "license", "fold"]
+
+
+def cohort_manifest(out_dir: Path) -> pd.DataFrame:
+    """Every film of the run, classification and segmentation, by its origin (source repository,
+    path in it and commit), patient, label and fold: text only, so that a published run names
+    the data it was made from without holding any of it."""
+    parts = []
+    for role, art in (("classify", ART.cls_index), ("segment", ART.seg_index)):
+        idx = art.find(out_dir)
+        if idx is not None and len(idx):
+            parts.append(idx.assign(role=role).reindex(columns=MANIFEST_COLUMNS))
+    if not parts:
+        return pd.DataFrame(columns=MANIFEST_COLUMNS)
+    return pd.concat(parts, ignore_index=True).fillna("")
 
 
 def learning_table(out_dir: Path, preds: pd.DataFrame | None = None) -> pd.DataFrame:

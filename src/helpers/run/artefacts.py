@@ -263,12 +263,14 @@ class ART:
     negatives_called = Artefact("figures", "negatives_called.csv")  # non-COVID films called COVID
     learning = Artefact("figures", "learning.csv", flags=("learned",))  # did each model learn?
     loso_table = Artefact("figures", "loso_table.csv", text=("site",))  # leave one site out
+    cohort_manifest = Artefact("figures", "cohort_manifest.csv", text=("age", "fold"))  # text only
 
 
 #: the evidence tables notebook 06 computes once and saves in ``OUT_DIR/figures/``
 EVIDENCE_TABLES = ("calibration", "reliability", "ppv_npv", "comparisons", "ledger_paper",
                    "ledger_companion", "heat_share_ci", "external_table", "external_table_all",
-                   "within_source", "by_negative", "negatives_called", "learning", "loso_table")
+                   "within_source", "by_negative", "negatives_called", "learning", "loso_table",
+                   "cohort_manifest")
 
 
 def artefact(name: str) -> Artefact:
