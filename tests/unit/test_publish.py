@@ -148,7 +148,8 @@ def test_another_provenance_is_refused_unless_replace(tmp_path, data, change, di
     if "external" in change:
         kw["external"] = data_folder(tmp_path / "data3", name="ext")
     if "extra" in change:  # the same DATA_DIR and one more folder in the cohort
-        kw["data"] = [data, data_folder(tmp_path / "data4", name="more", manifest="path,label\nc.png,normal\n")]
+        more = data_folder(tmp_path / "data4", name="more", manifest="path,label\nc.png,normal\n")
+        kw["data"] = [data, more]
     run2 = finished_run(tmp_path / "run2", **kw)
     with pytest.raises(P.PublishRefused) as err:
         P.publish(run2, dest)
