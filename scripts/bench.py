@@ -1,24 +1,29 @@
-"""Training and inference throughput of every network of a profile: naive against the fast path.
+"""Training and inference throughput of every network of a profile on every training path, and
+the table of the fastest path per network that training uses.
 
 Not part of the paper. ``python scripts/bench.py [--profile cpu] [--csv PATH] [--steps N]
-[--models a,b] [--compile]`` builds each classifier of the profile (``hrnet``, the Table 7
-``baselines`` and the ``audit_model``) at the profile's ``cls_size`` and batch ``cls_batch``,
-and times, after ``--warmup`` untimed steps, ``--steps`` training steps (SGD as in
+[--models a,b] [--compile] [--write-table]`` builds each classifier of the profile (``hrnet``,
+the Table 7 ``baselines`` and the ``audit_model``) at the profile's ``cls_size`` and batch
+``cls_batch``, and times, after ``--warmup`` untimed steps, ``--steps`` training steps (SGD as in
 :func:`helpers.train.train_step`) and ``--steps`` inference batches, each step timed alone;
 images/s come from the median step (the machine is shared: a median ignores the steps another
-process interrupted). Two or three modes:
+process interrupted). The modes are the training paths of :data:`helpers.run.compute.PATHS`, each
+on the training input path (uint8 batches converted on the torch side from a preallocated
+buffer, :func:`helpers.train.to_input`; threads set to the cores this process may use):
 
-``naive``     float32, NCHW, eager, the batch converted to float32 in numpy (the old
-              ``to_input``), default threads;
-``fast``      what :mod:`helpers.train` runs: bf16 autocast where the device supports it,
-              channels_last, uint8 batches converted on the torch side
-              (:func:`helpers.train.to_input`) from a preallocated uint8 buffer, threads set to
-              the cores this process may use;
-``compiled``  ``fast`` plus ``torch.compile`` (only with ``--compile``; compile time is reported
-              separately as ``first_step_s``). Training uses it only where it pays off.
+``naive``               float32, NCHW: the reference every ratio is taken against;
+``channels_last``       float32, channels_last;
+``bf16``, ``bf16+channels_last``   bf16 autocast (only where the device computes bf16 natively,
+                        :func:`helpers.run.compute.bf16_supported`);
+``compiled``            the fastest of these plus ``torch.compile`` (only with ``--compile``;
+                        compile time is reported separately as ``first_step_s``).
 
 Writes one CSV row per network and mode (images/s and the ratio to ``naive``) and prints the
-table. Images are random uint8 noise: throughput does not depend on content.
+table with the path each network trains on. ``--write-table`` records, for this hardware class
+(:func:`helpers.run.compute.hardware`), the fastest path of each network in
+:data:`helpers.run.compute.TABLE` (a path slower than naive is never chosen), which
+:func:`helpers.train.cross_validate` then uses. Images are random uint8 noise: throughput does not
+depend on content.
 """
 from __future__ import annotations
 
@@ -30,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from helpers import config, models, train
 from helpers.run import compute
@@ -49,7 +53,7 @@ def usable_cores() -> int:
 
 
 def naive_input(imgs: np.ndarray, device: str) -> torch.Tensor:
-    """The old input path: float32 conversion in numpy, NCHW (for comparison only)."""
+    """A float32 conversion in numpy, NCHW: what :func:`helpers.train.to_input` must equal."""
     x = torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32) / 255.0)
     x = ((x - train.MEAN) / train.STD).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
     return x.to(device)
@@ -60,42 +64,41 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def modes(device: str, compile: bool = False) -> list[str]:
+    """The training paths this device can run (bf16 ones only where it computes bf16 natively)."""
+    out = [m for m, (_, bf) in compute.PATHS.items() if not bf or compute.bf16_supported(device)]
+    return out + (["compiled"] if compile else [])
+
+
 def bench_model(profile, name: str, mode: str, steps: int = 3, warmup: int = 1, device: str = "cpu",
-                seed: int = 0, infer_batch: int = 64) -> dict:
-    """Time ``steps`` training steps and ``steps`` inference batches of one network in one mode."""
-    if mode not in ("naive", "fast", "compiled"):
-        raise ValueError(f"mode must be naive, fast or compiled, got {mode!r}")
-    fast = mode != "naive"
+                seed: int = 0, infer_batch: int = 64, compiled_path: str = "naive") -> dict:
+    """Time ``steps`` training steps and ``steps`` inference batches of one network on one path
+    (``compiled``: ``compiled_path`` plus ``torch.compile``)."""
+    if mode not in (*compute.PATHS, "compiled"):
+        raise ValueError(f"mode must be one of {[*compute.PATHS, 'compiled']}, got {mode!r}")
+    channels_last, bf16 = compute.PATHS[compiled_path if mode == "compiled" else mode]
+    bf16 = bf16 and compute.bf16_supported(device)
     size, batch = profile.cls_size, profile.cls_batch
-    bf16 = fast and compute.bf16_supported(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (max(batch, infer_batch) * 2, size, size), dtype=np.uint8)
     y = torch.from_numpy((np.arange(batch) % 2).astype(np.float32)).unsqueeze(1).to(device)
     model = models.make_classifier(name, hidden=profile.head_hidden, dropout=profile.head_dropout).to(device)
-    if fast:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if mode == "compiled" else model
     opt = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.momentum,
                           weight_decay=profile.weight_decay)
-    buf = np.empty((batch, size, size), np.uint8)  # the fast path's preallocated uint8 batch
+    buf = np.empty((batch, size, size), np.uint8)  # the training loop's preallocated uint8 batch
 
     def batch_input(n: int) -> torch.Tensor:
         idx = rng.integers(0, len(images), n)
-        if not fast:
-            return naive_input(images[idx], device)
         out = buf if n == batch else np.empty((n, size, size), np.uint8)
         np.take(images, idx, axis=0, out=out)
-        return train.to_input(torch.from_numpy(out), device, channels_last=True)
+        return train.to_input(torch.from_numpy(out), device, channels_last=channels_last)
 
     def train_once() -> None:
-        if fast:
-            train.train_step(net, opt, batch_input(batch), y, device, bf16)
-        else:
-            loss = F.binary_cross_entropy_with_logits(net(batch_input(batch)), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train.train_step(net, opt, batch_input(batch), y, device, bf16)
 
     def timed(fn, n: int) -> list[float]:
         out = []
@@ -116,28 +119,61 @@ def bench_model(profile, name: str, mode: str, steps: int = 3, warmup: int = 1, 
         timed(lambda: net(batch_input(infer_batch)), max(warmup, 1))
         infer_s = float(np.median(timed(lambda: net(batch_input(infer_batch)).float(), steps)))
     return dict(model=name, mode=mode, size=size, batch=batch, steps=steps, threads=torch.get_num_threads(),
-                bf16=bf16, channels_last=fast, compiled=mode == "compiled", first_step_s=round(first, 3),
-                train_img_s=batch / train_s, infer_img_s=infer_batch / infer_s)
+                bf16=bf16, channels_last=channels_last, compiled=mode == "compiled",
+                first_step_s=round(first, 3), train_img_s=batch / train_s, infer_img_s=infer_batch / infer_s)
 
 
 def run(profile, model_names: list[str] | None = None, steps: int = 3, warmup: int = 1,
         compile: bool = False, device: str = "cpu", threads: int | None = None) -> pd.DataFrame:
-    """Bench every network (or ``model_names``) in every mode; columns :data:`COLUMNS`."""
+    """Bench every network (or ``model_names``) on every path; columns :data:`COLUMNS`."""
     torch.set_num_threads(threads or usable_cores())
     names = model_names or networks(profile)
-    modes = ["naive", "fast"] + (["compiled"] if compile else [])
     rows = []
     for name in names:
-        for mode in modes:
+        for mode in modes(device):
             rows.append(bench_model(profile, name, mode, steps, warmup, device))
             r = rows[-1]
-            print(f"{name:>18} {mode:>8}: train {r['train_img_s']:7.1f} img/s, "
+            print(f"{name:>18} {mode:>18}: train {r['train_img_s']:7.1f} img/s, "
                   f"inference {r['infer_img_s']:7.1f} img/s", flush=True)
+        if compile:
+            done = [r for r in rows if r["model"] == name]
+            best = max(done, key=lambda r: r["train_img_s"])["mode"]
+            rows.append(bench_model(profile, name, "compiled", steps, warmup, device, compiled_path=best))
     df = pd.DataFrame(rows)
     base = df[df["mode"] == "naive"].set_index("model")
     df["train_speedup"] = df["train_img_s"] / df["model"].map(base["train_img_s"])
     df["infer_speedup"] = df["infer_img_s"] / df["model"].map(base["infer_img_s"])
     return df[COLUMNS]
+
+
+def chosen(df: pd.DataFrame) -> pd.DataFrame:
+    """The path each network trains fastest on (``compiled`` is not a path training takes): the
+    fastest of :data:`helpers.run.compute.PATHS` measured, naive where none beats it."""
+    d = df[df["mode"].isin(list(compute.PATHS))]
+    best = d.loc[d.groupby("model", sort=False)["train_img_s"].idxmax(), ["model", "mode", "train_speedup"]]
+    best.loc[best["train_speedup"] < 1.0, ["mode", "train_speedup"]] = ["naive", 1.0]
+    return best.rename(columns={"model": "network", "mode": "path"}).reset_index(drop=True)
+
+
+def write_table(best: pd.DataFrame, device: str, table_file: Path = compute.TABLE) -> Path:
+    """Record ``best`` (:func:`chosen`) for this hardware class in the fast-path table, keeping the
+    rows of other hardware classes and networks."""
+    import datetime
+
+    from helpers.run import repro
+
+    hw = compute.hardware(device)
+    old = pd.read_csv(table_file, dtype=str) if table_file.is_file() else pd.DataFrame(
+        columns=compute.TABLE_COLUMNS)
+    keep = old[~((old["hardware"] == hw) & old["network"].isin(best["network"]))]
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    new = best.assign(hardware=hw, train_speedup=best["train_speedup"].round(2), measured_utc=now,
+                      revision=repro.git_revision()[:12])
+    out = pd.concat([keep, new[compute.TABLE_COLUMNS]], ignore_index=True)
+    out = out.sort_values(["hardware", "network"]).reset_index(drop=True)
+    out.to_csv(table_file, index=False)
+    compute._table.cache_clear()
+    return table_file
 
 
 def table(df: pd.DataFrame) -> pd.DataFrame:
@@ -159,6 +195,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     ap.add_argument("--models", default="", help="comma-separated subset of the profile's networks")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
+    ap.add_argument("--write-table", action="store_true",
+                    help="record each network's fastest path for this hardware in helpers/run/fast_path.csv")
     ap.add_argument("--size", type=int, default=0, help="override cls_size")
     ap.add_argument("--batch", type=int, default=0, help="override cls_batch")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: usable cores)")
@@ -171,8 +209,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     out = Path(a.csv) if a.csv else Path(__file__).resolve().parents[2] / "outputs" / f"bench_{prof.name}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
+    best = chosen(df)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table(df).to_string())
+        print(best.set_index("network").to_string())
+    if a.write_table:
+        print(f"wrote the fastest path of each network for {compute.hardware(device)} to "
+              f"{write_table(best, device)}")
     print(f"{device}, {torch.get_num_threads()} threads, bf16 supported: {compute.bf16_supported(device)}; "
           f"wrote {out}")
     return df

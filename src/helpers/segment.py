@@ -21,6 +21,11 @@ from helpers.run import compute, progress, store
 from helpers.run.artefacts import ART
 
 
+def unet_network(profile) -> str:
+    """The UNet's name in the fast-path table (:data:`helpers.run.compute.TABLE`)."""
+    return f"unet_{profile.unet_arch}"
+
+
 def _to_tensor(imgs: np.ndarray, device: str, channels_last: bool = False) -> torch.Tensor:
     """uint8 (B, H, W) -> float32 (B, 1, H, W) in [0, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32) / 255.0).unsqueeze(1)
@@ -185,6 +190,7 @@ def cross_validate(profile, images: np.ndarray, masks: np.ndarray, index: pd.Dat
     """
     from helpers.run import executor
 
+    profile = compute.for_network(profile, unet_network(profile), device)  # measured fast path
     out_dir = Path(out_dir)
     folds = sorted(index["fold"].unique())
     hists, dices, todo = {}, {}, []

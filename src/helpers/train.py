@@ -180,7 +180,7 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     """
     from helpers.run import executor
 
-    profile = profile.for_network(name, role)
+    profile = compute.for_network(profile.for_network(name, role), name, device)  # measured fast path
     d = Path(out_dir) / (folder or tag)
     d.mkdir(parents=True, exist_ok=True)
     y = np.asarray(y).astype(np.int64)
