@@ -204,7 +204,7 @@ PROFILES: dict[str, Profile] = {
         # the augmented short run learns nothing). The Table 7 baselines are replaced by lighter
         # members of the same families (ResNet-18, DenseNet-121, EfficientNet-B0) to keep the
         # chain within minutes on 2 CPU cores; cpu and paper use the Table 7 models. Measured
-        # numbers behind these choices: README, "Measurements" (dated, with the revision).
+        # numbers behind these choices: docs/measurements.md (dated, with the revision).
         name="smoke", data="synthetic", n_patients=50, images_per_patient=(1, 3), n_seg_pairs=60,
         shortcut_strength=0.9, phantom_size=96, finding_contrast=4.0,
         seg_size=64, seg_folds=3, unet_epochs=25, unet_lr=0.005, unet_batch=8, unet_base_channels=8,
@@ -231,7 +231,7 @@ PROFILES: dict[str, Profile] = {
         # baselines get the same recipe with their epochs cut to 4 to fit the budget (ResNet-152
         # and EfficientNet-B4 run at 10-11 images/s here), and EfficientNet-B4 trains in fp32
         # NCHW, where it is faster (README, "Throughput"). Audit CNNs keep 8 epochs. Other
-        # measured numbers: README, "Measurements" (dated, with the revision).
+        # measured numbers: docs/measurements.md (dated, with the revision).
         name="cpu", data="real", seg_size=128, seg_folds=5, unet_epochs=40, unet_lr=0.001, unet_batch=8,
         unet_base_channels=16, cls_size=128, n_folds=3, hrnet="hrnet_w18_small", head_hidden=256,
         cls_epochs=16, cls_batch=16, cls_augment=False, lr_steps=(), lr_schedule="cosine",

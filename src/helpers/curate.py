@@ -73,7 +73,7 @@ def enforce(manifest: pd.DataFrame, flow: pd.DataFrame, excluded: pd.DataFrame, 
         if n_in == 0 and (excluded is None or excluded.empty):
             raise CurationError(f"{where}: no rows to curate (an empty manifest.csv or source "
                                 "metadata?); nothing to train on. Point DATA_DIR at a folder that "
-                                "lists images (README, 'Data layout').")
+                                "lists images (docs/data.md).")
         raise CurationError(f"{where}: nothing usable is left after curation. {line}. "
                             "Fix the files named in the excluded rows, or point at other data.")
     if strict and excluded is not None and not excluded.empty:

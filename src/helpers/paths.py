@@ -65,7 +65,7 @@ def resolve_data_dir(data_dir: str | Path = "") -> Path:
         if not p.exists():
             raise FileNotFoundError(
                 f"DATA_DIR {p} does not exist. Point DATA_DIR (or ${ENV_DATA}) at a folder with a "
-                "manifest.csv (see README, 'Data layout'), or at one of the public sources in its "
+                "manifest.csv (see docs/data.md), or at one of the public sources in its "
                 "original layout."
             )
         return p
@@ -74,7 +74,7 @@ def resolve_data_dir(data_dir: str | Path = "") -> Path:
         tried = ", ".join(str(p) for p in shared_data_candidates())
         raise FileNotFoundError(
             "No real chest X-ray data found. Set DATA_DIR (notebook parameter) or the environment "
-            f"variable {ENV_DATA} to a folder holding manifest.csv (README, 'Data layout'). "
+            f"variable {ENV_DATA} to a folder holding manifest.csv (docs/data.md). "
             f"Looked in: {tried}. For a run without real data use PROFILE='smoke'."
         )
     return found

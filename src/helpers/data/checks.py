@@ -7,7 +7,7 @@ found and the threshold), or ``None``.
 
 Thresholds (none of them excludes an image or mask of the shared real data: tested by
 ``tests/unit/test_sources.py::test_real_manifest_folder``; the margins are in the
-README, "Measurements"):
+docs/measurements.md):
 
 ``MIN_SIDE = 64``
     An image whose shorter side is below 64 px is not a radiograph (a thumbnail or an icon); it

@@ -98,7 +98,7 @@ def read_manifest(folder: str | Path, check_files: bool = True) -> pd.DataFrame:
         raise ManifestError(
             f"{f} not found. A manifest folder holds manifest.csv plus the image files it lists "
             f"(columns {COLUMNS}); point DATA_DIR at such a folder or at a public source in its "
-            "original layout (README, 'Data layout')."
+            "original layout (docs/data.md)."
         )
     try:
         df = pd.read_csv(f, dtype=str, keep_default_na=False)

@@ -302,7 +302,7 @@ _register(SourceSpec(
     name="manifest",
     title="A ready manifest folder (manifest.csv + the files it lists)",
     role="any",
-    homepage="README, section 'Data layout' (e.g. the shared folder ../shared/data/cxr)",
+    homepage="docs/data.md (e.g. the shared folder ../shared/data/cxr)",
     licence="as stated per row in the manifest's 'license' column",
     revision="",
     revision_note="per row: source_repo / source_commit",
