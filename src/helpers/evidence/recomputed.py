@@ -33,7 +33,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from helpers.evidence import audits, heldout, ledger, metrics, sites
+from helpers.evidence import audits, heldout, ledger, metrics, sites, verdict
 from helpers.evidence.metrics import model_order  # noqa: F401 (the one model order, for the reports)
 from helpers.run.artefacts import ART, EVIDENCE_TABLES, STAGES, artefact  # noqa: F401 (STAGES: readers of a run)
 from helpers.run.repro import run_manifest
@@ -463,7 +463,7 @@ def evidence_tables(out_dir: Path, n_boot: int = 1000, seed: int = 0,
     """
     preds = load_predictions(out_dir)
     lt = ledger_tables(out_dir)
-    return {"calibration": calibration(preds),
+    tables = {"calibration": calibration(preds),
             "reliability": reliability(preds),
             "ppv_npv": prevalence_table(preds),
             "comparisons": comparisons(preds, reference=reference, n_boot=n_boot, seed=seed),
@@ -478,6 +478,10 @@ def evidence_tables(out_dir: Path, n_boot: int = 1000, seed: int = 0,
             "learning": learning_table(out_dir, preds),
             "loso_table": sites.loso_table(ART.loso_preds.find(out_dir), preds, n_boot=n_boot, seed=seed),
             "cohort_manifest": cohort_manifest(out_dir)}
+    tables["verdict"] = verdict.claims(ART.table7.find(out_dir), ART.fold_table.find(out_dir),
+                                       tables["comparisons"], tables["heat_share_ci"],
+                                       tables["within_source"], tables["learning"], reference)
+    return tables
 
 
 #: the columns of :func:`cohort_manifest`: where each film came from, never its pixels or a path

@@ -264,13 +264,14 @@ class ART:
     learning = Artefact("figures", "learning.csv", flags=("learned",))  # did each model learn?
     loso_table = Artefact("figures", "loso_table.csv", text=("site",))  # leave one site out
     cohort_manifest = Artefact("figures", "cohort_manifest.csv", text=("age", "fold"))  # text only
+    verdict = Artefact("figures", "verdict.csv", text=("claim", "paper", "measured", "side"))  # claims
 
 
 #: the evidence tables notebook 06 computes once and saves in ``OUT_DIR/figures/``
 EVIDENCE_TABLES = ("calibration", "reliability", "ppv_npv", "comparisons", "ledger_paper",
                    "ledger_companion", "heat_share_ci", "external_table", "external_table_all",
                    "within_source", "by_negative", "negatives_called", "learning", "loso_table",
-                   "cohort_manifest")
+                   "cohort_manifest", "verdict")
 
 
 def artefact(name: str) -> Artefact:
