@@ -6,10 +6,8 @@ Everything else is the paper's: the Table 4 UNet at full width on 512 px masks, 
 baselines at 512 px, the audit networks, the 50,000 px area threshold. The run is not science;
 it proves that the full-size code path runs (the paper profile is otherwise only run on a GPU).
 
-It takes about 5 minutes on 2 CPU cores (298 s of notebooks on 8 phantoms, 2026-12-02; 490 s
-on 12), more than is left of the suite's 15-minute budget, so ``./run_tests.sh`` leaves it out
-(``-m 'not paper'`` in pyproject.toml); run it with
-``./run_tests.sh tests/notebooks/test_paper_path.py -m paper``.
+It is part of every ``./run_tests.sh`` (and so of CI); alone:
+``./run_tests.sh tests/notebooks/test_paper_path.py``.
 """
 import json
 from pathlib import Path
