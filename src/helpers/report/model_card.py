@@ -9,12 +9,12 @@ of :mod:`helpers.report.summary` (the same text as the run's summary) and from t
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from helpers.report import summary as sm
+from helpers.report.formats import fixed as _fmt
 from helpers.run.artefacts import ART
 
 INTENDED_USE = [
@@ -29,14 +29,6 @@ INTENDED_USE = [
     "images from sources unlike the training data; the out-of-distribution flags catch some, not "
     "all, of these.",
 ]
-
-
-def _fmt(x, d: int = 3) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    return f"{v:.{d}f}" if math.isfinite(v) else "n/a"
 
 
 def _section(run, fn) -> list[str]:

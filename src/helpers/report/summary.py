@@ -10,8 +10,8 @@ predictive values, paired comparisons, ledger, heat share) from the figures stag
 notebook 06 saved them (:func:`helpers.evidence.recomputed.read_tables`). A run on generated phantoms gets a
 banner saying so.
 
-Formats: rates in percent with one decimal (``83.0 %``; Wilson 95 % interval in brackets), AUCs,
-Dice, Brier and ECE with three decimals.
+Formats (:mod:`helpers.report.formats`): rates in percent with one decimal (``83.0 %``; Wilson 95 %
+interval in brackets), AUCs, Dice, Brier and ECE with three decimals.
 
 ``summary_markdown(out_dir, ...)`` returns the text; ``write_summary(out_dir, dest, ...)``
 writes it and returns the path.
@@ -21,12 +21,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from helpers.evidence import recomputed as ev
+from helpers.report.formats import fmt_auc, fmt_pct, md_table, num
+from helpers.report.formats import fmt_p as _fmt_p
+from helpers.report.formats import setting as _setting
+from helpers.report.formats import to_float as _num
 from helpers.report.tables import fold_label, readable_folds
 from helpers.run import store
 from helpers.run.artefacts import ART, Artefact
@@ -58,76 +62,6 @@ _PROTOCOL = [("UNet input (px)", "seg_size"), ("UNet folds", "seg_folds"),
              ("learning-rate schedule", "lr_schedule"), ("learning-rate steps", "lr_milestones"),
              ("classifier augmentation", "cls_augment"), ("baselines", "baselines"),
              ("baseline epochs", "baseline_epochs_used"), ("audit CNN epochs", "audit_epochs_used")]
-
-
-# --------------------------------------------------------------------------------------------
-# formatting
-# --------------------------------------------------------------------------------------------
-def _num(x) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return float("nan")
-    return v
-
-
-def _fmt(x, lo, hi, scale: float, decimals: int, unit: str) -> str:
-    """``x * scale`` with ``decimals`` and ``unit``, plus ``[lo, hi]`` when both are finite."""
-    v = _num(x)
-    if not math.isfinite(v):
-        return "n/a"
-    s = f"{scale * v:.{decimals}f}{unit}"
-    lo, hi = _num(lo), _num(hi)
-    if math.isfinite(lo) and math.isfinite(hi):
-        s += f" [{scale * lo:.{decimals}f}, {scale * hi:.{decimals}f}]"
-    return s
-
-
-def fmt_pct(x, lo=None, hi=None) -> str:
-    """A fraction as percent with one decimal, optionally with its interval: ``83.0 % [74.5, 89.1]``."""
-    return _fmt(x, lo, hi, 100.0, 1, " %")
-
-
-def fmt_auc(x, lo=None, hi=None) -> str:
-    """An AUC (or Dice, Brier, ECE, share) with three decimals, optionally ``[lo, hi]``."""
-    return _fmt(x, lo, hi, 1.0, 3, "")
-
-
-def _fmt_p(p) -> str:
-    v = _num(p)
-    if not math.isfinite(v):
-        return "n/a"
-    return "< 0.001" if v < 0.001 else f"{v:.3f}"
-
-
-def num(x) -> str:
-    v = _num(x)
-    return str(int(v)) if math.isfinite(v) else "n/a"
-
-
-def md_table(df: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
-    """A DataFrame as a GitHub markdown table (cells as strings, ``|`` escaped, NaN empty)."""
-    if df is None or df.empty:
-        return "_(no rows)_"
-    cols = list(columns) if columns is not None else list(df.columns)
-
-    def cell(v) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return ""
-        if isinstance(v, (float, np.floating)):
-            return f"{v:.3f}".rstrip("0").rstrip(".")
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, r in df[cols].iterrows():
-        lines.append("| " + " | ".join(cell(r[c]) for c in cols) + " |")
-    return "\n".join(lines)
-
-
-def _setting(v) -> str:
-    if isinstance(v, (list, tuple)):
-        return ", ".join(map(str, v)) if len(v) else "none"
-    return str(v)
 
 
 def _missing(art: Artefact) -> str:
