@@ -19,7 +19,7 @@ import pandas as pd
 from helpers import config
 from helpers.evidence import recomputed
 from helpers.report import figures
-from helpers.report.summary import fmt_auc, fmt_pct
+from helpers.report.formats import fmt_auc, fmt_pct
 
 
 def run_figures_stage(out_dir: Path, dest: Path, seed: int, n_boot: int = 1000,

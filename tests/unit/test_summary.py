@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import test_evidence as te  # noqa: E402
 
 from helpers.evidence import recomputed as E  # noqa: E402
+from helpers.report import formats as F  # noqa: E402
 from helpers.report import summary as S  # noqa: E402
 
 
@@ -139,7 +140,7 @@ def test_audits_saliency_and_limitations(synth):
     sal = _section(text, "Saliency")
     hs = E.heat_share_ci(out, n_boot=200, seed=0)
     r = hs[(hs.quantity == "difference") & (hs.label == "all") & (hs.fold == "pooled")].iloc[0]
-    assert S.fmt_auc(r["mean"], r.lo, r.hi) in sal
+    assert F.fmt_auc(r["mean"], r.lo, r.hi) in sal
     assert "median 0.20" in sal  # randomisation check: median of linspace(0, 0.4, 9)
     lim = _section(text, "Limitations")
     cohort = pd.read_csv(out / "curation/cohort.csv")
@@ -156,14 +157,14 @@ def test_external_section(synth, real_ext):
     sec = _section(text, "External validation")
     et = pd.read_csv(out / "figures/external_table.csv")
     e = et[(et.fold.astype(str) == "mean") & (et.source == "all") & (et.model == "hrnet")].iloc[0]
-    assert S.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in sec
+    assert F.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in sec
     assert "Not run" not in sec
     # internal (pooled OOF, Table 7) and external AUC side by side on one row per model
     t7 = pd.read_csv(out / "baselines/table7.csv").set_index("model")
     i = t7.loc["hrnet"]
     row = [ln for ln in sec.splitlines() if ln.startswith("| hrnet |")][0]
-    assert S.fmt_auc(i.roc_auc, i.roc_auc_lo, i.roc_auc_hi) in row
-    assert S.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in row
+    assert F.fmt_auc(i.roc_auc, i.roc_auc_lo, i.roc_auc_hi) in row
+    assert F.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in row
     folds = et[(et.fold.astype(str) != "mean") & (et.source == "all") & (et.model == "hrnet")]
     assert all(f"{a:.3f}" in row for a in folds.auc)
 
@@ -184,10 +185,10 @@ def test_write_summary(synth, tmp_path):
 
 
 def test_formats():
-    assert S.fmt_pct(0.83, 0.745, 0.891) == "83.0 % [74.5, 89.1]"
-    assert S.fmt_pct(float("nan")) == "n/a"
-    assert S.fmt_auc(0.78912) == "0.789"
-    assert S.fmt_auc(0.5, 0.4, 0.6) == "0.500 [0.400, 0.600]"
+    assert F.fmt_pct(0.83, 0.745, 0.891) == "83.0 % [74.5, 89.1]"
+    assert F.fmt_pct(float("nan")) == "n/a"
+    assert F.fmt_auc(0.78912) == "0.789"
+    assert F.fmt_auc(0.5, 0.4, 0.6) == "0.500 [0.400, 0.600]"
 
 
 def test_missing_artefacts_do_not_crash(tmp_path):
@@ -221,4 +222,4 @@ def test_external_section_reports_refinement_failures_and_the_sensitivity_analys
     for r in rc[(rc["label"] != "all") & (rc["failed"] > 0)].itertuples():
         assert f"| {r.source} | {r.label} | {r.total} | {r.passed} | {r.failed} |" in sec
     e = ea[(ea.fold.astype(str) == "mean") & (ea.source == "all") & (ea.model == "hrnet")].iloc[0]
-    assert "Sensitivity analysis" in sec and S.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in sec
+    assert "Sensitivity analysis" in sec and F.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in sec

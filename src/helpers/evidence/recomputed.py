@@ -33,7 +33,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from helpers.evidence import audits, heldout, ledger, metrics, sites, verdict
+from helpers.evidence import heldout, ledger, metrics, sites, verdict
 from helpers.evidence.metrics import model_order  # noqa: F401 (the one model order, for the reports)
 from helpers.run.artefacts import ART, EVIDENCE_TABLES, STAGES, artefact  # noqa: F401 (STAGES: readers of a run)
 from helpers.run.repro import run_manifest
@@ -54,13 +54,9 @@ __all__ = [
     "save_tables",
     "read_table",
     "read_tables",
-    "AUDIT_SHORT",
     "TABLES",
 ]
 
-
-#: One-line reading of each known audit (the labels of :func:`helpers.report.plots.audit_plot`).
-AUDIT_SHORT = audits.short_descriptions()  # the summary's name for them
 
 #: the evidence tables notebook 06 computes once (:func:`evidence_tables`) and saves in its stage
 #: folder (``OUT_DIR/figures/``): name -> file. Figures, SUMMARY.md and the model card read these.

@@ -1,1 +1,2 @@
-"""Reports: the tables and figures a reader sees, one number formatter, the summary and the model card."""
+"""Reports: the tables and figures a reader sees, one number-formatting module (``formats``), and the
+summary and the model card, written from jinja2 templates (``render``, ``templates/``)."""

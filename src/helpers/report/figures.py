@@ -14,6 +14,7 @@ import pandas as pd
 
 from helpers import explain
 from helpers.evidence import audits, metrics, recomputed
+from helpers.paths import display_path
 from helpers.report import plots
 from helpers.report.tables import (
     fold_label,
@@ -321,12 +322,10 @@ def write_all(cfg, dest: Path, builders=None, with_evidence: bool = True) -> pd.
 
 def write_readme(cfg, index: pd.DataFrame, dest: Path) -> Path:
     """``README.md`` beside the figures: each file, its paper panel, notebook, profile, revision, data."""
-    from helpers.report import summary
-
     lines = [f"# Figures: profile `{cfg.profile.name}`", "",
              f"Data: {data_note(cfg)}.  ", f"Git revision: `{index['git_revision'].iloc[0]}`.  ",
              f"Written by `notebooks/06_figure_generation.ipynb` from the artefacts in "
-             f"`{summary.display_path(cfg.out_dir)}/`.", "",
+             f"`{display_path(cfg.out_dir)}/`.", "",
              "The generated results summary is [SUMMARY.md](SUMMARY.md).", "",
              "| file | paper | notebook | caption |", "|---|---|---|---|"]
     for r in index.itertuples(index=False):

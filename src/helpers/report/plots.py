@@ -22,6 +22,7 @@ import pandas as pd
 import seaborn as sns
 
 from helpers.evidence import metrics
+from helpers.report.formats import figure_cell
 
 DPI = 120
 METADATA = {"Software": "hrnet-cxr", "Creation Time": None}
@@ -225,7 +226,7 @@ def table_figure(df: pd.DataFrame, title: str, caption: str = "", fontsize: floa
     """
     import textwrap
 
-    cells = [[_fmt(v) for v in row] for row in df.itertuples(index=False)]
+    cells = [[figure_cell(v) for v in row] for row in df.itertuples(index=False)]
     cols = [str(c) for c in df.columns]
     chars = [max(len(c), *(len(r[j]) for r in cells)) if cells else len(c) for j, c in enumerate(cols)]
     char_in = 0.078 * fontsize / 9  # inches per character at this font size
@@ -253,12 +254,6 @@ def table_figure(df: pd.DataFrame, title: str, caption: str = "", fontsize: floa
     if wrapped:
         fig.text(0.02, 0.08 / height, wrapped, ha="left", va="bottom", fontsize=7.5, color="0.3")
     return finish(fig)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        return "" if np.isnan(v) else f"{v:.3g}" if abs(v) < 1e-3 else f"{v:.3f}".rstrip("0").rstrip(".")
-    return str(v)
 
 
 def confusion_matrices(mats: Sequence[dict], titles: Sequence[str], suptitle: str, caption: str = ""):

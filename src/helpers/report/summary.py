@@ -10,43 +10,54 @@ predictive values, paired comparisons, ledger, heat share) from the figures stag
 notebook 06 saved them (:func:`helpers.evidence.recomputed.read_tables`). A run on generated phantoms gets a
 banner saying so.
 
-Formats: rates in percent with one decimal (``83.0 %``; Wilson 95 % interval in brackets), AUCs,
-Dice, Brier and ECE with three decimals.
+Structure: each part of the summary has a context function in :data:`PARTS` that selects the
+rows and numbers from a :class:`Run` and returns a plain dict, and a template
+``templates/summary/<part>.md.j2`` that holds its sentences (:mod:`helpers.report.render`). A
+section (:data:`SECTIONS`) is one part or several; a section whose part raises reads
+``_This section could not be built: Type: message_`` and the others still render. A part whose
+artefact is missing says which file and which notebook writes it. ``templates/summary.md.j2``
+frames the document. Numbers are formatted by :mod:`helpers.report.formats`: rates in percent
+with one decimal (``83.0 %``; Wilson 95 % interval in brackets), AUCs, Dice, Brier and ECE with
+three decimals.
 
 ``summary_markdown(out_dir, ...)`` returns the text; ``write_summary(out_dir, dest, ...)``
-writes it and returns the path.
+writes it and returns the path; :func:`part` renders one part (the model card reuses them).
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from helpers.evidence import audits
 from helpers.evidence import recomputed as ev
+from helpers.paths import display_path
+from helpers.report import render
+from helpers.report.formats import fixed, fmt_auc, fmt_p, fmt_pct, num, setting, to_float
 from helpers.report.tables import fold_label, readable_folds
 from helpers.run import store
 from helpers.run.artefacts import ART, Artefact
 
+__all__ = ["SECTIONS", "PARTS", "PHANTOM_BANNER", "Run", "part", "summary_markdown", "write_summary"]
 
-def display_path(p: Path) -> str:
-    """``outputs/<profile>`` style path when the run lives in a repository, else the folder name."""
-    p = Path(p).resolve()
-    for parent in p.parents:
-        if (parent / "pyproject.toml").is_file():
-            return str(p.relative_to(parent))
-    return p.name
-
-
-__all__ = ["SECTIONS", "summary_markdown", "write_summary", "fmt_pct", "fmt_auc", "md_table"]
+# Section heading -> its parts (:data:`PARTS`), in order.
+_SECTION_PARTS = {
+    "Verdict on the paper": ["verdict"],
+    "What was run": ["what_was_run"], "Cohort and curation": ["cohort"], "Splits": ["splits"],
+    "Segmentation": ["segmentation"],
+    "Classification": ["table6", "table7", "dynamics", "comparisons", "calibration", "prevalence"],
+    "Claims ledger": ["ledger"], "Shortcut audits": ["shortcut_audits"],
+    "Tests a new hospital cannot fool": ["sites"], "De-confounding ladder": ["ladder"],
+    "Saliency": ["saliency"], "External validation": ["external"], "Limitations": ["limitations"],
+    "Checklist": ["checklist"], "Figures": ["figures"],
+}
 
 #: Section headings, in order (``## <heading>``); "Figures" only when ``figures_rel`` is given.
-SECTIONS = ["What was run", "Cohort and curation", "Splits", "Segmentation", "Classification",
-            "Claims ledger", "Shortcut audits", "De-confounding ladder", "Saliency",
-            "External validation", "Limitations", "Checklist"]
+SECTIONS = [s for s in _SECTION_PARTS if s != "Figures"]
 
 PHANTOM_BANNER = "GENERATED PHANTOMS: plumbing, not science"
 
@@ -60,86 +71,17 @@ _PROTOCOL = [("UNet input (px)", "seg_size"), ("UNet folds", "seg_folds"),
              ("baseline epochs", "baseline_epochs_used"), ("audit CNN epochs", "audit_epochs_used")]
 
 
-# --------------------------------------------------------------------------------------------
-# formatting
-# --------------------------------------------------------------------------------------------
-def _num(x) -> float:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return float("nan")
-    return v
+def _missing(art: Artefact) -> dict:
+    """The context of a part whose input ``art`` is missing (``macros.md.j2: missing``)."""
+    return {"missing": _art(art)}
 
 
-def _fmt(x, lo, hi, scale: float, decimals: int, unit: str) -> str:
-    """``x * scale`` with ``decimals`` and ``unit``, plus ``[lo, hi]`` when both are finite."""
-    v = _num(x)
-    if not math.isfinite(v):
-        return "n/a"
-    s = f"{scale * v:.{decimals}f}{unit}"
-    lo, hi = _num(lo), _num(hi)
-    if math.isfinite(lo) and math.isfinite(hi):
-        s += f" [{scale * lo:.{decimals}f}, {scale * hi:.{decimals}f}]"
-    return s
-
-
-def fmt_pct(x, lo=None, hi=None) -> str:
-    """A fraction as percent with one decimal, optionally with its interval: ``83.0 % [74.5, 89.1]``."""
-    return _fmt(x, lo, hi, 100.0, 1, " %")
-
-
-def fmt_auc(x, lo=None, hi=None) -> str:
-    """An AUC (or Dice, Brier, ECE, share) with three decimals, optionally ``[lo, hi]``."""
-    return _fmt(x, lo, hi, 1.0, 3, "")
-
-
-def _fmt_p(p) -> str:
-    v = _num(p)
-    if not math.isfinite(v):
-        return "n/a"
-    return "< 0.001" if v < 0.001 else f"{v:.3f}"
-
-
-def num(x) -> str:
-    v = _num(x)
-    return str(int(v)) if math.isfinite(v) else "n/a"
-
-
-def md_table(df: pd.DataFrame, columns: Iterable[str] | None = None) -> str:
-    """A DataFrame as a GitHub markdown table (cells as strings, ``|`` escaped, NaN empty)."""
-    if df is None or df.empty:
-        return "_(no rows)_"
-    cols = list(columns) if columns is not None else list(df.columns)
-
-    def cell(v) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return ""
-        if isinstance(v, (float, np.floating)):
-            return f"{v:.3f}".rstrip("0").rstrip(".")
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, r in df[cols].iterrows():
-        lines.append("| " + " | ".join(cell(r[c]) for c in cols) + " |")
-    return "\n".join(lines)
-
-
-def _setting(v) -> str:
-    if isinstance(v, (list, tuple)):
-        return ", ".join(map(str, v)) if len(v) else "none"
-    return str(v)
-
-
-def _missing(art: Artefact) -> str:
-    return f"_Not available: `{art.rel()}` is missing (written by `notebooks/{art.notebook}`)._\n"
-
-
-def _missing_table(name: str) -> str:
-    return _missing(getattr(ART, name))
+def _art(art: Artefact) -> dict:
+    return {"rel": art.rel(), "notebook": art.notebook}
 
 
 # --------------------------------------------------------------------------------------------
-# context shared by the sections
+# the run the sections read
 # --------------------------------------------------------------------------------------------
 class Run:
     def __init__(self, out_dir: Path, cfg_dict: dict | None, figures_rel: str | None,
@@ -173,748 +115,427 @@ class Run:
             self._cache[key] = ev.read_table(self.figures_dir, name)
         return self._cache[key]
 
-    def fig(self, name: str, text: str) -> str:
-        if not self.figures_rel:
-            return ""
-        return f"Figure: [{text}]({self.figures_rel}/{name})"
-
-
-# --------------------------------------------------------------------------------------------
-# sections
-# --------------------------------------------------------------------------------------------
-def banner(run: Run) -> list[str]:
-    if not run.info["synthetic"]:
-        return []
-    p = run.profile
-    extra = []
-    if "shortcut_strength" in p:
-        extra.append(f"a planted site marker (shortcut_strength = {p['shortcut_strength']})")
-    if "finding_contrast" in p:
-        extra.append(f"findings drawn at {p['finding_contrast']}x the default opacity")
-    how = f" with {' and '.join(extra)}" if extra else ""
-    return [f"> **⚠ {PHANTOM_BANNER}.** Every number below comes from images generated by "
-            f"`helpers.data.phantoms`{how}, not from chest X-rays. They show that the pipeline "
-            "runs end to end and that the statistics are computed correctly; they say nothing "
-            "about how well any model detects COVID-19.", ""]
-
-
-def _what_was_run(run: Run) -> list[str]:
-    L = []
-    info = run.info
-    data = ("generated phantoms (no real images)" if info["synthetic"] else
-            f"real chest X-rays from `{Path(str(info['data_dir'])).name}` (the run's data folder; "
-            "its full path is in the stage's `run_manifest.json`)" if info["data"] == "real" else "unknown")
-    L.append(f"- Profile: **{info['profile']}**; data: {data}.")
-    if run.cfg:
-        ext = run.cfg.get("external_data_dir")
-        ext = f"`{Path(str(ext)).name}` (full path in the run's manifests)" if ext else "none"
-        L.append(f"- Seed: {run.cfg.get('seed', 'n/a')}; overrides: "
-                 f"{json.dumps(run.cfg.get('overrides') or {}) or '{}'}; external data: {ext}.")
-    if not run.manifests:
-        L.append("- _No `run_manifest.json` found in any stage folder._")
-        return L
-    revs = {s: m.get("git_revision", "unknown") for s, m in run.manifests.items()}
-    uniq = sorted(set(revs.values()))
-    if len(uniq) == 1:
-        L.append(f"- Git revision: `{uniq[0]}` (all {len(revs)} stages).")
-    else:
-        L.append("- Git revisions **differ between stages**: "
-                 + ", ".join(f"{s} `{r}`" for s, r in revs.items()) + ".")
-    from helpers.run.repro import git_revision
-
-    L.append(f"- This summary and the figures: written at revision `{git_revision()}`.")
-    dates = sorted(m.get("finished_utc", "") for m in run.manifests.values() if m.get("finished_utc"))
-    if dates:
-        L.append(f"- Date (UTC, stage finished): {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0]
-                                                                else "") + ".")
-    devs = []
-    for m in run.manifests.values():
-        d = m.get("device") or {}
-        if not d:
-            continue
-        s = ("GPU " + str(d["gpu"])) if d.get("gpu") else ("CUDA" if d.get("cuda") else "CPU only")
-        s += (f", {d.get('cpu_count', '?')} CPU cores, torch threads {d.get('torch_threads', '?')}, "
-              f"Python {d.get('python', '?')}, {d.get('platform', '?')}")
-        if s not in devs:
-            devs.append(s)
-    if devs:
-        L.append("- Device: " + "; ".join(devs) + ".")
-    pk = next((m.get("packages") for m in run.manifests.values() if m.get("packages")), None)
-    if pk:
-        L.append("- Packages: " + ", ".join(f"{k} {v}" for k, v in sorted(pk.items())) + ".")
-    L.append("")
-    rows = []
-    for s, m in run.manifests.items():
-        t = dict(m.get("timings_s") or {})
-        total = t.pop("total", np.nan)
-        parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(t.items(), key=lambda kv: -_num(kv[1]))[:6]
-                          if math.isfinite(_num(v)))
-        row = {"stage": s, "total (s)": f"{_num(total):.1f}" if math.isfinite(_num(total)) else "",
-               "largest parts (s)": parts}
-        earlier = [r for r in (m.get("earlier_runs") or []) if isinstance(r, dict)]
-        if earlier:
-            row["earlier runs of the stage (s, revision)"] = "; ".join(
-                f"{_num(r.get('total_s')):.1f} ({str(r.get('git_revision') or '?')[:7]})"
-                for r in earlier[-3:])
-        rows.append(row)
-    L += ["Timings (from each stage's `run_manifest.json`; a stage that resumed reuses the fold "
-          "results saved by earlier runs in its folder, so its own time can be far shorter than "
-          "training took):", "", md_table(pd.DataFrame(rows).fillna("")), ""]
-    if run.profile:
+    def protocol(self) -> list[tuple[str, str, str, bool]]:
+        """(setting, this run, paper protocol, in the paper profile) for each protocol field of
+        the run's profile."""
         from helpers.config import PROFILES
 
         paper = PROFILES["paper"].to_dict()
-        rows = []
-        for label, key in _PROTOCOL:
-            if key not in run.profile:
-                continue
-            fa, fb = _setting(run.profile[key]), _setting(paper.get(key))
-            rows.append({"setting": label, "this run": fa, "paper protocol": fb,
-                         "same": "yes" if fa == fb else "**no**"})
-        L += ["Settings against the paper's protocol (profile `paper`):", "", md_table(pd.DataFrame(rows))]
-    return L
+        return [(label, setting(self.profile[key]), setting(paper.get(key)), key in paper)
+                for label, key in _PROTOCOL if key in self.profile]
 
 
-def cohort_section(run: Run) -> list[str]:
-    L = []
+# --------------------------------------------------------------------------------------------
+# the parts: Run -> template context
+# --------------------------------------------------------------------------------------------
+def banner(run: Run) -> dict:
+    planted = {k: run.profile[k] for k in ("shortcut_strength", "finding_contrast") if k in run.profile}
+    return {"synthetic": run.info["synthetic"], "banner": PHANTOM_BANNER, "planted": planted}
+
+
+def what_was_run(run: Run) -> dict:
+    info, cfg, ms = run.info, run.cfg, run.manifests
+    ext = cfg.get("external_data_dir")
+    ctx = {"profile": info["profile"], "synthetic": info["synthetic"], "data": info["data"],
+           "data_dir": Path(str(info["data_dir"])).name, "cfg": bool(cfg), "seed": cfg.get("seed", "n/a"),
+           "overrides": json.dumps(cfg.get("overrides") or {}) or "{}",
+           "external": Path(str(ext)).name if ext else None, "revisions": {}}
+    if not ms:
+        return ctx
+    from helpers.run.repro import git_revision
+
+    revs = {s: m.get("git_revision", "unknown") for s, m in ms.items()}
+    devices = []
+    for m in ms.values():
+        d = m.get("device") or {}
+        if d:
+            gpu = str(d["gpu"]) if d.get("gpu") else ""
+            dev = {"gpu": gpu, "cuda": bool(d.get("cuda")) and not gpu,
+                   **{k: str(d.get(k, "?")) for k in ("cpu_count", "torch_threads", "python", "platform")}}
+            if dev not in devices:
+                devices.append(dev)
+    timings = []
+    for s, m in ms.items():
+        t = dict(m.get("timings_s") or {})
+        total = to_float(t.pop("total", np.nan))
+        largest = sorted(t.items(), key=lambda kv: -to_float(kv[1]))[:6]
+        row = {"stage": s, "total (s)": fixed(total, 1) if math.isfinite(total) else "",
+               "largest parts (s)": ", ".join(f"{k} {fixed(v, 0)}" for k, v in largest
+                                              if math.isfinite(to_float(v)))}
+        earlier = [r for r in (m.get("earlier_runs") or []) if isinstance(r, dict)]
+        if earlier:
+            row["earlier runs of the stage (s, revision)"] = "; ".join(
+                f"{fixed(r.get('total_s'), 1)} ({str(r.get('git_revision') or '?')[:7]})"
+                for r in earlier[-3:])
+        timings.append(row)
+    protocol = [{"setting": label, "run": a, "paper": b} for label, a, b, _ in run.protocol()] \
+        if run.profile else None
+    dates = sorted(m.get("finished_utc", "") for m in ms.values() if m.get("finished_utc"))
+    return {**ctx, "revisions": revs, "unique": sorted(set(revs.values())), "current": git_revision(),
+            "dates": dates, "devices": devices,
+            "packages": sorted(next((m["packages"] for m in ms.values() if m.get("packages")), {}).items()),
+            "timings": pd.DataFrame(timings).fillna(""), "protocol": protocol}
+
+
+def cohort(run: Run) -> dict:
     c = run.csv(ART.cohort)
     if c is None:
-        return [_missing(ART.cohort)]
-    L += [f"Images and patients per role, class and source (`{ART.cohort.rel()}`):", "", md_table(c), ""]
+        return _missing(ART.cohort)
     cls = c[c["role"].astype(str) == "classify"] if "role" in c.columns else c
-    if len(cls) and "images" in cls.columns:
-        by = cls.groupby("label")["images"].sum()
-        L.append("- Classification images: " + ", ".join(f"{k} {int(v)}" for k, v in by.items())
-                 + f" (total {int(by.sum())}).")
-    flow = run.csv(ART.flow)
-    if flow is not None and len(flow):
-        L += ["", f"Curation flow (`{ART.flow.rel()}`):", "", md_table(flow), ""]
-    exc = run.csv(ART.excluded)
-    if exc is not None:
-        if len(exc):
-            keys = [k for k in ("source", "step", "reason") if k in exc.columns]
-            g = exc.groupby(keys, dropna=False).size().reset_index(name="images")
-            g = g.sort_values("images", ascending=False)
-            L += [f"- Excluded images: {len(exc)} in total; by source, step and reason:", "",
-                  md_table(g.head(20)), ""]
-        else:
-            L.append("- Excluded images: none.")
-    dup = run.csv(ART.duplicates)
-    if dup is not None:
-        if len(dup):
-            def count(col):
-                return int(store.bool_column(dup, col).sum()) if col in dup.columns else 0
-            L.append(f"- Near-duplicate pairs found: {len(dup)} (same patient {count('same_patient')}, "
-                     f"across sources {count('cross_source')}, with conflicting labels "
-                     f"{count('conflicting_label')}).")
-        else:
-            L.append("- Near-duplicate pairs found: none.")
-    return L
+    by = cls.groupby("label")["images"].sum() if len(cls) and "images" in cls.columns else None
+    flow, exc, dup = run.csv(ART.flow), run.csv(ART.excluded), run.csv(ART.duplicates)
+    excluded = None if exc is None else {"n": len(exc), "table": None}
+    if exc is not None and len(exc):
+        keys = [k for k in ("source", "step", "reason") if k in exc.columns]
+        g = exc.groupby(keys, dropna=False).size().reset_index(name="images")
+        excluded["table"] = g.sort_values("images", ascending=False).head(20)
+    duplicates = None if dup is None else {"n": len(dup), **{
+        col: int(store.bool_column(dup, col).sum()) if col in dup.columns else 0
+        for col in ("same_patient", "cross_source", "conflicting_label")}}
+    return {"rel": {"cohort": ART.cohort.rel(), "flow": ART.flow.rel()}, "cohort": c,
+            "by_label": None if by is None else [(k, int(v)) for k, v in by.items()],
+            "total": None if by is None else int(by.sum()),
+            "flow": flow if flow is not None and len(flow) else None,
+            "excluded": excluded, "duplicates": duplicates}
 
 
-def _splits(run: Run) -> list[str]:
-    L = []
-    fs = run.csv(ART.folds_summary)
-    idx = run.csv(ART.cls_index)
+def splits(run: Run) -> dict:
+    fs, idx, ri = run.csv(ART.folds_summary), run.csv(ART.cls_index), run.csv(ART.refine_index)
     if fs is None and idx is None:
-        return [_missing(ART.folds_summary)]
+        return _missing(ART.folds_summary)
+    ctx = {"rel": ART.folds_summary.rel(), "folds": None, "one_class": None, "groups": None, "kept": None}
     if fs is not None and len(fs):
-        fs = readable_folds(fs)
-        L += [f"{len(fs)} classification folds (`{ART.folds_summary.rel()}`):", "", md_table(fs), ""]
+        ctx["folds"] = fs = readable_folds(fs)
         both = [c for c in ("images_covid", "images_normal") if c in fs.columns]
         if len(both) == 2:
-            one = fs[(fs[both[0]] == 0) | (fs[both[1]] == 0)]
-            L.append("- Every fold holds both classes." if one.empty else
-                     f"- **Folds with one class:** {', '.join(map(str, one['fold']))} (AUC undefined there).")
+            ctx["one_class"] = [str(f) for f in fs[(fs[both[0]] == 0) | (fs[both[1]] == 0)]["fold"]]
     if idx is not None and len(idx) and "fold" in idx.columns:
         gcol = "group_id" if "group_id" in idx.columns else "patient_id"
         spread = idx.groupby(gcol)["fold"].nunique()
         pspread = idx.groupby("patient_id")["fold"].nunique() if "patient_id" in idx.columns else spread
-        L.append(f"- Patient-grouped: folds are drawn over `{gcol}`; {int((spread > 1).sum())} groups and "
-                 f"{int((pspread > 1).sum())} patients appear in more than one fold "
-                 f"({idx['patient_id'].nunique() if 'patient_id' in idx.columns else 'n/a'} patients, "
-                 f"{len(idx)} images).")
-    ri = run.csv(ART.refine_index)
+        ctx["groups"] = {"column": gcol, "groups": int((spread > 1).sum()),
+                         "patients": int((pspread > 1).sum()),
+                         "n_patients": idx["patient_id"].nunique() if "patient_id" in idx.columns else "n/a",
+                         "n_images": len(idx)}
     if ri is not None and len(ri) and "passed" in ri.columns:
-        kept = int(store.bool_column(ri, "passed").sum())
-        L.append(f"- Classification uses the {kept} of {len(ri)} images whose lung mask passed refinement.")
-    L.append("- Decision thresholds: each fold model's threshold (Youden's J) is chosen on an inner "
-             "validation split of its training part, never on the test fold.")
-    return L
+        ctx["kept"] = {"n": int(store.bool_column(ri, "passed").sum()), "of": len(ri)}
+    return ctx
 
 
-def _segmentation(run: Run) -> list[str]:
-    L = []
-    dt = run.csv(ART.dice_table)
-    if dt is None:
-        L.append(_missing(ART.dice_table))
-    elif len(dt):
-        dt = readable_folds(dt, "name", dt["group"] == "fold")
-        t = pd.DataFrame({"by": dt["group"], "name": dt["name"], "n": dt["n"].map(num),
-                          "Dice mean": dt["dice_mean"].map(fmt_auc),
-                          "sd": dt["dice_sd"].map(fmt_auc), "min": dt["dice_min"].map(fmt_auc)})
-        L += ["Held-out Dice of the UNet (each image scored by the fold model that did not train on it; "
-              f"`{ART.dice_table.rel()}`):", "", md_table(t), ""]
-    ed = run.csv(ART.external_dice)
+def segmentation(run: Run) -> dict:
+    dt, ed, pc = run.csv(ART.dice_table), run.csv(ART.external_dice), run.csv(ART.pass_counts)
+    ctx = {"rel": {"dice": ART.dice_table.rel(), "pass": ART.pass_counts.rel()},
+           "dice_missing": _art(ART.dice_table) if dt is None else None, "dice": None, "external": None,
+           "pass_missing": _art(ART.pass_counts) if pc is None else None, "pass_counts": pc}
+    if dt is not None and len(dt):
+        ctx["dice"] = readable_folds(dt, "name", dt["group"] == "fold").to_dict("records")
     if ed is not None and len(ed) and "dice" in ed.columns:
         e = ed[ed["fold"].astype(str) == "mean"] if "fold" in ed.columns else ed
         g = e.groupby("source")["dice"].agg(["count", "mean", "std", "min"]).reset_index()
-        g = pd.DataFrame({"source": g["source"], "n": g["count"], "Dice mean": g["mean"].map(fmt_auc),
-                          "sd": g["std"].map(fmt_auc), "min": g["min"].map(fmt_auc)})
-        L += ["External Dice (mean of the fold UNets):", "", md_table(g), ""]
-    else:
-        L.append("- External Dice: not run (no external image/mask pairs).")
-    pc = run.csv(ART.pass_counts)
-    if pc is None:
-        L += ["", _missing(ART.pass_counts)]
-    else:
-        L += ["", f"Mask refinement (dilate, close, minimum lung area; `{ART.pass_counts.rel()}`):", "",
-              md_table(pc)]
-    return L
+        ctx["external"] = g.to_dict("records")
+    return ctx
 
 
-def table6_section(run: Run) -> list[str]:
+def table6(run: Run) -> dict:
     ft = run.csv(ART.fold_table)
     if ft is None:
-        return [_missing(ART.fold_table)]
-    rows = []
-    for r in ft.itertuples(index=False):
-        f = str(r.fold)
-        label = fold_label(f)
-        ci = f != "mean"
-        row = {"fold": label, "n (pos/neg)": f"{num(r.n)} ({num(r.n_pos)}/{num(r.n_neg)})",
-               "tp/fn/fp/tn": f"{num(r.tp)}/{num(r.fn)}/{num(r.fp)}/{num(r.tn)}",
-               "threshold": fmt_auc(r.threshold)}
-        for m in ("accuracy", "sensitivity", "specificity"):
-            row[m] = fmt_pct(getattr(r, m), getattr(r, f"{m}_lo") if ci else None,
-                             getattr(r, f"{m}_hi") if ci else None)
-        row["AUC"] = fmt_auc(r.auc)
-        rows.append(row)
-    return ["### Table 6: HRNet per test fold", "",
-            "Folds numbered from 1 as in the paper; `pooled` is one matrix of all out-of-fold "
-            "predictions, `mean` the unweighted mean of the fold rows (the paper's 'Average'); "
-            "Wilson 95 % intervals.", "", md_table(pd.DataFrame(rows)), ""]
+        return _missing(ART.fold_table)
+    return {"rows": [dict(r, fold=fold_label(r["fold"])) for r in ft.to_dict("records")]}
 
 
-def table7_section(run: Run) -> list[str]:
+def table7(run: Run) -> dict:
     t = run.csv(ART.table7)
     if t is None:
-        return [_missing(ART.table7)]
+        return _missing(ART.table7)
     t = t.set_index(t["model"].astype(str)).loc[ev.model_order(t["model"].astype(str))].reset_index(drop=True)
-    rows = []
-    for r in t.itertuples(index=False):
-        rows.append({"model": r.model, "n (pos/neg)": f"{num(r.n)} ({num(r.n_pos)}/{num(r.n_neg)})",
-                     "accuracy": fmt_pct(r.accuracy, r.accuracy_lo, r.accuracy_hi),
-                     "sensitivity": fmt_pct(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi),
-                     "specificity": fmt_pct(r.specificity, r.specificity_lo, r.specificity_hi),
-                     "ROC-AUC": fmt_auc(r.roc_auc, r.roc_auc_lo, r.roc_auc_hi),
-                     "PR-AUC": fmt_auc(r.pr_auc, r.pr_auc_lo, r.pr_auc_hi)})
-    return ["### Table 7: models on the same folds", "",
-            "Pooled out-of-fold predictions of every model on identical patient-grouped folds; Wilson "
-            "95 % intervals for rates, patient-level bootstrap 95 % intervals for AUCs.", "",
-            md_table(pd.DataFrame(rows)), "", run.fig("ev_auc_forest.png", "ROC-AUC per model"), ""]
+    return {"rows": t.to_dict("records")}
 
 
-def _dynamics(run: Run) -> list[str]:
+def dynamics(run: Run) -> dict:
     """Did each classifier settle before it was tested, and how far apart are its folds?"""
-    parts = [run.csv(ART.plateau), run.csv(ART.baselines_plateau)]
-    gaps = [run.csv(ART.auc_gap), run.csv(ART.baselines_auc_gap)]
-    settle = pd.concat([p for p in parts if p is not None], ignore_index=True) if any(
-        p is not None for p in parts) else None
-    gap = pd.concat([g for g in gaps if g is not None], ignore_index=True) if any(
-        g is not None for g in gaps) else None
-    if settle is None or gap is None or settle.empty:
-        return [_missing(ART.plateau)]
-    gap = gap.drop_duplicates(["model", "fold"])
-    planned = _num(run.profile.get("cls_epochs"))
+    parts = [p for p in (run.csv(ART.plateau), run.csv(ART.baselines_plateau)) if p is not None]
+    gaps = [g for g in (run.csv(ART.auc_gap), run.csv(ART.baselines_auc_gap)) if g is not None]
+    if not parts or not gaps or pd.concat(parts).empty:
+        return _missing(ART.plateau)
+    settle = pd.concat(parts, ignore_index=True)
+    gap = pd.concat(gaps, ignore_index=True).drop_duplicates(["model", "fold"])
+    planned = to_float(run.profile.get("cls_epochs"))
     rows, cut = [], []
     for name in ev.model_order(settle["model"].astype(str)):
         s = settle[settle["model"].astype(str) == name]
         g = gap[gap["model"].astype(str) == name]
         folds = g[g["kind"].astype(str) == "fold"]
-        pooled = g[g["fold"].astype(str) == "pooled"]
-        mean = g[g["fold"].astype(str) == "mean"]
+        pooled, mean = g[g["fold"].astype(str) == "pooled"], g[g["fold"].astype(str) == "mean"]
         ep = int(s["epochs"].max())
         if math.isfinite(planned) and ep < planned:
-            cut.append(f"{name} ({ep} of {int(planned)})")
-        settled = (f'{store.bool_column(s, "settled").sum()}/{len(s)}'
-                   if "settled" in s else "n/a")
+            cut.append({"model": name, "epochs": ep})
+        settled = f'{store.bool_column(s, "settled").sum()}/{len(s)}' if "settled" in s else "n/a"
         row = {"model": name, "epochs": ep, "folds settled": settled,
-               "last val AUC per fold": ", ".join(f"{v:.2f}" for v in s["last_val_auc"])}
+               "last val AUC per fold": ", ".join(fixed(v, 2) for v in s["last_val_auc"])}
         if len(folds):
-            row.update({"fold AUCs": ", ".join(f"{v:.3f}" for v in folds["auc"]),
+            row.update({"fold AUCs": ", ".join(fixed(v, 3) for v in folds["auc"]),
                         "mean of folds": fmt_auc(mean["auc"].iloc[0]) if len(mean) else "n/a",
                         "pooled": fmt_auc(pooled["auc"].iloc[0]) if len(pooled) else "n/a",
-                        "fold thresholds": ", ".join(f"{v:.2f}" for v in folds["threshold"])})
+                        "fold thresholds": ", ".join(fixed(v, 2) for v in folds["threshold"])})
         rows.append(row)
-    L = ["### Training dynamics", "",
-         "Per model: the epochs it trained, how many of its fold runs had settled when they stopped "
-         "(validation AUC within 0.03 over the last three epochs; `plateau.csv`), and the gap between "
-         "the mean of the fold AUCs and the pooled out-of-fold AUC (`auc_gap.csv`). When fold models "
-         "put their scores on different scales, the pooled AUC, which ranks every fold's scores "
-         "together, falls below the fold AUCs; the gap measures that, and a small gap is what "
-         "finished training runs look like. Each fold's threshold is chosen on its own small inner "
-         "validation split, so thresholds can spread even when the scales agree: spread thresholds "
-         "with a small gap point to a noisy threshold choice, not to unsettled models. The pooled "
-         "value is the one to quote.", "", md_table(pd.DataFrame(rows)), ""]
-    if cut:
-        L += [f"- Cut to fit the budget (epochs trained of the proposed model's "
-              f"{int(planned)}): {', '.join(cut)}. Their curves show where they stopped.", ""]
-    L += [run.fig("ev_training_dynamics.png", "validation loss and AUC per epoch, every fold"), ""]
-    return L
+    return {"rows": rows, "cut": cut, "planned": int(planned) if cut else None}
 
 
-def _ladder(run: Run) -> list[str]:
+def ladder(run: Run) -> dict:
     """The de-confounding ladder of notebook 05b, read from ``ladder/ladder_table.csv``."""
     from helpers.evidence import probes
     from helpers.report import tables
 
     t = run.csv(ART.ladder_table)
     if t is None:
-        return [_missing(ART.ladder_table)]
+        return _missing(ART.ladder_table)
     if t.empty:
-        return [f"Not run in profile `{run.profile.get('name', '?')}`: its `ladder` field names no "
-                "rung. `./run_all.sh cpu-deconf --reuse-from outputs/cpu` runs the ladder on top of a "
-                "finished cpu run (notebook 05b).", ""]
+        return {"empty": True, "profile": run.profile.get("name", "?")}
     t = t.copy()
     t["within_source"] = t["within_source"].fillna("") if "within_source" in t else ""
     fav = probes.favoured(t)
-    frame = tables.ladder_frame(t)
-    best_auc = str(t.loc[t["auc"].astype(float).idxmax(), "rung"])
-    row = t[t["rung"].astype(str) == fav].iloc[0]
-    L = ["Each rung switches on one more input step on top of the rungs above it and trains the "
-         "proposed HRNet with the same recipe on the same folds. The audits are linear probes on "
-         "that rung's inputs (logistic regression on 32 x 32 thumbnails or on grey-level "
-         "statistics): the source from what the model sees, the label with the lungs blacked out, "
-         "from the lung mask alone, and from grey levels inside and outside the lungs. *Shortcut "
-         "excess* is their mean distance from chance. Heat is the share of Grad-CAM heat inside the "
-         "lung mask, beside the lungs' share of the input.", "", md_table(frame), "",
-         f"- **Favoured by the audits: `{fav}`** (shortcut excess {row['shortcut_excess']:.3f}, "
-         f"heat inside the lungs {row['heat_share_lungs']:.2f} against a lung area of "
-         f"{row['lung_area']:.2f}; internal AUC {fmt_auc(row['auc'], row['auc_lo'], row['auc_hi'])}). "
-         f"Rule: lowest shortcut excess, ties within {probes.TIE} broken by the larger heat excess; "
-         "internal AUC plays no part."
-         + (f" The highest internal AUC belongs to `{best_auc}`." if best_auc != fav else ""),
-         *([f"- **Caution:** the favoured rung's model shows little in-lung signal: heat excess "
-            f"{row['heat_excess']:.2f} against {t['heat_excess'].max():.2f} on the best rung, "
-            f"internal AUC {row['auc']:.3f}. Its inputs carry the least hospital signal, but its model "
-            "learned little from them; the rule ranks the audits first and uses heat only to break "
-            "ties, so read the within-source AUCs before adopting it."]
-           if row["heat_excess"] < 0.5 * t["heat_excess"].max() else []),
-         "- Probes bound from below what a network can find in the same inputs; notebook 05's CNN "
-         "audits measure the paper rung with a network. Source and mask probes can stay far from "
-         "chance on every rung when the hospitals differ in anatomy or disease mix, which no input "
-         "step can remove.", "",
-         run.fig("ev_ladder.png", "probe AUCs, internal AUC and heat per rung"), ""]
-    return L
+    row = t[t["rung"].astype(str) == fav].iloc[0].to_dict()
+    return {"empty": False, "table": tables.ladder_frame(t), "favoured": fav, "row": row, "tie": probes.TIE,
+            "best_auc": str(t.loc[t["auc"].astype(float).idxmax(), "rung"]),
+            "best_heat_excess": t["heat_excess"].max(),
+            "caution": row["heat_excess"] < 0.5 * t["heat_excess"].max()}
 
 
-def _comparisons(run: Run) -> list[str]:
+def comparisons(run: Run) -> dict:
     c = run.table("comparisons")
     if c is None:
-        return ["### Paired comparisons with HRNet", "", _missing_table("comparisons")]
-    if c.empty:
-        return ["### Paired comparisons with HRNet", "",
-                "_Not possible: no model to pair with HRNet (or HRNet's predictions are missing)._", ""]
+        return _missing(ART.comparisons)
     rows = []
     for r in c.itertuples(index=False):
-        if not math.isfinite(_num(r.n)):
+        if not math.isfinite(to_float(r.n)):
             rows.append({"model": r.model, "note": r.note})
             continue
         rows.append({"model": r.model, "AUC hrnet": fmt_auc(r.auc_reference),
                      "AUC model": fmt_auc(r.auc_model),
                      "difference (hrnet - model)": fmt_auc(r.auc_diff, r.auc_diff_lo, r.auc_diff_hi),
-                     "p (DeLong)": _fmt_p(r.auc_p),
+                     "p (DeLong)": fmt_p(r.auc_p),
                      "McNemar b / c": f"{num(r.mcnemar_b)} / {num(r.mcnemar_c)}",
-                     "p (McNemar)": _fmt_p(r.mcnemar_p), "note": r.note or ""})
-    return ["### Paired comparisons with HRNet", "",
-            "Same images, same folds: DeLong test of the AUC difference (patient-clustered variance) "
-            "and McNemar's test of the hard predictions (b = HRNet right and the model wrong, c = the "
-            "reverse).", "", md_table(pd.DataFrame(rows).fillna("")), ""]
+                     "p (McNemar)": fmt_p(r.mcnemar_p), "note": r.note or ""})
+    return {"rows": pd.DataFrame(rows).fillna("") if rows else None}
 
 
-def _calibration(run: Run) -> list[str]:
+def calibration(run: Run) -> dict:
     cal = run.table("calibration")
     if cal is None:
-        return ["### Calibration", "", _missing_table("calibration")]
-    rows = [{"model": r.model, "n": r.n, "observed prevalence": fmt_pct(r.prevalence),
-             "mean predicted probability": fmt_pct(r.mean_prob), "Brier": fmt_auc(r.brier),
-             "ECE (10 bins)": fmt_auc(r.ece), "note": r.note} for r in cal.itertuples(index=False)]
-    return ["### Calibration", "",
-            "Brier score (mean squared error of the probability; 0.25 for a constant 0.5) and expected "
-            "calibration error of the pooled out-of-fold probabilities.", "",
-            md_table(pd.DataFrame(rows)), "", run.fig("ev_calibration.png", "reliability diagram"), ""]
+        return _missing(ART.calibration)
+    return {"rows": cal.to_dict("records")}
 
 
-def _prevalence(run: Run) -> list[str]:
-    prev = [0.01, 0.05, 0.20]
+def prevalence(run: Run) -> dict:
     t = run.table("ppv_npv")
     if t is None:
-        return ["### Predictive values at other prevalences", "", _missing_table("ppv_npv")]
+        return _missing(ART.ppv_npv)
     rows = []
     for m in dict.fromkeys(t["model"]):
         d = t[t["model"] == m]
         row = {"model": m}
         for what in ("ppv", "npv"):
-            for p in prev:
+            for p in (0.01, 0.05, 0.20):
                 r = d[np.isclose(d["prevalence"], p)].iloc[0]
                 row[f"{what.upper()} at {100 * p:g} %"] = fmt_pct(r[what], r[f"{what}_lo"], r[f"{what}_hi"])
         rows.append(row)
-    study = t["study_prevalence"].median() if len(t) else np.nan
-    return ["### Predictive values at other prevalences", "",
-            f"The study's own prevalence is {fmt_pct(study)}; a screening or triage population has far "
-            "fewer COVID-19 cases. PPV and NPV by Bayes' rule from the pooled out-of-fold "
-            "sensitivity and specificity; brackets use their Wilson bounds together (conservative).",
-            "", md_table(pd.DataFrame(rows)), "",
-            run.fig("ev_ppv_npv.png", "PPV and NPV from 1 % to 20 % prevalence"), ""]
+    return {"rows": rows, "study": t["study_prevalence"].median() if len(t) else np.nan}
 
 
-def _classification(run: Run) -> list[str]:
-    return (table6_section(run) + table7_section(run) + _dynamics(run) + _comparisons(run) + _calibration(run)
-            + _prevalence(run))
-
-
-def _verdict(c) -> str:
-    if c is True:
-        return "consistent"
-    if c is False:
-        return "**INCONSISTENT**"
-    return "undecided"
-
-
-def _ledger(run: Run) -> list[str]:
+def ledger(run: Run) -> dict:
     p, c = run.table("ledger_paper"), run.table("ledger_companion")
     if p is None or c is None:
-        return [_missing_table("ledger_paper" if p is None else "ledger_companion")]
-    L = ["Can each reported (accuracy, sensitivity, specificity) triple come from one confusion "
-         "matrix? For a single matrix accuracy = w·sensitivity + (1 − w)·specificity must lie between "
-         "the two; the ledger also searches for integer matrices that reproduce the printed numbers.", ""]
-    flagged = [str(n) for n, v in zip(p["name"], p["consistent"]) if v is False]
-    L += [f"**Paper**: {len(flagged)} of {len(p)} reported triples are flagged: " + ", ".join(flagged) + ".",
-          ""]
-    rows = [{"claim": r.name, "kind": r.kind,
-             "reported acc / sens / spec (%)":
-                 f"{r.accuracy:.2f} / {r.sensitivity:.2f} / {r.specificity:.2f}",
-             "verdict": _verdict(r.consistent), "reason": r.reason} for r in p.itertuples(index=False)]
-    L += [md_table(pd.DataFrame(rows)), ""]
-    if c.empty:
-        L.append("**Companion**: no companion tables to check.")
-        return L
-    n_ok = sum(1 for v in c["consistent"] if v is True)
-    L += [f"**Companion** (the same check on every triple this run prints, rounded half-up to two "
-          f"decimals): {n_ok} of {len(c)} consistent.", ""]
-    rows = [{"claim": r.name, "kind": r.kind,
-             "acc / sens / spec (%)": f"{r.accuracy:.2f} / {r.sensitivity:.2f} / {r.specificity:.2f}",
-             "n_pos / n_neg": f"{num(r.n_pos)} / {num(r.n_neg)}" if r.kind == "single" else "",
-             "verdict": _verdict(r.consistent)} for r in c.itertuples(index=False)]
-    L.append(md_table(pd.DataFrame(rows)))
-    return L
+        return _missing(ART.ledger_paper if p is None else ART.ledger_companion)
+    return {"flagged": [str(n) for n, v in zip(p["name"], p["consistent"]) if v is False], "n_paper": len(p),
+            "paper": p.to_dict("records"), "companion": c.to_dict("records"),
+            "n_ok": sum(1 for v in c["consistent"] if v is True)}
 
 
-def audits_section(run: Run) -> list[str]:
-    L = []
-    at = run.csv(ART.audit_table)
-    if at is None:
-        L.append(_missing(ART.audit_table))
-    elif len(at):
-        rows = [{"audit": r.audit, "what it tests": ev.AUDIT_SHORT.get(str(r.audit), str(r.tests)),
-                 "n": num(r.n), "AUC [95 % CI]": fmt_auc(r.auc, r.auc_lo, r.auc_hi),
-                 "verdict": r.verdict} for r in at.itertuples(index=False)]
-        L += ["Pooled out-of-fold AUC of models trained on inputs that do not show the disease (or on "
-              "another target), patient-level bootstrap intervals. Verdicts are reading aids: "
-              "'shortcut signal' when the lower bound exceeds 0.6, 'no evidence' when the interval "
-              "holds 0.5.", "", md_table(pd.DataFrame(rows)), "",
-              run.fig("ev_audits.png", "audit AUCs against chance"), ""]
-    null = run.json(ART.permutation_null)
-    if null:
-        L.append(f"- Low-level audit against its patient-level permutation null: observed AUC "
-                 f"{fmt_auc(null.get('observed_auc'))}, null mean {fmt_auc(null.get('null_mean'))}, null "
-                 f"95th percentile {fmt_auc(null.get('null_q95'))}, p = {_fmt_p(null.get('p_value'))} "
-                 f"({num(null.get('n_perm'))} permutations).")
-    st = run.csv(ART.stratified)
+def shortcut_audits(run: Run) -> dict:
+    at, null, st = run.csv(ART.audit_table), run.json(ART.permutation_null), run.csv(ART.stratified)
+    ctx = {"missing": _art(ART.audit_table) if at is None else None, "null": null or None,
+           "audits": at.to_dict("records") if at is not None and len(at) else None,
+           "descriptions": audits.short_descriptions(), "strata": None, "within": [], "n_one": 0}
     if st is not None and len(st):
         rows = []
-        for r in st.itertuples(index=False):
-            one = _num(r.n_pos) == 0 or _num(r.n_neg) == 0
-            few = not one and min(_num(r.n_pos), _num(r.n_neg)) < 10
-            rows.append({"model": r.model, "by": r.stratum_type, "stratum": r.stratum,
-                         "n (pos/neg)": f"{num(r.n)} ({num(r.n_pos)}/{num(r.n_neg)})",
-                         "accuracy": fmt_pct(r.accuracy), "sensitivity": fmt_pct(r.sensitivity),
-                         "specificity": fmt_pct(r.specificity), "AUC": fmt_auc(r.auc),
-                         "flag": ("**one class only**" if one else
-                                  "fewer than 10 of a class" if few else "")})
-        L += ["", "Stratified by view and by source (does the accuracy hold where the source cannot "
-              "explain it?):", "", md_table(pd.DataFrame(rows)), ""]
+        for r in st.to_dict("records"):
+            pos, neg = to_float(r["n_pos"]), to_float(r["n_neg"])
+            one = pos == 0 or neg == 0
+            rows.append(dict(r, one=one, few=not one and min(pos, neg) < 10))
+        ctx["strata"], ctx["n_one"] = rows, sum(r["one"] for r in rows)
         src = st[st["stratum_type"].astype(str) == "source"]
         t7 = run.csv(ART.table7)
         overall = dict(zip(t7["model"].astype(str), t7["roc_auc"])) if t7 is not None and len(t7) else {}
-        if len(src):
-            L.append("- ROC-AUC overall vs within each source (where the source cannot separate the "
-                     "classes):")
-            for m in ev.model_order(src["model"].astype(str)):
-                d = src[src["model"].astype(str) == m]
-                within = ", ".join(f"{s} {fmt_auc(a)}" for s, a in zip(d["stratum"], d["auc"]))
-                L.append(f"  - {m}: overall {fmt_auc(overall.get(m))}; within source: {within}.")
-        n_one = sum(1 for r in rows if r["flag"].startswith("**one"))
-        if n_one:
-            L.append(f"- {n_one} strata hold one class only: their AUC and one of sensitivity/specificity "
-                     "are undefined.")
-    return L
+        for m in ev.model_order(src["model"].astype(str)):
+            d = src[src["model"].astype(str) == m]
+            ctx["within"].append({"model": m, "overall": overall.get(m),
+                                  "auc": list(zip(d["stratum"], d["auc"]))})
+    return ctx
 
 
-def _saliency(run: Run) -> list[str]:
-    L = []
-    hs = run.table("heat_share_ci")
-    if hs is None:
-        L.append(_missing_table("heat_share_ci"))
-    elif hs.empty:
-        L.append("_Not available: no `heat_share.csv` in `hrnet/` or `baselines/`._")
-    else:
+def saliency(run: Run) -> dict:
+    hs, rc = run.table("heat_share_ci"), run.csv(ART.randomisation_check)
+    ctx = {"missing": _art(ART.heat_share_ci) if hs is None else None, "empty": hs is not None and hs.empty,
+           "shares": None, "differences": None, "randomisation": None}
+    if hs is not None and not hs.empty:
         pooled = hs[hs["fold"] == "pooled"]
-        rows = []
-        for r in pooled[pooled["quantity"] == "share_lung"].itertuples(index=False):
-            rows.append({"model": r.model, "class": r.label,
-                         "images (patients)": f"{r.n_images} ({r.n_patients})",
-                         "share of heat in lungs [95 % CI]": fmt_auc(r.mean, r.lo, r.hi),
-                         "chance (lung-area fraction)": fmt_auc(r.chance),
-                         "above chance": "yes" if _num(r.lo) > _num(r.chance) else
-                         ("below" if _num(r.hi) < _num(r.chance) else "no")})
-        L += ["Share of Grad-CAM heat inside the lung mask for every test image (its own fold's model), "
-              "mean with a patient-level bootstrap 95 % interval; a uniform map scores the lung-area "
-              "fraction.", "", md_table(pd.DataFrame(rows)), ""]
-        d = pooled[pooled["quantity"] == "difference"]
-        if len(d):
-            rows = [{"class": r.label, "images": r.n_images,
-                     "segmented - unsegmented [95 % CI]": fmt_auc(r.mean, r.lo, r.hi)}
-                    for r in d.itertuples(index=False)]
-            L += ["Paired difference on the same images:", "", md_table(pd.DataFrame(rows)), ""]
-        L += [run.fig("ev_heat_share.png", "heat share with intervals"), ""]
-    rc = run.csv(ART.randomisation_check)
+        ctx["shares"] = [dict(r, above=to_float(r["lo"]) > to_float(r["chance"]),
+                              below=to_float(r["hi"]) < to_float(r["chance"]))
+                         for r in pooled[pooled["quantity"] == "share_lung"].to_dict("records")]
+        ctx["differences"] = pooled[pooled["quantity"] == "difference"].to_dict("records")
     if rc is not None and len(rc) and "spearman_trained_vs_random" in rc.columns:
         s = pd.to_numeric(rc["spearman_trained_vs_random"], errors="coerce")
         ok = s.dropna()
         if len(ok):
-            L.append(f"- Model-randomisation check (Adebayo et al. 2018): Spearman correlation between the "
-                     f"maps of the trained fold model and of the same network with random weights, median "
-                     f"{ok.median():.2f} (IQR {ok.quantile(0.25):.2f} to {ok.quantile(0.75):.2f}; "
-                     f"{len(ok)} of {len(s)} images with a non-constant map). A high correlation would mean "
-                     "the maps barely depend on what the network learned.")
-    return L
+            ctx["randomisation"] = {"median": ok.median(), "q25": ok.quantile(0.25), "q75": ok.quantile(0.75),
+                                    "n": len(ok), "of": len(s)}
+    return ctx
 
 
-def external_section(run: Run) -> list[str]:
+def external(run: Run) -> dict:
     et = run.csv(ART.external_table)
     if et is None or et.empty:
-        return ["Not run: this run had no external set (EXTERNAL_DATA_DIR empty), so every number above "
-                "is internal cross-validation."]
+        return {"run": False}
     et = et.assign(fold=et["fold"].astype(str), source=et["source"].astype(str))
-    L = ["Internal and external ROC-AUC side by side: internal is the pooled out-of-fold AUC "
-         f"(`{ART.table7.rel()}`), external the AUC of the mean of the fold models' probabilities on "
-         f"the external images (`{ART.external_table.rel()}`), each fold model listed as well.", ""]
     t7 = run.csv(ART.table7)
-    internal = {} if t7 is None else {str(r.model): r for r in t7.itertuples(index=False)}
+    internal = {} if t7 is None else {str(r["model"]): r for r in t7.to_dict("records")}
     side = []
     for model in ev.model_order(et["model"].astype(str).unique()):
         e = et[(et["model"] == model) & (et["source"] == "all")]
         mean = e[e["fold"] == "mean"]
         if mean.empty:
             continue
-        m = mean.iloc[0]
-        folds = e[e["fold"] != "mean"].copy()
+        folds = e[e["fold"] != "mean"]
         folds = folds.assign(k=pd.to_numeric(folds["fold"], errors="coerce")).sort_values("k")
-        per_fold = " / ".join(f"{_num(a):.3f}" if pd.notna(a) else "n/a" for a in folds["auc"])
-        i = internal.get(model)
-        side.append({"model": model,
-                     "internal AUC (pooled OOF)": "n/a" if i is None else
-                     fmt_auc(i.roc_auc, i.roc_auc_lo, i.roc_auc_hi),
-                     "external AUC (mean of folds)": fmt_auc(m.auc, m.auc_lo, m.auc_hi),
-                     "external AUC per fold model (1 / 2 / ...)": per_fold or "n/a",
-                     "external n (pos/neg)": f"{num(m.n)} ({num(m.n_pos)}/{num(m.n_neg)})"})
-    L += [md_table(pd.DataFrame(side)), "", run.fig("ev_auc_forest.png", "internal and external AUCs"), ""]
+        side.append({"model": model, "internal": internal.get(model), "external": mean.iloc[0].to_dict(),
+                     "folds": list(folds["auc"])})
     e = et[et["fold"] == "mean"]
     within = e[(e["source"] != "all") & (e["n_pos"] > 0) & (e["n_neg"] > 0)]
-    if len(within):
-        parts = []
-        for model in ev.model_order(within["model"].astype(str).unique()):
-            w = within[within["model"] == model]
-            parts.append(f"{model} " + ", ".join(
-                f"{r.source} {fmt_auc(r.auc)} ({num(r.n_pos)}/{num(r.n_neg)})" for r in w.itertuples()))
-        L += ["- Within one external source (both classes present, pos/neg in brackets): "
-              + "; ".join(parts) + ". Where these sit well below the overall external AUC, the overall "
-              "figure owes much to the mix of sources rather than to the disease.", ""]
-    rows = [{"model": r.model, "source": r.source,
-             "n (pos/neg)": f"{num(r.n)} ({num(r.n_pos)}/{num(r.n_neg)})",
-             "AUC": fmt_auc(r.auc, r.auc_lo, r.auc_hi),
-             "accuracy": fmt_pct(r.accuracy, r.accuracy_lo, r.accuracy_hi),
-             "sensitivity": fmt_pct(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi),
-             "specificity": fmt_pct(r.specificity, r.specificity_lo, r.specificity_hi)}
-            for r in e.itertuples(index=False)]
-    L += ["Mean of the fold models' probabilities on the external images, per model and source "
-          "(patient-level bootstrap interval for AUC, Wilson for rates):", "",
-          md_table(pd.DataFrame(rows)), ""]
-    return L + _external_selection(run)
+    return {"run": True, "rel": {"table7": ART.table7.rel(), "external": ART.external_table.rel()},
+            "side": side, "rows": e.to_dict("records"), "selection": _external_selection(run),
+            "within": [{"model": m, "sources": within[within["model"] == m].to_dict("records")}
+                       for m in ev.model_order(within["model"].astype(str).unique())]}
 
 
-def _external_selection(run: Run) -> list[str]:
+def _external_selection(run: Run) -> dict | None:
     """Which external films failed refinement, and the AUC when they are scored too."""
     from helpers.refine import refine_counts
 
     ri = run.csv(ART.ext_refine_index)
     if ri is None or ri.empty:
-        return []
+        return None
     rc = refine_counts(ri)
     tot = rc[(rc["source"] == "all") & (rc["label"] == "all")].iloc[0]
-    L = [f"**Selection by refinement.** {num(tot.failed)} of {num(tot.total)} external films failed the "
-         f"lung-area check and are not in the tables above (`{ART.ext_refine_index.rel()}`), per source and "
-         "class:", "", md_table(rc[rc["label"] != "all"].astype(str)), ""]
     ea = run.csv(ART.external_table_all)
-    if int(tot.failed) == 0:
-        return L + ["No external film failed refinement, so no sensitivity analysis was needed.", ""]
-    if ea is None or ea.empty:
-        return L + ["The sensitivity analysis (every external film scored) is missing from this run.", ""]
-    ea = ea.assign(fold=ea["fold"].astype(str), source=ea["source"].astype(str))
-    rows = [{"model": r.model, "n (pos/neg)": f"{num(r.n)} ({num(r.n_pos)}/{num(r.n_neg)})",
-             "AUC, every external film": fmt_auc(r.auc, r.auc_lo, r.auc_hi),
-             "sensitivity": fmt_pct(r.sensitivity, r.sensitivity_lo, r.sensitivity_hi),
-             "specificity": fmt_pct(r.specificity, r.specificity_lo, r.specificity_hi)}
-            for r in ea[(ea["fold"] == "mean") & (ea["source"] == "all")].itertuples(index=False)]
-    return L + ["Sensitivity analysis: the same fold models on every external film, the failed ones with "
-                "their small refined mask (segmented models) or whole (unsegmented models) "
-                f"(`{ART.external_table_all.rel()}`):", "", md_table(pd.DataFrame(rows)), ""]
+    rows = None
+    if int(tot.failed) and ea is not None and not ea.empty:
+        ea = ea.assign(fold=ea["fold"].astype(str), source=ea["source"].astype(str))
+        rows = ea[(ea["fold"] == "mean") & (ea["source"] == "all")].to_dict("records")
+    return {"failed": int(tot.failed), "total": tot.total, "counts": rc[rc["label"] != "all"].astype(str),
+            "rows": rows, "rel": {"index": ART.ext_refine_index.rel(), "all": ART.external_table_all.rel()}}
 
 
-def limitations_section(run: Run) -> list[str]:
-    L = []
-    if run.info["synthetic"]:
-        L.append("- **The data are generated phantoms.** The results test the code, not a detector of "
-                 "COVID-19; nothing here transfers to radiographs.")
+def limitations(run: Run) -> dict:
+    ctx = {"synthetic": run.info["synthetic"], "sources": None, "small": None, "thresholds": None,
+           "protocol": None, "signal": None, "weak_heat": None}
     c = run.csv(ART.cohort)
     if c is not None and len(c) and {"role", "label", "source", "images"} <= set(c.columns):
         cl = c[c["role"].astype(str) == "classify"]
         pv = cl.pivot_table(index="source", columns="label", values="images", aggfunc="sum", fill_value=0)
         if len(pv) and pv.shape[1] >= 2:
-            counts = "; ".join(f"{lab}: " + ", ".join(f"{s} {int(v)}" for s, v in pv[lab].items() if v)
-                               for lab in pv.columns)
-            aligned = pv.max(axis=1).sum() / max(1, pv.values.sum())
-            if aligned >= 0.8:
-                L.append(f"- **COVID and normal images come from different sources** ({counts}): "
-                         f"{100 * aligned:.1f} % of the images carry their source's majority label, so "
-                         "a model can separate the classes by recognising the source.")
-            else:
-                L.append(f"- Sources are mixed across the classes ({counts}); "
-                         f"{100 * aligned:.1f} % of images carry their source's majority label.")
+            ctx["sources"] = {"aligned": pv.max(axis=1).sum() / max(1, pv.values.sum()),
+                              "by_label": [(lab, [(s, int(v)) for s, v in pv[lab].items() if v])
+                                           for lab in pv.columns]}
     t7 = run.csv(ART.table7)
     if t7 is not None and len(t7) and "hrnet" in set(t7["model"].astype(str)):
         r = t7[t7["model"].astype(str) == "hrnet"].iloc[0]
-        L.append(f"- **n is small**: {num(r['n'])} images ({num(r['n_pos'])} COVID / {num(r['n_neg'])} "
-                 f"normal) of {num(r.get('n_patients'))} patients. HRNet's pooled sensitivity "
-                 f"{fmt_pct(r['sensitivity'], r['sensitivity_lo'], r['sensitivity_hi'])} has a 95 % interval "
-                 f"{100 * (_num(r['sensitivity_hi']) - _num(r['sensitivity_lo'])):.1f} "
-                 "percentage points wide, "
-                 f"its AUC {fmt_auc(r['roc_auc'], r['roc_auc_lo'], r['roc_auc_hi'])} one "
-                 f"{_num(r['roc_auc_hi']) - _num(r['roc_auc_lo']):.3f} wide; per-fold rows are "
-                 "smaller still.")
+        ctx["small"] = {**r.to_dict(), "n_patients": r.get("n_patients"),
+                        "sens_width": 100 * (to_float(r["sensitivity_hi"]) - to_float(r["sensitivity_lo"])),
+                        "auc_width": to_float(r["roc_auc_hi"]) - to_float(r["roc_auc_lo"])}
     ft = run.csv(ART.fold_table)
     if ft is not None and len(ft):
         thr = pd.to_numeric(ft.loc[~ft["fold"].astype(str).isin(["pooled", "mean"]), "threshold"],
                             errors="coerce").dropna()
-        if len(thr):
-            L.append(f"- Thresholds were chosen on inner validation splits (Youden's J), one per fold: "
-                     f"{', '.join(f'{v:.3f}' for v in thr)}; a deployed model would need one threshold "
-                     "fixed in advance. Fold-to-fold spread of the rates reflects this as well as the data.")
+        ctx["thresholds"] = list(thr) or None
     if run.profile:
-        from helpers.config import PROFILES
-
-        paper = PROFILES["paper"].to_dict()
-        diffs = []
-        for label, key in _PROTOCOL:
-            if key in run.profile and key in paper:
-                fa, fb = _setting(run.profile[key]), _setting(paper[key])
-                if fa != fb:
-                    diffs.append(f"{label} {fa} vs {fb}")
-        if diffs:
-            L.append("- **Profile reduced** relative to the paper's protocol: " + "; ".join(diffs) + ".")
-        else:
-            L.append("- The run follows the paper's protocol settings (profile fields as in `paper`).")
+        ctx["protocol"] = [(label, a, b) for label, a, b, in_paper in run.protocol() if in_paper and a != b]
     at = run.csv(ART.audit_table)
     if at is not None and len(at) and "verdict" in at.columns:
         sig = at[at["verdict"].astype(str) == "shortcut signal"]
-        if len(sig):
-            L.append("- Shortcut audits found signal: " + ", ".join(
-                f"{a} (AUC {fmt_auc(x)})" for a, x in zip(sig["audit"], sig["auc"]))
-                + ". A route to the label that bypasses the disease exists in these data.")
+        ctx["signal"] = list(zip(sig["audit"], sig["auc"])) or None
     hs = run.table("heat_share_ci")
     if hs is not None and len(hs):
         p = hs[(hs["quantity"] == "share_lung") & (hs["fold"] == "pooled") & (hs["label"] == "all")]
-        weak = [f"{r.model} {fmt_auc(r.mean)} vs chance {fmt_auc(r.chance)}"
-                for r in p.itertuples(index=False)
-                if not _num(r.lo) > _num(r.chance)]
-        if weak:
-            L.append("- Grad-CAM heat is not concentrated in the lungs beyond chance for: "
-                     + "; ".join(weak) + ".")
+        weak = [r for r in p.itertuples(index=False) if not to_float(r.lo) > to_float(r.chance)]
+        ctx["weak_heat"] = weak or None
     et = run.csv(ART.external_table)
-    if et is None or et.empty:
-        L.append("- No external validation: all results come from cross-validation within one cohort.")
-    L += ["- All networks are trained from scratch, without ImageNet weights (the paper does not say "
-          "whether it used pretrained weights); results may differ from fine-tuned models.",
-          "- Where NIH ChestX-ray14 images are used, their labels were mined from radiology reports by "
-          "NLP, not read by radiologists for this study.",
-          "- No clinical validation: no prospective data, no comparison with radiologists, no RT-PCR "
-          "reference standard per image; the model is not a medical device."]
-    return L
+    ctx["external"] = et is not None and not et.empty
+    return ctx
 
 
-def _checklist(run: Run) -> list[str]:
+def checklist(run: Run) -> dict:
     idx = run.csv(ART.cls_index)
     grouped = "n/a"
     if idx is not None and len(idx) and "fold" in idx.columns:
         gcol = "group_id" if "group_id" in idx.columns else "patient_id"
         grouped = "yes" if (idx.groupby(gcol)["fold"].nunique() <= 1).all() else "**no**"
-    et = run.csv(ART.external_table)
-    at = run.csv(ART.audit_table)
+    et, at = run.csv(ART.external_table), run.csv(ART.audit_table)
     revs = {m.get("git_revision") for m in run.manifests.values()}
-    rows = [
-        ("Data sources and selection",
-         "Cohort and curation" if run.csv(ART.cohort) is not None else "missing"),
-        ("Synthetic or real data", "synthetic phantoms" if run.info["synthetic"] else run.info["data"]),
-        ("Patient-level partition of train / test", grouped),
-        ("Thresholds chosen without the test data", "yes (inner validation split)"),
-        ("Metrics with confidence intervals", "yes (Wilson, patient-level bootstrap)"),
-        ("Calibration reported", "yes" if run.csv(ART.all_preds) is not None else "no"),
-        ("Comparison on the same data, paired tests",
-         "yes" if run.csv(ART.all_preds) is not None else "no"),
-        ("Failure / shortcut analysis", f"yes ({len(at)} audits)" if at is not None and len(at) else "no"),
-        ("Saliency checked quantitatively", "yes" if run.csv(ART.hrnet_heat_share) is not None else "no"),
-        ("External validation", "yes" if et is not None and len(et) else "**no**"),
-        ("Code revision recorded", ", ".join(sorted(r for r in revs if r)) or "no"),
-    ]
-    return ["Reporting items in the spirit of CLAIM (Mongan et al. 2020), answered from this run's "
-            "artefacts:", "", md_table(pd.DataFrame(rows, columns=["item", "this run"]))]
+    return {"cohort": run.csv(ART.cohort) is not None, "synthetic": run.info["synthetic"],
+            "data": run.info["data"], "grouped": grouped, "predictions": run.csv(ART.all_preds) is not None,
+            "n_audits": len(at) if at is not None else 0, "external": et is not None and len(et) > 0,
+            "heat_share": run.csv(ART.hrnet_heat_share) is not None,
+            "revisions": sorted(r for r in revs if r)}
 
 
-def _figures(run: Run) -> list[str]:
-    L = ["Evidence figures (`helpers.evidence.recomputed`):", ""]
-    names = {"ev_calibration.png": "reliability diagram, Brier, ECE",
-             "ev_ppv_npv.png": "PPV / NPV at 1-20 % prevalence",
-             "ev_auc_forest.png": "ROC-AUC with intervals per model",
-             "ev_heat_share.png": "Grad-CAM heat inside the lungs, with intervals",
-             "ev_audits.png": "shortcut audits"}
-    L += [f"- [{n}]({run.figures_rel}/{n}): {d}" for n, d in names.items()]
+def figures(run: Run) -> dict:
     idx = ART.figure_index.find_in(run.figures_dir)
-    if idx is not None and len(idx) and "file" in idx.columns:
-        L += ["", f"Paper figures and tables (`{ART.figure_index.rel()}`):", ""]
-        L += [f"- [{r.file}]({run.figures_rel}/{r.file}): {getattr(r, 'paper', '')}"
-              for r in idx.itertuples(index=False)]
-    return L
+    ok = idx is not None and len(idx) and "file" in idx.columns
+    return {"index_rel": ART.figure_index.rel(),
+            "index": [(r.file, getattr(r, "paper", "")) for r in idx.itertuples(index=False)] if ok else None}
 
 
-_BUILDERS: dict[str, Callable[[Run], list[str]]] = {
-    "What was run": _what_was_run, "Cohort and curation": cohort_section, "Splits": _splits,
-    "Segmentation": _segmentation, "Classification": _classification, "Claims ledger": _ledger,
-    "Shortcut audits": audits_section, "De-confounding ladder": _ladder, "Saliency": _saliency,
-    "External validation": external_section,
-    "Limitations": limitations_section, "Checklist": _checklist,
-}
+def verdict(run: Run) -> dict:
+    """The paper's claims against this run (:mod:`helpers.evidence.verdict`, ``verdict.csv``)."""
+    t = run.table("verdict")
+    if t is None:
+        return _missing(ART.verdict)
+    return {"missing": None, "rel": ART.verdict.rel(), "rows": t.to_dict("records")}
+
+
+def sites(run: Run) -> dict:
+    """Within-source AUC, COVID against each kind of negative, leave one site out, and the models
+    that did not learn (:mod:`helpers.evidence.sites`, :func:`helpers.evidence.dynamics.learning`)."""
+    def records(name: str) -> list[dict]:
+        t = run.table(name)
+        return [] if t is None else t.to_dict("records")
+
+    learning = run.table("learning")
+    not_learned = [] if learning is None or learning.empty else [
+        str(m) for m, ok in zip(learning["model"], learning["learned"]) if ok is False]
+    rel = {k: getattr(ART, n).rel() for k, n in (("within", "within_source"), ("negatives", "by_negative"),
+                                                  ("called", "negatives_called"), ("loso", "loso_table"),
+                                                  ("learning", "learning"))}
+    return {"rel": rel, "not_learned": not_learned, "within": records("within_source"),
+            "negatives": records("by_negative"), "loso": records("loso_table"),
+            "profile": run.profile.get("name", "?")}
+
+
+#: part name -> its context function; the template is ``templates/summary/<name>.md.j2``
+PARTS: dict[str, Callable[[Run], dict]] = {
+    f.__name__: f for f in (banner, what_was_run, cohort, splits, segmentation, table6, table7, dynamics,
+                            comparisons, calibration, prevalence, ledger, shortcut_audits, ladder, saliency,
+                            external, limitations, checklist, figures, verdict, sites)}
+
+
+def _render(run: Run, *names: str) -> str:
+    return "".join(render.render(f"summary/{n}.md.j2", figures_rel=run.figures_rel, **PARTS[n](run))
+                   for n in names)
+
+
+def part(run: Run, name: str) -> str:
+    """Part ``name`` of :data:`PARTS` rendered for ``run``; the failure note when it raises."""
+    return render.isolated(_render, run, name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -931,24 +552,11 @@ def summary_markdown(out_dir: Path, cfg_dict: dict | None = None, figures_rel: s
     are missing says so; a section that fails says why instead of stopping the summary.
     """
     run = Run(Path(out_dir), cfg_dict, figures_rel, figures_dir)
-    lines = [f"# Results summary: profile `{run.info['profile']}`", ""]
-    lines += banner(run)
-    lines += [f"Generated by `helpers.report.summary` from the artefacts in `{display_path(run.out)}`; "
-              "every number is read from or recomputed from those files.", ""]
     sections = SECTIONS + (["Figures"] if figures_rel else [])
-    builders = dict(_BUILDERS, Figures=_figures)
-    for name in sections:
-        lines += [f"## {name}", ""]
-        try:
-            body = builders[name](run)
-        except Exception as exc:  # a broken section must not hide the others
-            body = [f"_This section could not be built: {type(exc).__name__}: {exc}_"]
-        lines += [b for b in body if b is not None]
-        lines.append("")
-    text = "\n".join(lines)
-    while "\n\n\n" in text:
-        text = text.replace("\n\n\n", "\n\n")
-    return text.rstrip() + "\n"
+    return render.document("summary.md.j2", profile=run.info["profile"], banner=_render(run, "banner"),
+                           where=display_path(run.out),
+                           sections=[(s, render.isolated(_render, run, *_SECTION_PARTS[s]))
+                                     for s in sections])
 
 
 def write_summary(out_dir: Path, dest: Path, cfg_dict: dict | None = None,

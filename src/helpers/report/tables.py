@@ -11,6 +11,7 @@ import pandas as pd
 
 from helpers.evidence import audits
 from helpers.evidence.recomputed import model_order  # one order for every table and figure
+from helpers.report.formats import fixed, fmt_auc, fmt_pct
 from helpers.run.artefacts import ART
 
 #: readable names of the models a run can train, in the order tables list them
@@ -47,11 +48,6 @@ def readable_folds(df: pd.DataFrame, col: str = "fold", where: pd.Series | None 
     out.loc[mask, col] = [fold_label(v) for v in out.loc[mask, col]]
     return out
 
-def _pct(v, lo=np.nan, hi=np.nan) -> str:
-    if not np.isfinite(v):
-        return "n/a"
-    return f"{100 * v:.1f}" + (f" [{100 * lo:.1f}, {100 * hi:.1f}]" if np.isfinite(lo) else "")
-
 def _numeric(t: pd.DataFrame, keep=("fold", "kind", "note", "model")) -> pd.DataFrame:
     t = t.copy()
     num = [c for c in t.columns if c not in keep]
@@ -68,10 +64,10 @@ def table6_frame(cfg, fold_table: pd.DataFrame | None = None) -> pd.DataFrame:
         row = {"Fold": {"pooled": "Pooled", "mean": "Average"}.get(str(r.fold), fold_label(r.fold)),
                "Images (COVID / normal)": f"{int(r.n_pos)} / {int(r.n_neg)}"}
         for m in ("accuracy", "sensitivity", "specificity"):
-            row[f"{m.capitalize()} %"] = _pct(getattr(r, m), getattr(r, f"{m}_lo", np.nan),
-                                             getattr(r, f"{m}_hi", np.nan))
-        row["AUC"] = f"{r.auc:.3f}" if np.isfinite(r.auc) else "n/a"
-        row["Threshold"] = f"{r.threshold:.2f}" if np.isfinite(r.threshold) else "per fold"
+            row[f"{m.capitalize()} %"] = fmt_pct(getattr(r, m), getattr(r, f"{m}_lo", np.nan),
+                                                getattr(r, f"{m}_hi", np.nan), unit="")
+        row["AUC"] = fmt_auc(r.auc)
+        row["Threshold"] = fixed(r.threshold, 2) if np.isfinite(r.threshold) else "per fold"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -105,10 +101,9 @@ def table7_frame(cfg, table7: pd.DataFrame | None = None) -> pd.DataFrame:
         r, paper = t.loc[m], PAPER_TABLE7.get(m)
         row = {"Model": model_label(m), "n": int(r["n"])}
         for i, name in enumerate(("accuracy", "sensitivity", "specificity")):
-            row[f"{name.capitalize()} %"] = _pct(r[name], r[f"{name}_lo"], r[f"{name}_hi"])
-            row[f"{name[:4].capitalize()}. paper"] = f"{paper[i]:.2f}" if paper else "-"
-        row["ROC-AUC [95% CI]"] = (f"{r['roc_auc']:.3f} [{r['roc_auc_lo']:.3f}, {r['roc_auc_hi']:.3f}]"
-                                   if np.isfinite(r["roc_auc"]) else "n/a")
+            row[f"{name.capitalize()} %"] = fmt_pct(r[name], r[f"{name}_lo"], r[f"{name}_hi"], unit="")
+            row[f"{name[:4].capitalize()}. paper"] = fixed(paper[i], 2) if paper else "-"
+        row["ROC-AUC [95% CI]"] = fmt_auc(r["roc_auc"], r["roc_auc_lo"], r["roc_auc_hi"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -145,12 +140,12 @@ def ladder_frame(table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"note": ["no ladder in this profile (./run_all.sh cpu-deconf runs one)"]})
     t = table.copy()
     out = pd.DataFrame({"rung": t["rung"], "steps": t["steps"],
-                        "internal AUC [95% CI]": [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi
+                        "internal AUC [95% CI]": [fmt_auc(a, lo, hi) for a, lo, hi
                                                   in zip(t["auc"], t["auc_lo"], t["auc_hi"])]})
     for key in probes.PROBES:
         out[f"probe {key.replace('_', ' ')}"] = t[f"audit_{key}"].round(3)
     out["shortcut excess"] = t["shortcut_excess"].round(3)
-    out["heat in lungs / lung area"] = [f"{h:.2f} / {a:.2f}" for h, a in
+    out["heat in lungs / lung area"] = [f"{fixed(h, 2)} / {fixed(a, 2)}" for h, a in
                                          zip(t["heat_share_lungs"], t["lung_area"])]
     out["within-source AUC"] = t["within_source"].fillna("").replace("", "none with both classes")
     return out
