@@ -248,7 +248,15 @@ def table7(run: Run) -> dict:
     if t is None:
         return _missing(ART.table7)
     t = t.set_index(t["model"].astype(str)).loc[ev.model_order(t["model"].astype(str))].reset_index(drop=True)
-    return {"rows": t.to_dict("records")}
+    return {"rows": t.to_dict("records"), "not_learned": not_learned(run)}
+
+
+def not_learned(run: Run) -> list[str]:
+    """The models flagged "did not learn" (``learning.csv``; :func:`helpers.evidence.dynamics.learning`)."""
+    learning = run.table("learning")
+    if learning is None or learning.empty:
+        return []
+    return [str(m) for m, ok in zip(learning["model"], learning["learned"]) if ok is False]
 
 
 def dynamics(run: Run) -> dict:
@@ -510,13 +518,10 @@ def sites(run: Run) -> dict:
         t = run.table(name)
         return [] if t is None else t.to_dict("records")
 
-    learning = run.table("learning")
-    not_learned = [] if learning is None or learning.empty else [
-        str(m) for m, ok in zip(learning["model"], learning["learned"]) if ok is False]
     rel = {k: getattr(ART, n).rel() for k, n in (("within", "within_source"), ("negatives", "by_negative"),
                                                   ("called", "negatives_called"), ("loso", "loso_table"),
                                                   ("learning", "learning"))}
-    return {"rel": rel, "not_learned": not_learned, "within": records("within_source"),
+    return {"rel": rel, "not_learned": not_learned(run), "within": records("within_source"),
             "negatives": records("by_negative"), "loso": records("loso_table"),
             "profile": run.profile.get("name", "?")}
 

@@ -96,10 +96,13 @@ def table7_frame(cfg, table7: pd.DataFrame | None = None) -> pd.DataFrame:
     intervals, the paper's value beside ours where the paper reports the model, and ROC-AUC."""
     t = table7 if table7 is not None else ART.table7.read(cfg.out_dir)
     t = _numeric(t).set_index("model")
+    learning = ART.learning.find(cfg.out_dir)  # notebook 06 saves it before drawing
+    failed = set() if learning is None or learning.empty else {
+        str(m) for m, ok in zip(learning["model"], learning["learned"]) if ok is False}
     rows = []
     for m in model_order(t.index):
         r, paper = t.loc[m], PAPER_TABLE7.get(m)
-        row = {"Model": model_label(m), "n": int(r["n"])}
+        row = {"Model": model_label(m) + (" - did not learn" if m in failed else ""), "n": int(r["n"])}
         for i, name in enumerate(("accuracy", "sensitivity", "specificity")):
             row[f"{name.capitalize()} %"] = fmt_pct(r[name], r[f"{name}_lo"], r[f"{name}_hi"], unit="")
             row[f"{name[:4].capitalize()}. paper"] = fixed(paper[i], 2) if paper else "-"
