@@ -40,8 +40,8 @@ def _tables(learned: bool = True):
                          dict(model="densenet121", auc_diff=-0.02, auc_diff_lo=-0.06, auc_diff_hi=0.02),
                          dict(model="hrnet_unsegmented", auc_diff=-0.05, auc_diff_lo=-0.08,
                               auc_diff_hi=-0.02)])
-    heat = pd.DataFrame([dict(quantity="share_lung", model="hrnet (segmented)", fold="pooled", label="all", mean=0.4,
-                              lo=0.35, hi=0.45, chance=0.3)])
+    heat = pd.DataFrame([dict(quantity="share_lung", model="hrnet (segmented)", fold="pooled", label="all",
+                              mean=0.4, lo=0.35, hi=0.45, chance=0.3)])
     within = pd.DataFrame([dict(model="hrnet", source="ieee8023", auc=0.5, auc_lo=0.43, auc_hi=0.58,
                                 n_pos=318, n_neg=76),
                            # two negatives: too few to judge a source by (V.MIN_PER_CLASS)
