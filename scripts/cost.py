@@ -24,6 +24,7 @@ import torch
 
 import bench
 from helpers import config, models
+from helpers.run import compute
 
 COLUMNS = ["stage", "network", "size", "folds", "epochs", "train_images", "infer_images",
            "train_s_per_image", "infer_s_per_image", "device_hours", "wall_hours_on_n"]
@@ -71,8 +72,9 @@ def time_classifiers(profile, steps: int = 2, warmup: int = 1, device: str = "cp
     profile trains with (fp32 NCHW for ``paper``)."""
     rows = []
     for name in bench.networks(profile):
-        p = profile.for_network(name)
-        mode = "fast" if (p.bf16 or p.channels_last) else "naive"
+        p = compute.for_network(profile.for_network(name), name, device)  # the path training takes
+        cl, bf = bool(p.channels_last), compute.uses_bf16(device, p.bf16)
+        mode = next(m for m, v in compute.PATHS.items() if v == (cl, bf))
         r = bench.bench_model(p, name, mode, steps, warmup, device, infer_batch=p.cls_batch)
         rows.append({"network": name, "size": p.cls_size, "train_s_per_image": 1 / r["train_img_s"],
                      "infer_s_per_image": 1 / r["infer_img_s"]})

@@ -96,7 +96,8 @@ def table7_frame(cfg, table7: pd.DataFrame | None = None) -> pd.DataFrame:
     intervals, the paper's value beside ours where the paper reports the model, and ROC-AUC."""
     t = table7 if table7 is not None else ART.table7.read(cfg.out_dir)
     t = _numeric(t).set_index("model")
-    learning = ART.learning.find(cfg.out_dir)  # notebook 06 saves it before drawing
+    # notebook 06 saves it before drawing; a frame built without a run has none
+    learning = ART.learning.find(cfg.out_dir) if getattr(cfg, "out_dir", None) else None
     failed = set() if learning is None or learning.empty else {
         str(m) for m, ok in zip(learning["model"], learning["learned"]) if ok is False}
     rows = []
