@@ -95,7 +95,9 @@ def data_note(out_dir: Path, cfg_dict: dict | None = None) -> str:
                 "not science")
     if info["data"] == "real":
         where = Path(str(info["data_dir"])).name if info["data_dir"] else "DATA_DIR"
-        return f"profile {info['profile']}: real chest X-rays from {where}"
+        cfg = cfg_dict or run_manifest(out_dir).get("config") or {}
+        more = [Path(str(d)).name for d in cfg.get("extra_data_dirs") or []]  # one cohort, several folders
+        return f"profile {info['profile']}: real chest X-rays from {' + '.join([where, *more])}"
     return f"profile {info['profile']}: data of unknown kind"
 
 
