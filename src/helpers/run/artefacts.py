@@ -125,14 +125,7 @@ class Artefact:
 
     def find(self, run):
         """:meth:`read`, or None when the file is missing (or is json that cannot be read)."""
-        if not self.exists(run):
-            return None
-        try:
-            return self.read(run)
-        except ValueError:
-            if self.file.endswith(".json"):
-                return None
-            raise
+        return self.find_in(run_dir(run) / self.stage)
 
     def write(self, run, value) -> Path:
         """Write ``value`` atomically: csv <- DataFrame, npy <- array, npz <- dict of arrays
