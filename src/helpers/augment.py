@@ -214,3 +214,49 @@ def augmentation_samples(image: np.ndarray, mask: np.ndarray | None, size: int, 
     """``n`` augmented versions of one image (and mask) for Fig. 7, reproducible from ``seed``."""
     pipe = table3_pipeline(size, seed=seed)
     return [apply(pipe, image, mask) for _ in range(n)]
+
+
+# ------------------------------------------------------------------------------------------------
+# beyond Table 3: opaque lungs for the UNet (the mask stays as it is)
+# ------------------------------------------------------------------------------------------------
+#: how far an opacity may take a lung pixel towards the soft-tissue grey around the lungs
+OPACITY_STRENGTH = (0.3, 0.9)
+
+
+def lung_opacity(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same film with a synthetic opacity over its lungs: uint8 (H, W); the mask is unchanged.
+
+    COVID-19 and other pneumonias make the lungs as dense as the soft tissue around them, and a
+    UNet trained on clear lungs under-segments them (the refinement then drops the very films
+    a classifier needs). This draws one to four smooth blobs inside the lung mask (or, one time in
+    four, a haze over the whole of it), each taking the lung grey levels a random fraction
+    (:data:`OPACITY_STRENGTH`) of the way towards the soft-tissue grey (the median of a ring just
+    outside the lungs), never darker than they were. Training on such films with the true mask
+    teaches the network that an opaque lung is still lung. A film without lung pixels comes back
+    unchanged.
+    """
+    image, lung = np.asarray(image), np.asarray(mask) > 0
+    if image.shape != lung.shape:
+        raise ValueError(f"image {image.shape} and mask {lung.shape} differ in shape")
+    if lung.sum() < 4:
+        return image.copy()
+    h, w = image.shape
+    side = max(h, w)
+    kernel = np.ones((3, 3), np.uint8)
+    ring = cv2.dilate(lung.astype(np.uint8), kernel, iterations=max(2, side // 32)).astype(bool) & ~lung
+    tissue = float(np.median(image[ring])) if ring.any() else float(np.percentile(image, 90))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if rng.random() < 0.25:                                   # a haze over both lungs
+        field = np.full((h, w), 1.0, np.float32)
+    else:
+        field = np.zeros((h, w), np.float32)
+        ys, xs = np.nonzero(lung)
+        for k in rng.choice(len(ys), size=int(rng.integers(1, 5))):
+            s = side * rng.uniform(0.06, 0.18)
+            field += np.exp(-((yy - ys[k]) ** 2 + (xx - xs[k]) ** 2) / (2 * s * s))
+        field = np.clip(field, 0, 1)
+    soft = cv2.GaussianBlur(lung.astype(np.float32), (0, 0), max(1.0, side / 128))
+    weight = field * soft * rng.uniform(*OPACITY_STRENGTH)
+    img = image.astype(np.float32)
+    out = img + weight * np.maximum(tissue - img, 0)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)

@@ -40,6 +40,10 @@ class Profile:
     shortcut_strength: float = 0.0  # synthetic only: P(site marker) = 0.5 +- strength/2 by class
     phantom_size: int = 128        # synthetic only: generated image side
     finding_contrast: float = 1.0  # synthetic only: scales the opacity of the COVID-like findings
+    # synthetic only: patients of a second phantom folder (label pneumonia, the COVID films' site),
+    # read with the first into one cohort as several real data folders are
+    pneumonia_patients: int = 0
+    aspect_cue: float = 0.0        # synthetic only: share of COVID films written taller than wide
     max_images_per_class: int = 0  # real only: 0 = all curated images
     strict: bool = False           # real only: a row excluded by a file or content check fails the run
     # --- segmentation (section 3.2, 4.2, Table 4, Algorithm 1) ------------------------------------
@@ -51,6 +55,9 @@ class Profile:
     unet_lr: float = 0.005         # section 4.2: "learning rate of 0.005"
     unet_batch: int = 8            # not stated for the UNet; Table 5's batch size
     unet_base_channels: int = 32   # Table 4: 32-64-128-256-512
+    # beyond the paper: share of UNet training films given a synthetic lung opacity (consolidation
+    # or haze, the true mask unchanged; augment.lung_opacity), so opaque lungs are still segmented
+    unet_opacity: float = 0.0
     # --- mask refinement (section 3.2) --------------------------------------------------------------
     dilate_iters: int = 8          # "dilation operation for 8 iterations"
     close_iters: int = 2           # "2 iterations of closing operation"
@@ -162,10 +169,10 @@ _CLASSIFIER = ("cls_size", "n_folds", "cls_val_fraction", "hrnet", "head_hidden"
                "cls_crop_lungs", "cls_crop_margin", "cls_film_only", *_COMPUTE)
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "curation": ("data", "n_patients", "images_per_patient", "n_seg_pairs", "shortcut_strength",
-                 "phantom_size", "finding_contrast", "max_images_per_class", "strict", "seg_size",
-                 "cls_size", "n_folds", "seg_folds", "extra_data", "seg_negatives"),
+                 "phantom_size", "finding_contrast", "pneumonia_patients", "aspect_cue",
+                 "max_images_per_class", "strict", "seg_size", "cls_size", "n_folds", "seg_folds", "extra_data", "seg_negatives"),
     "unet": ("seg_size", "seg_folds", "seg_val_fraction", "unet_arch", "unet_epochs", "unet_lr",
-             "unet_batch", "unet_base_channels", "augment", *_COMPUTE),
+             "unet_batch", "unet_base_channels", "unet_opacity", "augment", *_COMPUTE),
     "refine": ("seg_size", "cls_size", "unet_arch", "unet_base_channels", "dilate_iters", "close_iters",
                "area_threshold_512", *_COMPUTE),
     "hrnet": _CLASSIFIER,
@@ -207,6 +214,11 @@ PROFILES: dict[str, Profile] = {
         # numbers behind these choices: docs/measurements.md (dated, with the revision).
         name="smoke", data="synthetic", n_patients=50, images_per_patient=(1, 3), n_seg_pairs=60,
         shortcut_strength=0.9, phantom_size=96, finding_contrast=4.0,
+        # a second phantom folder of pneumonia films from the COVID films' site (the several-folder
+        # cohort and the pneumonia label), and half the COVID films taller than wide (the geometry
+        # cue the geometry-only audit and the film-only input mode are checked against)
+        pneumonia_patients=15, aspect_cue=0.5,
+        unet_opacity=0.5,  # the UNet's opacity augmentation, so its code path runs in every chain
         seg_size=64, seg_folds=3, unet_epochs=25, unet_lr=0.005, unet_batch=8, unet_base_channels=8,
         cls_size=64, n_folds=3, hrnet="hrnet_w18_small", head_hidden=64,
         cls_epochs=10, baseline_epochs=7, audit_epochs=7, cls_batch=16, cls_augment=False, lr_steps=(),
@@ -257,9 +269,11 @@ PROFILES["cpu-film"] = replace(PROFILES["cpu"], name="cpu-film", cls_crop_lungs=
 # three more sites (JSRT, Shenzhen, Montgomery; label other, each masked by the UNet fold that did
 # not train on it); the classifier sees a square crop of the lung box kept inside the film, so the
 # film's original shape (zero padding) does not reach it; notebook 05c leaves each site out.
+# Its UNet also trains on films given a synthetic lung opacity (half of them; augment.lung_opacity),
+# so that opaque lungs are segmented and pass refinement as often as clear ones.
 PROFILES["cpu-sites"] = replace(PROFILES["cpu"], name="cpu-sites", extra_data=("cxr-pneumonia",),
                                 seg_negatives=True, cls_crop_lungs=True, cls_film_only=True,
-                                leave_site_out=True)
+                                leave_site_out=True, unet_opacity=0.5)
 
 
 @dataclass(frozen=True)
@@ -383,6 +397,12 @@ def validate(p: Profile) -> None:
         raise ValueError("n_folds and seg_folds must be >= 2")
     if not 0.0 <= p.shortcut_strength <= 1.0:
         raise ValueError(f"shortcut_strength must lie in [0, 1], got {p.shortcut_strength}")
+    if not 0.0 <= p.aspect_cue <= 1.0:
+        raise ValueError(f"aspect_cue must lie in [0, 1], got {p.aspect_cue}")
+    if not 0.0 <= p.unet_opacity <= 1.0:
+        raise ValueError(f"unet_opacity must lie in [0, 1], got {p.unet_opacity}")
+    if p.pneumonia_patients < 0:
+        raise ValueError(f"pneumonia_patients must be >= 0, got {p.pneumonia_patients}")
     if p.data == "synthetic" and (p.n_patients < p.n_folds or p.n_seg_pairs < p.seg_folds * 3):
         raise ValueError("synthetic profile needs n_patients >= n_folds and n_seg_pairs >= 3 * seg_folds")
     if not 0.0 <= p.cls_crop_margin <= 0.5:

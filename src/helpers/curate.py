@@ -242,19 +242,7 @@ def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd
 
     p = cfg.profile
     if p.data == "synthetic":
-        from helpers.data import phantoms
-
-        root = phantoms.generate(cfg.out_dir / "data" / "phantoms", n_patients=p.n_patients,
-                                 images_per_patient=tuple(p.images_per_patient),
-                                 n_seg_pairs=p.n_seg_pairs, size=p.phantom_size,
-                                 shortcut_strength=p.shortcut_strength, seed=cfg.seed,
-                                 finding_contrast=p.finding_contrast)
-        df = mf.read_manifest(root)
-        flow = pd.DataFrame([{"source": "phantoms", "step": "generated", "n_in": len(df),
-                              "n_kept": len(df), "n_removed": 0, "reason": ""}])
-        return (Path(root), df, flow, pd.DataFrame(columns=["source", "row_id", "source_path", "step",
-                                                            "reason"]),
-                pd.DataFrame(columns=NOTE_COLUMNS))
+        return _phantom_cohort(cfg)
     folders = [Path(d) for d in cfg.data_dirs]
     parts = [_load_folder(cfg, folder) for folder in folders]
     where = "DATA_DIR " + ", ".join(map(str, folders))
@@ -265,6 +253,44 @@ def load_cohort(cfg) -> tuple[Path, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd
                              for k in ("flow", "excluded", "notes"))
     print(enforce(df, flow, excluded, getattr(p, "strict", False), where))
     return Path("/"), df, flow, excluded, notes
+
+
+#: the second phantom folder of a synthetic profile with ``pneumonia_patients`` (beside ``phantoms``)
+PHANTOM_PNEUMONIA_FOLDER = "phantoms-pneumonia"
+
+
+def _phantom_cohort(cfg):
+    """Generated phantoms as :func:`load_cohort` returns data: one folder ``OUT_DIR/data/phantoms``
+    (COVID, normal and the segmentation pairs), and with ``pneumonia_patients`` a second folder
+    beside it holding the non-COVID pneumonia films of the COVID films' site, read into one
+    cohort as several real data folders are (a patient in both is refused); paths are relative
+    to ``OUT_DIR/data``."""
+    from helpers.data import manifest as mf
+    from helpers.data import phantoms
+
+    p = cfg.profile
+    common = dict(images_per_patient=tuple(p.images_per_patient), size=p.phantom_size,
+                  shortcut_strength=p.shortcut_strength, seed=cfg.seed, finding_contrast=p.finding_contrast)
+    base = cfg.out_dir / "data"
+    folders = [phantoms.generate(base / "phantoms", n_patients=p.n_patients, n_seg_pairs=p.n_seg_pairs,
+                                 aspect_cue=p.aspect_cue, **common)]
+    if p.pneumonia_patients:
+        folders.append(phantoms.generate(base / PHANTOM_PNEUMONIA_FOLDER, n_patients=p.pneumonia_patients,
+                                         n_seg_pairs=0, classes=("pneumonia",), **common))
+    parts = [(Path(f), mf.read_manifest(f)) for f in folders]
+    check_patients_in_one_folder(parts)
+    if len(parts) == 1:                       # one folder: paths relative to it, as they always were
+        root, df = parts[0]
+    else:
+        root = base
+        df = pd.concat([m.assign(**{c: [f"{f.name}/{v}" if v else "" for v in m[c]]
+                                    for c in ("path", "mask_path")}) for f, m in parts], ignore_index=True)
+        df = mf.validate(df, where=f"phantoms in {', '.join(str(f) for f, _ in parts)}", root=root)
+    flow = pd.DataFrame([{"source": f"phantoms ({f.name})", "step": "generated", "n_in": len(m),
+                          "n_kept": len(m), "n_removed": 0, "reason": ""} for f, m in parts])
+    return (Path(root), df, flow,
+            pd.DataFrame(columns=["source", "row_id", "source_path", "step", "reason"]),
+            pd.DataFrame(columns=NOTE_COLUMNS))
 
 
 def _load_folder(cfg, root: Path):

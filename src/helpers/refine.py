@@ -16,6 +16,7 @@ import pandas as pd
 from helpers.config import scaled_iterations
 
 __all__ = ["scaled_iterations", "binarise", "refine_mask", "refine_all", "area_threshold", "pass_table",
+           "pass_by_group", "pass_gap",
            "resize_masks", "apply_mask", "refine_cohort", "refine_counts"]
 
 KERNEL = np.ones((3, 3), np.uint8)
@@ -70,6 +71,51 @@ def pass_table(labels: pd.Series, passed: np.ndarray) -> pd.DataFrame:
     t.loc["all"] = t.sum()
     t["kept_%"] = (100.0 * t["passed"] / t["total"]).round(1)
     return t.reset_index()
+
+
+def pass_by_group(index: pd.DataFrame, area: np.ndarray, passed: np.ndarray, size: int) -> pd.DataFrame:
+    """The refinement pass rate and the predicted lung area per label x source (item 4 of the
+    sites issue): opaque lungs that the UNet under-segments fail the area threshold, so a gap
+    between COVID and non-COVID films means the refinement selects by disease.
+
+    index: the classification rows (``label``, ``source``); area: refined lung pixels per film at
+    ``size`` x ``size``; passed: bool per film. Rows per (label, source), then per label over all
+    sources (source "all"), then "non-covid" (every label but covid) and "all". Columns: label,
+    source, total, passed, failed, kept_%, lung_area_% (median refined lung area, % of the
+    image), lung_area_%_q1 and _q3.
+    """
+    if not len(index) == len(np.asarray(area)) == len(np.asarray(passed)):
+        raise ValueError(f"{len(index)} index rows but {len(np.asarray(area))} areas and "
+                         f"{len(np.asarray(passed))} pass flags")
+    d = pd.DataFrame({"label": index["label"].astype(str).to_numpy(),
+                      "source": index["source"].astype(str).to_numpy(),
+                      "area": 100.0 * np.asarray(area, np.float64) / float(size * size),
+                      "passed": np.asarray(passed, bool)})
+
+    def agg(part: pd.DataFrame, **keys) -> dict:
+        n, k = len(part), int(part["passed"].sum())
+        q = part["area"].quantile([0.25, 0.5, 0.75]).round(1).tolist() if n else [np.nan] * 3
+        return {**keys, "total": n, "passed": k, "failed": n - k,
+                "kept_%": round(100.0 * k / n, 1) if n else np.nan,
+                "lung_area_%": q[1], "lung_area_%_q1": q[0], "lung_area_%_q3": q[2]}
+
+    rows = [agg(part, label=lab, source=src)
+            for (lab, src), part in d.groupby(["label", "source"], sort=True)]
+    rows += [agg(part, label=lab, source="all") for lab, part in d.groupby("label", sort=True)]
+    rows.append(agg(d[d["label"] != "covid"], label="non-covid", source="all"))
+    rows.append(agg(d, label="all", source="all"))
+    return pd.DataFrame(rows)
+
+
+def pass_gap(table: pd.DataFrame) -> float:
+    """COVID minus non-COVID share kept by refinement, in percentage points, from
+    :func:`pass_by_group` (nan when a side is missing). Negative: the refinement drops COVID films
+    more often."""
+    t = table[table["source"].astype(str) == "all"].set_index(table["label"].astype(str)[
+        table["source"].astype(str) == "all"])
+    if not {"covid", "non-covid"} <= set(t.index):
+        return float("nan")
+    return float(pd.to_numeric(t.loc["covid", "kept_%"]) - pd.to_numeric(t.loc["non-covid", "kept_%"]))
 
 
 def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:

@@ -53,8 +53,9 @@ def _augment_batch(pipe, imgs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarra
 
 
 def _epoch(model, opt, imgs, masks, idx, batch, pipe, device, bf16, train: bool, rng=None,
-           cl: bool = False):
-    """One pass; returns mean loss, pixel accuracy and soft Dice over ``idx``."""
+           cl: bool = False, opacity: float = 0.0):
+    """One pass; returns mean loss, pixel accuracy and soft Dice over ``idx``. ``opacity``: the
+    share of training films given a synthetic lung opacity first (:func:`augment.lung_opacity`)."""
     model.train(train)
     order = rng.permutation(idx) if (train and rng is not None) else np.asarray(idx)
     tot = {"loss": 0.0, "acc": 0.0, "dice": 0.0, "pred_sd": 0.0}
@@ -62,6 +63,9 @@ def _epoch(model, opt, imgs, masks, idx, batch, pipe, device, bf16, train: bool,
     for s in range(0, len(order), batch):
         b = np.sort(order[s:s + batch]) if not train else order[s:s + batch]
         im, m = np.asarray(imgs[b]), np.asarray(masks[b])
+        if train and opacity > 0:
+            im = np.stack([augment.lung_opacity(a, mk, rng) if rng.random() < opacity else a
+                           for a, mk in zip(im, m)])
         if pipe is not None:
             im, m = _augment_batch(pipe, im, m)
         x, y = _to_tensor(im, device, cl), torch.from_numpy(m.astype(np.float32)).unsqueeze(1).to(device)
@@ -131,7 +135,7 @@ def _train_attempt(profile, images, masks, train_idx, val_idx, seed, device, des
     for epoch in range(profile.unet_epochs):
         pipe = augment.seeded_pipeline(size, seed, epoch) if profile.augment else None
         tr = _epoch(model, opt, images, masks, train_idx, profile.unet_batch, pipe, device, bf16,
-                    True, rng, profile.channels_last)
+                    True, rng, profile.channels_last, profile.unet_opacity)
         vpipe = augment.seeded_pipeline(size, val_pipe_seed, 0) if profile.augment else None
         va = _epoch(model, None, images, masks, val_idx, profile.unet_batch, vpipe, device, bf16, False,
                     cl=profile.channels_last)

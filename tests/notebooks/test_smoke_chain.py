@@ -307,3 +307,36 @@ def test_every_registered_artefact_was_written(smoke_run):
                if not a.file.startswith(EXTERNAL_PREFIX) and not a.exists(smoke_run)]
     assert not missing, f"registered but not written: {missing}"
     assert len(arts) > 40
+
+
+def test_smoke_covers_several_folders_pneumonia_sites_and_the_geometry_cue(smoke_run):
+    """The sites issue's smoke coverage: a cohort read from two phantom folders with the pneumonia
+    label, each phantom site left out once, the planted aspect cue caught by the geometry-only
+    audit, and the refinement pass rate per label x source."""
+    from helpers import config
+
+    P = config.make_profile("smoke")
+    flow = _csv(smoke_run, "curation/flow.csv")
+    assert set(flow["source"]) == {"phantoms (phantoms)", "phantoms (phantoms-pneumonia)"}
+    cls = _csv(smoke_run, "curation/cls_index.csv")
+    assert set(cls["label"]) == {"covid", "normal", "pneumonia"}
+    assert (cls.loc[cls["label"] == "pneumonia", "y"] == 0).all()
+    assert cls["path"].str.startswith("phantoms-pneumonia/").sum() == (cls["label"] == "pneumonia").sum()
+    # every phantom site gives both classes, so a within-site AUC exists for each
+    both = cls.groupby("source")["y"].nunique()
+    assert (both == 2).all(), both
+    within = _csv(smoke_run, "figures/within_source.csv")
+    assert {"phantom-a", "phantom-b"} <= set(within.loc[within["model"] == "hrnet", "source"])
+    loso = _csv(smoke_run, "figures/loso_table.csv")
+    assert set(loso.loc[loso["model"] == "hrnet", "site"]) == {"phantom-a", "phantom-b"}
+    share = pd.to_numeric(loso["share"])
+    assert share.between(0, 1).all() and (pd.to_numeric(loso["n_neg"]) >= P.loso_min_negatives).all()
+    # the aspect cue: only COVID films are written taller than wide, and the header shows it
+    t = _csv(smoke_run, "audits/audit_table.csv").set_index("audit")
+    assert pd.to_numeric(t.loc["geometry", "auc"]) > 0.7
+    assert pd.to_numeric(t.loc["not_square_from_inputs", "auc"]) > 0.7   # padded squares show it
+    pg = _csv(smoke_run, "refine/pass_by_group.csv")
+    assert {"covid", "normal", "pneumonia", "non-covid", "all"} <= set(pg["label"])
+    allrow = pg[(pg["label"] == "all") & (pg["source"] == "all")].iloc[0]
+    assert int(allrow["total"]) == len(cls)
+    assert (smoke_run / "figures" / "ev_sites.png").stat().st_size > 5000

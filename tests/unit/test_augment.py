@@ -150,3 +150,27 @@ def test_apply_rejects_bad_input():
         ag.apply(ag.table3_pipeline(SIZE), np.zeros((SIZE, SIZE), np.float32))
     with pytest.raises(ValueError):
         ag.apply(ag.table3_pipeline(SIZE), np.zeros((SIZE, SIZE), np.uint8), np.zeros((4, 4), np.uint8))
+
+
+def test_lung_opacity_brightens_the_lungs_only_and_keeps_the_mask():
+    """The UNet's opacity augmentation takes lung pixels towards the soft-tissue grey, never
+    darker, leaves the film away from the lungs untouched, and is reproducible from its generator."""
+    from scipy import ndimage
+
+    from helpers.data import phantoms
+
+    img, mask = phantoms.render(np.random.default_rng(3), 96, False, "b")
+    far = ~ndimage.binary_dilation(mask > 0, iterations=6)
+    gains = []
+    for seed in range(12):
+        out = ag.lung_opacity(img, mask, np.random.default_rng(seed))
+        assert out.dtype == np.uint8 and out.shape == img.shape
+        assert np.array_equal(out[far], img[far])
+        assert (out.astype(int) >= img.astype(int)).all()
+        gains.append(out[mask > 0].mean() - img[mask > 0].mean())
+        again = ag.lung_opacity(img, mask, np.random.default_rng(seed))
+        assert np.array_equal(out, again)
+    assert min(gains) > 0.5 and max(gains) > 10          # every draw shows; some are dense
+    assert np.array_equal(ag.lung_opacity(img, np.zeros_like(mask), np.random.default_rng(0)), img)
+    with pytest.raises(ValueError, match="shape"):
+        ag.lung_opacity(img, mask[:10], np.random.default_rng(0))

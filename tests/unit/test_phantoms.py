@@ -186,3 +186,51 @@ def test_generation_time(tmp_path):
     t = time.perf_counter()
     P.generate(tmp_path / "t", n_patients=24, images_per_patient=(1, 3), n_seg_pairs=60, size=96)
     assert time.perf_counter() - t < 5.0
+
+
+def test_pneumonia_findings_are_unilateral_and_inside_the_lungs():
+    """A pneumonia phantom differs from the same clear film only inside the lungs, and only in one."""
+    a = P.sample_anatomy(np.random.default_rng(5))
+    clear, mask = P.render(np.random.default_rng(9), 128, False, "b", 0.0, a)
+    sick, mask2 = P.render(np.random.default_rng(9), 128, False, "b", 0.8, a, finding="pneumonia")
+    assert np.array_equal(mask, mask2)
+    diff = sick.astype(int) - clear.astype(int)
+    assert np.abs(diff[mask == 0]).max() == 0          # nothing outside the lungs
+    assert diff[mask > 0].mean() > 1                   # brighter inside them
+    half = mask.shape[1] // 2
+    left, right = (np.abs(diff[:, :half]) > 3).sum(), (np.abs(diff[:, half:]) > 3).sum()
+    assert min(left, right) < 0.1 * max(left, right)   # one lung
+    with pytest.raises(ValueError, match="finding"):
+        P.render(np.random.default_rng(9), 64, False, "b", finding="tuberculosis")
+
+
+def test_pneumonia_folder_and_the_switchable_aspect_cue(tmp_path):
+    """``classes`` writes a pneumonia-only folder from the COVID films' site; ``aspect_cue``
+    writes that share of the COVID films taller than wide and leaves every other film, and every
+    other draw, as it was."""
+    pn = read_manifest(P.generate(tmp_path / "pn", 12, n_seg_pairs=0, size=64, classes=("pneumonia",),
+                                  shortcut_strength=0.9))
+    assert set(pn["label"]) == {"pneumonia"} and pn["patient_id"].str.startswith("phantom-pn-").all()
+    assert (pn["source"] == "phantom-a").mean() > 0.7      # the COVID films' site
+    off = tmp_path / "off"
+    on = tmp_path / "on"
+    P.generate(off, 20, n_seg_pairs=3, size=64)
+    P.generate(on, 20, n_seg_pairs=3, size=64, aspect_cue=0.6)
+    m_off, m_on = read_manifest(off), read_manifest(on)
+    assert m_off.drop(columns=[]).equals(m_on)              # same films, same rows
+    shapes = {r.path: read_image(on / r.path).shape for r in m_on.itertuples()}
+    tall = {p for p, s in shapes.items() if s[0] > s[1]}
+    covid = set(m_on.loc[m_on["label"] == "covid", "path"])
+    assert tall <= covid and 0.4 < len(tall) / len(covid) < 0.8
+    for p in tall:
+        assert shapes[p] == (80, 64)                        # 5:4
+        square = read_image(off / p)
+        assert np.array_equal(read_image(on / p)[:64], square)  # the same film, continued below
+    for p in set(shapes) - tall:
+        assert np.array_equal(read_image(on / p), read_image(off / p))
+    params = __import__("json").loads((off / "phantoms.json").read_text())["params"]
+    assert "aspect_cue" not in params and "classes" not in params  # default folders keep their key
+    with pytest.raises(ValueError, match="aspect_cue"):
+        P.generate(tmp_path / "bad", 5, aspect_cue=1.5)
+    with pytest.raises(ValueError, match="classes"):
+        P.generate(tmp_path / "bad", 5, classes=("covid", "flu"))

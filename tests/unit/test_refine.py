@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from helpers import config, refine
 
@@ -57,3 +58,20 @@ def test_resize_masks_nearest_stays_binary():
     m = (np.random.default_rng(0).random((2, 64, 64)) > 0.5).astype(np.uint8)
     r = refine.resize_masks(m, 32)
     assert r.shape == (2, 32, 32) and set(np.unique(r)) <= {0, 1}
+
+
+def test_pass_rate_and_lung_area_per_label_and_source():
+    """Known answers: covid keeps 1 of 2, non-covid (normal + pneumonia) 3 of 3; gap -50 points."""
+    idx = pd.DataFrame({"label": ["covid", "covid", "normal", "normal", "pneumonia"],
+                        "source": ["a", "b", "b", "b", "a"]})
+    area = np.array([10, 40, 50, 60, 30])                 # of a 10 x 10 image
+    t = refine.pass_by_group(idx, area, area >= 30, size=10)
+    row = t.set_index(["label", "source"])
+    assert row.loc[("covid", "all"), "kept_%"] == 50.0
+    assert row.loc[("non-covid", "all"), "passed"] == 3
+    assert row.loc[("normal", "b"), "lung_area_%"] == 55.0
+    assert row.loc[("all", "all"), "total"] == 5
+    assert refine.pass_gap(t) == -50.0
+    assert np.isnan(refine.pass_gap(refine.pass_by_group(idx.iloc[:2], area[:2], area[:2] >= 30, 10)))
+    with pytest.raises(ValueError, match="index rows"):
+        refine.pass_by_group(idx, area[:3], area[:3] >= 30, 10)

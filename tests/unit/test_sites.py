@@ -218,6 +218,32 @@ def test_geometry_audit_reads_a_planted_aspect_cue_and_the_film_only_input_remov
     assert _pooled_auc(gone, square) < 0.7
 
 
+def test_the_ladder_probes_read_the_film_shape_per_input_mode():
+    """Each ladder rung reports how well "not square originally" reads from its inputs: high on
+    padded squares, near chance on the film-only crop, and absent when every film has one shape."""
+    from helpers.evidence import probes
+
+    y, shapes, padded, film_only, index = _geometry_cohort()
+    masks = np.zeros_like(padded)
+    masks[:, 12:36, 8:40] = 1
+    found = {}
+    for mode, imgs in (("padded", padded), ("film_only", film_only)):
+        x = {"segmented": imgs, "unsegmented": imgs, "refined": masks, "lungs": masks}
+        found[mode] = probes.probe_audits(x, y, index, 0, 0.1, shapes=shapes)
+    assert _pooled_auc(found["padded"]["not_square_from_inputs"], audits_not_square(shapes)) > 0.95
+    assert _pooled_auc(found["film_only"]["not_square_from_inputs"], audits_not_square(shapes)) < 0.7
+    x = {"segmented": padded, "unsegmented": padded, "refined": masks, "lungs": masks}
+    assert "not_square_from_inputs" not in probes.probe_audits(x, y, index, 0, 0.1,
+                                                               shapes=np.full_like(shapes, 100))
+    assert "audit_not_square_from_inputs" in probes.TABLE_COLUMNS
+
+
+def audits_not_square(shapes):
+    from helpers.evidence import audits
+
+    return audits.not_square(shapes)
+
+
 # ----------------------------------------------------------------------------------------------
 # leave one site out
 

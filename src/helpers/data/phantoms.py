@@ -6,9 +6,18 @@ lung-mask set of Jaeger et al. used to train the UNet (section 3.2). Each phanto
 film: body outline, two lung fields with an exact binary mask (heart overlap excluded, as in the
 SCR/Montgomery masks), heart, mediastinum, trachea, spine, ribs, clavicles and diaphragm domes.
 COVID-positive images add bilateral, peripheral, lower-zone ground-glass opacity and consolidation,
-clipped to the lungs. All images carry nuisances (noise, gamma, rotation, shift, L/R markers,
-lines and tubes), and a planted shortcut: "site a" films carry a burned-in corner label and a bright
-frame outside the lungs, and site depends on the label with strength ``shortcut_strength``.
+clipped to the lungs; ``pneumonia`` images (a non-COVID finding) add a unilateral lobar
+consolidation instead. All images carry nuisances (noise, gamma, rotation, shift, L/R markers,
+lines and tubes), and two planted shortcuts:
+
+* site: "site a" films carry a burned-in corner label and a bright frame outside the lungs, and
+  the site depends on the label with strength ``shortcut_strength`` (pneumonia films come from the
+  COVID films' site, as the real non-COVID films of the COVID sources do), so every site gives both
+  classes and a within-site comparison exists;
+* geometry (off unless ``aspect_cue`` > 0): that share of the COVID films is written taller than
+  wide (5:4, the film continued below the diaphragm), the others square, as on the real data,
+  where most COVID films are not square and most normal films are. Squaring such a film pads it
+  with bars, so the shape reaches a classifier that sees the padded square.
 
 numpy + OpenCV only; one 128 px image takes a few milliseconds. Same arguments give byte-identical
 files. Coordinates below are fractions of the image side; y grows downwards, and the patient's
@@ -28,6 +37,11 @@ from helpers.run import store
 
 VERSION = 1                      # bump when the rendering changes: old folders then regenerate
 SITES = ("a", "b")
+CLASSES = ("covid", "normal")    # the classes of a default folder; "pneumonia" on request
+#: rng stream of each class (the segment pairs use 2); a class's phantoms do not depend on which
+#: other classes a folder holds
+_CLASS_KEY = {"covid": 0, "normal": 1, "pneumonia": 3}
+TALL_ASPECT = 1.25               # height / width of a film written taller than wide (aspect_cue)
 VIEWS = ("PA", "AP", "AP Supine")
 _SHIFT = 4                       # fixed-point bits for sub-pixel OpenCV drawing
 
@@ -237,6 +251,25 @@ def _findings(rng: np.random.Generator, lungs: np.ndarray, air: np.ndarray, a: d
     return (air * np.clip(contrast * opacity, 0, 0.9) * lungs).astype(np.float32)
 
 
+def _pneumonia_findings(rng: np.random.Generator, lungs: np.ndarray, air: np.ndarray, a: dict,
+                        severity: float, contrast: float = 1.0) -> np.ndarray:
+    """A non-COVID pneumonia as a brightening: float32 (size, size) >= 0, zero outside ``lungs``.
+
+    One lung only, one zone (upper, middle or lower), a dense, fairly homogeneous lobar
+    consolidation with a sharp-ish edge: the pattern of a bacterial pneumonia, unlike the
+    bilateral, peripheral ground-glass of :func:`_findings`.
+    """
+    size = lungs.shape[0]
+    yy, xx = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size
+    side = xx < a["cx"] if rng.random() < 0.5 else xx >= a["cx"]
+    zone = a["top"] + (a["bottom"] - a["top"]) * rng.choice([0.25, 0.5, 0.75])
+    sev = float(np.clip(severity, 0, 1))
+    half = (0.08 + 0.08 * sev) * (1 + 0.2 * _smooth_noise(rng, size, 6))
+    band = np.clip(1 - np.abs(yy - zone) / np.maximum(half, 1e-3), 0, 1) ** 0.5
+    opacity = (0.45 + 0.35 * sev) * band * np.clip(1 + 0.25 * _smooth_noise(rng, size, 14), 0.5, 1.5)
+    return (air * np.clip(contrast * opacity, 0, 0.9) * lungs * side).astype(np.float32)
+
+
 def _site_layer(rng: np.random.Generator, size: int, site: str) -> np.ndarray:
     """Site 'a' nuisance in image coordinates: burned-in label top right plus a bright frame.
 
@@ -290,22 +323,28 @@ def _clutter(rng: np.random.Generator, size: int, outside: np.ndarray) -> np.nda
 
 
 def render(rng: np.random.Generator, size: int, covid: bool, site: str, severity: float = 0.0,
-           anatomy: dict | None = None, contrast: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+           anatomy: dict | None = None, contrast: float = 1.0,
+           finding: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One phantom: image uint8 (size, size) in [0, 255], lung mask uint8 (size, size) in {0, 1}.
 
     ``anatomy`` (from :func:`sample_anatomy`) is drawn from ``rng`` when None. ``covid`` adds
-    findings of extent ``severity`` in [0, 1] inside the lungs; ``site`` "a" adds the shortcut
-    nuisance outside them. The number of draws from ``rng`` depends on neither ``covid`` nor
-    ``site``, so two calls with equal generators differ only by the findings (inside the mask)
-    or the site nuisance (outside it). ``contrast`` scales the findings' opacity (1 = default).
+    COVID-like findings of extent ``severity`` in [0, 1] inside the lungs (``finding="pneumonia"``
+    a unilateral lobar consolidation instead); ``site`` "a" adds the shortcut nuisance outside
+    them. The number of draws from ``rng`` depends on neither the finding nor ``site``, so two
+    calls with equal generators differ only by the findings (inside the mask) or the site
+    nuisance (outside it). ``contrast`` scales the findings' opacity (1 = default).
     """
     if site not in SITES:
         raise ValueError(f"site must be one of {SITES}, got {site!r}")
+    finding = finding or ("covid" if covid else None)
+    if finding not in (None, "covid", "pneumonia"):
+        raise ValueError(f"finding must be None, 'covid' or 'pneumonia', got {finding!r}")
     a = sample_anatomy(rng) if anatomy is None else anatomy
     find_rng, site_rng = (np.random.default_rng(int(s)) for s in rng.integers(2**31, size=2))
     lungs0, heart0 = canonical_masks(a, size)
     img0, air0 = _anatomy_image(a, lungs0, heart0, size)
-    find0 = _findings(find_rng, lungs0, air0, a, severity, contrast) if covid else None
+    draw = {"covid": _findings, "pneumonia": _pneumonia_findings}.get(finding or "")
+    find0 = draw(find_rng, lungs0, air0, a, severity, contrast) if draw else None
     # rotation (+-5 deg) and shift (+-5 %) of film and mask together; the mask by nearest neighbour
     m = cv2.getRotationMatrix2D((size / 2 - 0.5, size / 2 - 0.5), rng.uniform(-5, 5), 1.0)
     m[:, 2] += rng.uniform(-0.05, 0.05, 2) * size
@@ -330,26 +369,35 @@ def _severity(rng: np.random.Generator) -> float:
 
 
 def _plan(n_patients: int, images_per_patient: tuple[int, int], n_seg_pairs: int,
-          shortcut_strength: float, seed: int) -> list[dict]:
+          shortcut_strength: float, seed: int, classes: tuple[str, ...] = CLASSES,
+          aspect_cue: float = 0.0) -> list[dict]:
     """Every image to write, with its manifest fields and how to render it (no pixels yet)."""
     rows = []
     lo, hi = images_per_patient
     s = float(shortcut_strength)
-    for ci, label in enumerate(("covid", "normal")):
-        p_a = 0.5 + s / 2 if label == "covid" else 0.5 - s / 2
+    for label in classes:
+        ci = _CLASS_KEY[label]
+        # the non-COVID films of the COVID films' sources (label pneumonia) share their site
+        p_a = 0.5 - s / 2 if label == "normal" else 0.5 + s / 2
         for i in range(n_patients):
             rng = np.random.default_rng([seed, ci, i])
             site = "a" if rng.random() < p_a else "b"
             anat, age, sev = sample_anatomy(rng), int(rng.integers(18, 91)), _severity(rng)
-            pid = f"phantom-{ci * n_patients + i:04d}"
+            pid = (f"phantom-pn-{i:04d}" if label == "pneumonia"    # unique whatever the other folder
+                   else f"phantom-{ci * n_patients + i:04d}")
             for j in range(int(rng.integers(lo, hi + 1))):
                 name = f"{label}/{pid}_{j}.png"
-                sev_j = float(np.clip(sev + rng.normal(0, 0.08), 0.05, 1)) if label == "covid" else 0.0
+                sev_j = float(np.clip(sev + rng.normal(0, 0.08), 0.05, 1)) if label != "normal" else 0.0
+                # a stream of its own, so switching the cue leaves every other draw as it was
+                tall = (label == "covid" and aspect_cue > 0
+                        and bool(np.random.default_rng([seed, ci, i, j, 7]).random() < aspect_cue))
                 rows.append(dict(
                     path=name, split_role="classify", label=label, source=f"phantom-{site}",
                     patient_id=pid, view=str(rng.choice(VIEWS)), sex=anat["sex"], age=str(age),
                     mask_path=f"masks/{name}", severity=round(sev_j, 4),
-                    _key=[seed, ci, i, j], _anat=anat, _covid=label == "covid", _site=site))
+                    finding="lobar consolidation (phantom)" if label == "pneumonia" else "",
+                    _key=[seed, ci, i, j], _anat=anat, _finding=None if label == "normal" else label,
+                    _site=site, _tall=tall))
     for k in range(n_seg_pairs):
         rng = np.random.default_rng([seed, 2, k])
         anat = sample_anatomy(rng)
@@ -358,9 +406,18 @@ def _plan(n_patients: int, images_per_patient: tuple[int, int], n_seg_pairs: int
             path=f"seg/images/seg-{k:04d}.png", split_role="segment", label="", source="phantom-seg",
             patient_id=f"phantom-seg-{k:04d}", view=str(rng.choice(VIEWS)), sex=anat["sex"],
             age=str(int(rng.integers(18, 91))), mask_path=f"seg/masks/seg-{k:04d}.png",
-            severity=round(_severity(rng), 4) if covid else 0.0,
-            _key=[seed, 2, k, 0], _anat=anat, _covid=covid, _site=str(rng.choice(SITES))))
+            severity=round(_severity(rng), 4) if covid else 0.0, finding="",
+            _key=[seed, 2, k, 0], _anat=anat, _finding="covid" if covid else None,
+            _site=str(rng.choice(SITES)), _tall=False))
     return rows
+
+
+def make_tall(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A square phantom continued below its bottom edge to ``TALL_ASPECT`` (the film mirrored
+    there, no lung added): image and mask of shape (round(side * TALL_ASPECT), side)."""
+    extra = int(round(img.shape[1] * TALL_ASPECT)) - img.shape[0]
+    return (cv2.copyMakeBorder(img, 0, extra, 0, 0, cv2.BORDER_REFLECT_101),
+            cv2.copyMakeBorder(mask, 0, extra, 0, 0, cv2.BORDER_CONSTANT, value=0))
 
 
 def _write_png(path: Path, arr: np.ndarray) -> None:
@@ -373,12 +430,14 @@ def _write_png(path: Path, arr: np.ndarray) -> None:
 
 def generate(folder: str | Path, n_patients: int, images_per_patient: tuple[int, int] = (1, 3),
              n_seg_pairs: int = 60, size: int = 128, shortcut_strength: float = 0.9,
-             seed: int = 0, overwrite: bool = False, finding_contrast: float = 1.0) -> Path:
+             seed: int = 0, overwrite: bool = False, finding_contrast: float = 1.0,
+             classes: tuple[str, ...] = CLASSES, aspect_cue: float = 0.0) -> Path:
     """Write a manifest folder of phantoms and return it.
 
     Contents: manifest.csv (schema of :mod:`helpers.data.manifest` plus a ``severity`` column),
-    covid/*.png and normal/*.png (classify rows, ``n_patients`` per class, several images per
-    patient sharing label and site), masks/<class>/*.png (their exact lung masks, 0/255),
+    <class>/*.png for each of ``classes`` (classify rows, ``n_patients`` per class, several images
+    per patient sharing label and site; ``aspect_cue`` > 0 writes that share of the COVID films
+    taller than wide), masks/<class>/*.png (their exact lung masks, 0/255),
     seg/images/*.png with seg/masks/*.png (segment rows) and phantoms.json (the parameters and the
     files written). Same arguments give byte-identical files.
 
@@ -391,10 +450,18 @@ def generate(folder: str | Path, n_patients: int, images_per_patient: tuple[int,
     lo, hi = images_per_patient
     if not (0.0 <= shortcut_strength <= 1.0 and 1 <= lo <= hi and n_patients >= 1 and size >= 32):
         raise ValueError("need 0 <= shortcut_strength <= 1, 1 <= lo <= hi, n_patients >= 1, size >= 32")
+    classes = tuple(classes)
+    if not classes or set(classes) - set(_CLASS_KEY) or len(set(classes)) < len(classes):
+        raise ValueError(f"classes must be distinct names from {tuple(_CLASS_KEY)}, got {classes}")
+    if not 0.0 <= aspect_cue <= 1.0:
+        raise ValueError(f"aspect_cue must lie in [0, 1], got {aspect_cue}")
     params = json.loads(json.dumps(dict(
         version=VERSION, n_patients=n_patients, images_per_patient=[lo, hi], n_seg_pairs=n_seg_pairs,
         size=size, shortcut_strength=float(shortcut_strength), seed=seed,
-        **({} if finding_contrast == 1.0 else {"finding_contrast": float(finding_contrast)}))))
+        **({} if finding_contrast == 1.0 else {"finding_contrast": float(finding_contrast)}),
+        # only when not the defaults, so a default folder's parameters (and reuse) stay as they were
+        **({} if classes == CLASSES else {"classes": list(classes)}),
+        **({} if aspect_cue == 0.0 else {"aspect_cue": float(aspect_cue)}))))
     meta_file = folder / "phantoms.json"
     try:
         old = store.load_json(meta_file) if meta_file.is_file() else None
@@ -408,7 +475,7 @@ def generate(folder: str | Path, n_patients: int, images_per_patient: tuple[int,
         why = "phantoms with other parameters" if isinstance(old, dict) else "files that are not phantoms"
         raise FileExistsError(f"{folder} already holds {why}; choose an empty folder or pass "
                               "overwrite=True (only files listed in its phantoms.json are replaced)")
-    plan = _plan(n_patients, (lo, hi), n_seg_pairs, shortcut_strength, seed)
+    plan = _plan(n_patients, (lo, hi), n_seg_pairs, shortcut_strength, seed, classes, aspect_cue)
     files = sorted({r[k] for r in plan for k in ("path", "mask_path")} | {"manifest.csv"})
     clash = [f for f in files if (folder / f).exists() and f not in ours]
     if clash:
@@ -419,9 +486,11 @@ def generate(folder: str | Path, n_patients: int, images_per_patient: tuple[int,
     folder.mkdir(parents=True, exist_ok=True)
     store.save_json({"params": params, "files": files, "complete": False}, meta_file)
     for r in plan:
-        img, mask = render(np.random.default_rng(r["_key"]), size, r["_covid"], r["_site"],
+        img, mask = render(np.random.default_rng(r["_key"]), size, False, r["_site"],
                            r["severity"], jitter_anatomy(r["_anat"], np.random.default_rng(r["_key"] + [1])),
-                           contrast=finding_contrast)
+                           contrast=finding_contrast, finding=r["_finding"])
+        if r["_tall"]:
+            img, mask = make_tall(img, mask)
         _write_png(folder / r["path"], img)
         _write_png(folder / r["mask_path"], mask * 255)
     df = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in plan])

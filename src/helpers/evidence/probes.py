@@ -21,7 +21,8 @@ from helpers.evidence import audits, floors, metrics
 #: the ladder's audits: key -> (column in the ladder table, what it tests)
 #: the ladder's probe audits, in the ladder table's column order (described in
 #: :data:`helpers.evidence.audits.PROBES`)
-PROBES = ("source", "lungs_blacked_out", "mask_only", "lowlevel_inside", "lowlevel_outside")
+PROBES = ("source", "lungs_blacked_out", "mask_only", "lowlevel_inside", "lowlevel_outside",
+          "not_square_from_inputs")
 
 
 #: rungs whose shortcut excess is within this of the lowest count as tied (then heat decides)
@@ -29,8 +30,12 @@ TIE = 0.02
 
 
 def probe_audits(x: dict[str, np.ndarray], y, index: pd.DataFrame, seed: int,
-                 val_fraction: float) -> dict[str, pd.DataFrame]:
-    """The ladder's linear-probe audits on one rung's inputs (keys of :data:`PROBES`)."""
+                 val_fraction: float, shapes: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
+    """The ladder's linear-probe audits on one rung's inputs (keys of :data:`PROBES`).
+
+    ``shapes`` (int (N, 2), the original films' height and width) adds the ``not_square_from_inputs`` probe:
+    how well "this film was not square" can be read from the rung's segmented inputs, i.e. whether
+    the input mode lets the film's geometry through (left out when every film has one shape)."""
     y = np.asarray(y)
     out = {}
     try:
@@ -50,6 +55,11 @@ def probe_audits(x: dict[str, np.ndarray], y, index: pd.DataFrame, seed: int,
     outside = audits.outside_lung_features(audits.lowlevel_features(x["unsegmented"], x["refined"]))
     out["lowlevel_outside"] = audits.cv_logistic(outside, y, index, seed,
                                                  model_name="probe_lowlevel_outside")
+    if shapes is not None:
+        square = audits.not_square(shapes)
+        if 0 < square.sum() < len(square):
+            out["not_square_from_inputs"] = floors.thumbnail_logreg(x["segmented"], square, index, seed,
+                                                        "probe_not_square", val_fraction=val_fraction)
     return out
 
 

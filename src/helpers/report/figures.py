@@ -247,10 +247,26 @@ def ev_auc_forest(cfg, tables: dict) -> Figure | None:
         return None
     ext = ART.external_table.find(cfg.out_dir)
     note = data_note(cfg)
-    f = plots.auc_forest(t7, ext, caption=note, order=recomputed.model_order(t7["model"].astype(str)))
+    within = tables.get("within_source")
+    f = plots.auc_forest(t7, ext, caption=note, order=recomputed.model_order(t7["model"].astype(str)),
+                         within=within)
     return Figure(f, "ev_auc_forest.png", "Table 7 (ROC-AUC with intervals)", "06_figure_generation",
                   f"{note}; internal pooled out-of-fold AUC"
-                  + ("; external mean-of-folds AUC" if ext is not None and len(ext) else ""))
+                  + ("; external mean-of-folds AUC" if ext is not None and len(ext) else "")
+                  + ("; AUC within each source that gave both classes"
+                     if within is not None and len(within) else ""))
+
+
+def ev_sites(cfg, tables: dict) -> Figure | None:
+    from helpers.evidence import recomputed
+
+    lt = tables.get("loso_table")
+    if lt is None or lt.empty:
+        return None
+    note = data_note(cfg)
+    f = plots.loso_plot(lt, caption=note, order=recomputed.model_order(lt["model"].astype(str)))
+    return Figure(f, "ev_sites.png", "beyond the paper (leave one site out)", "06_figure_generation",
+                  f"{note}; share of a left-out site's non-COVID films called COVID")
 
 
 def ev_heat_share(cfg, tables: dict) -> Figure | None:
@@ -275,7 +291,7 @@ def ev_audits(cfg, tables: dict) -> Figure | None:
                   "06_figure_generation", f"{note}; audit AUCs against chance")
 
 
-EVIDENCE_BUILDERS = [ev_calibration, ev_ppv_npv, ev_auc_forest, ev_heat_share, ev_audits]
+EVIDENCE_BUILDERS = [ev_calibration, ev_ppv_npv, ev_auc_forest, ev_heat_share, ev_audits, ev_sites]
 
 
 def evidence_records(cfg, tables: dict) -> list[Figure]:

@@ -109,6 +109,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ("Training data", ["training_data", "summary/cohort"]),
     ("Preprocessing", ["preprocessing"]), ("Internal performance", ["summary/table6", "summary/table7"]),
     ("Calibration", ["calibration"]), ("External performance", ["summary/external"]),
+    ("Tests a new hospital cannot fool", ["summary/sites"]),
     ("Shortcut audits", ["summary/shortcut_audits", "audit_meaning"]), ("Subgroups and views", ["subgroups"]),
     ("Out-of-distribution flags", ["ood"]), ("Limitations", ["summary/limitations"]),
     ("Licences of the data", ["licences"]),

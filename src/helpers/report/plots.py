@@ -461,10 +461,41 @@ def _external_mean_rows(external_table: pd.DataFrame | None) -> pd.DataFrame:
     return e[m]
 
 
+#: a source enters the forest's within-source rows with at least this many films of each class
+#: (fewer give intervals as wide as the axis; the within-source table keeps every source)
+FOREST_MIN_PER_CLASS = 5
+
+
+def _within_rows(within: pd.DataFrame | None, order: Sequence[str]) -> pd.DataFrame:
+    """Rows of a within-source table (:func:`helpers.evidence.sites.within_source`) with at least
+    :data:`FOREST_MIN_PER_CLASS` films per class, as forest rows: model "<model> · within
+    <source>", roc_auc, interval, n."""
+    if within is None or within.empty:
+        return pd.DataFrame()
+    w = within.copy()
+    w = w[(pd.to_numeric(w["n_pos"], errors="coerce") >= FOREST_MIN_PER_CLASS)
+          & (pd.to_numeric(w["n_neg"], errors="coerce") >= FOREST_MIN_PER_CLASS)]
+    if w.empty:
+        return pd.DataFrame()
+    rank = {m: i for i, m in enumerate(order)}
+    w = w.assign(_r=w["model"].astype(str).map(rank).fillna(len(rank))).sort_values(["_r", "source"])
+    return pd.DataFrame({
+        "model": [f"{m} · within {s} ({int(p)}/{int(q)})"
+                  for m, s, p, q in zip(w["model"], w["source"], w["n_pos"], w["n_neg"])],
+        "roc_auc": pd.to_numeric(w["auc"], errors="coerce").to_numpy(),
+        "roc_auc_lo": pd.to_numeric(w["auc_lo"], errors="coerce").to_numpy(),
+        "roc_auc_hi": pd.to_numeric(w["auc_hi"], errors="coerce").to_numpy(),
+        "n": pd.to_numeric(w["n"], errors="coerce").to_numpy(), "within": True})
+
+
 def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
-               caption: str = "", order: Sequence[str] | None = None):
+               caption: str = "", order: Sequence[str] | None = None,
+               within: pd.DataFrame | None = None):
     """ROC-AUC with its 95 % interval per model: pooled out-of-fold (internal, circles) and, when
-    an external table is given, the mean-of-folds model on the external set (squares).
+    an external table is given, the mean-of-folds model on the external set (squares). With
+    ``within`` (:func:`helpers.evidence.sites.within_source`), the same models' AUC inside each
+    source that gave both classes follows as rows of their own (diamonds): the comparison a
+    hospital signal cannot inflate.
 
     Rows are drawn top to bottom in the order of ``order`` (model names; default: as given)."""
     title = "ROC-AUC per model with 95 % intervals"
@@ -473,16 +504,30 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     t = table7.copy()
     order = list(order) if order is not None else list(t["model"].astype(str))
     t = t.set_index(t["model"].astype(str)).loc[order].reset_index(drop=True)
+    w = _within_rows(within, order)
+    if len(w):
+        t = pd.concat([t.assign(within=False), w], ignore_index=True)
+    else:
+        t = t.assign(within=False)
     ext = _external_mean_rows(external_table)
     ext = ext.set_index(ext["model"].astype(str)) if len(ext) else ext
     n = len(t)
-    fig, ax = plt.subplots(figsize=(8.2 if len(ext) else 7.0, 0.55 * n + 2.0))
+    wide = len(ext) or len(w)
+    fig, ax = plt.subplots(figsize=(9.5 if wide else 7.0, (0.42 if len(w) else 0.55) * n + 2.2))
     ypos = np.arange(n)[::-1].astype(float)
     off = 0.14 if len(ext) else 0.0
     ext_labelled = False
+    within_labelled = False
     for i, r in enumerate(t.itertuples(index=False)):
         a, lo, hi = (float(getattr(r, k)) for k in ("roc_auc", "roc_auc_lo", "roc_auc_hi"))
-        if np.isfinite(a):
+        if np.isfinite(a) and r.within:
+            xerr = [[a - lo], [hi - a]] if np.isfinite(lo) and np.isfinite(hi) else None
+            ax.errorbar([a], [ypos[i]], xerr=xerr, fmt="D", color="C2", capsize=3, ms=5,
+                        label=None if within_labelled else "within one source (n COVID/non-COVID)")
+            within_labelled = True
+            ax.text(1.005, ypos[i], f"{a:.3f}", va="center", fontsize=7.5, color="C2",
+                    transform=ax.get_yaxis_transform())
+        elif np.isfinite(a):
             xerr = [[a - lo], [hi - a]] if np.isfinite(lo) and np.isfinite(hi) else None
             ax.errorbar([a], [ypos[i] + off], xerr=xerr, fmt="o", color="C0", capsize=3, ms=5,
                         label="internal (pooled out-of-fold)" if i == 0 else None)
@@ -502,7 +547,11 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     ax.text(0.5, 0.01, " chance", ha="left", va="bottom", fontsize=7, color="0.4",
             transform=ax.get_xaxis_transform())
     labels = []
-    for m, k in zip(t["model"], pd.to_numeric(t.get("n", pd.Series([np.nan] * n)), errors="coerce")):
+    for m, k, wi in zip(t["model"], pd.to_numeric(t.get("n", pd.Series([np.nan] * n)), errors="coerce"),
+                        t["within"]):
+        if wi:
+            labels.append(m)
+            continue
         k_ext = (pd.to_numeric(ext.loc[[m]].iloc[0].get("n"), errors="coerce")
                  if len(ext) and m in ext.index else np.nan)
         ns = [f"n={int(k)}" if np.isfinite(k) else "",
@@ -520,9 +569,53 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     cap = "; ".join(x for x in [caption, "patient-level bootstrap intervals"
-                                + ("" if len(ext) else "; no external set in this run")] if x)
+                                + ("" if len(ext) else "; no external set in this run")
+                                + (f"; within-source rows: sources with >= {FOREST_MIN_PER_CLASS} films "
+                                   "of each class" if len(w) else "")] if x)
     _caption(fig, cap)
-    fig.tight_layout(rect=(0, 0.06, 0.95, 1))
+    fig.tight_layout(rect=(0, 0.04 if len(w) else 0.06, 0.93, 1))
+    return finish(fig)
+
+
+def loso_plot(loso: pd.DataFrame, caption: str = "", order: Sequence[str] | None = None):
+    """Leave one site out (:func:`helpers.evidence.sites.loso_table`): per model and left-out site,
+    the share of that site's non-COVID films called COVID by models trained without it (red, Wilson
+    95 % interval), next to the same share when the site was in training (grey, out-of-fold). The
+    false-positive rate at a hospital the model never saw."""
+    title = "Non-COVID films called COVID at a site left out of training"
+    if loso is None or loso.empty:
+        return _empty_fig(title, "no leave-one-site-out rows in this run", caption)
+    t = loso.copy()
+    rank = {m: i for i, m in enumerate(order or list(dict.fromkeys(t["model"].astype(str))))}
+    t = t.assign(_r=t["model"].astype(str).map(rank).fillna(len(rank))).sort_values(["_r", "site"])
+    n = len(t)
+    fig, ax = plt.subplots(figsize=(9.5, 0.5 * n + 2.2))
+    ypos = np.arange(n)[::-1].astype(float)
+    num = {k: pd.to_numeric(t[k], errors="coerce").to_numpy() for k in
+           ("share", "share_lo", "share_hi", "cv_share", "cv_share_lo", "cv_share_hi", "n_neg")}
+    for i in range(n):
+        for key, colour, mark, dy, lab in (("share", "C3", "o", 0.12, "left out of training"),
+                                           ("cv_share", "0.45", "s", -0.12, "in training (out-of-fold)")):
+            a, lo, hi = num[key][i], num[f"{key}_lo"][i], num[f"{key}_hi"][i]
+            if not np.isfinite(a):
+                continue
+            xerr = [[a - lo], [hi - a]] if np.isfinite(lo) and np.isfinite(hi) else None
+            ax.errorbar([a], [ypos[i] + dy], xerr=xerr, fmt=mark, color=colour, capsize=3, ms=5,
+                        label=lab if i == 0 else None)
+            if key == "share":
+                ax.text(1.01, ypos[i] + dy, f"{100 * a:.0f} %", va="center", fontsize=7.5, color=colour,
+                        transform=ax.get_yaxis_transform())
+    ax.set_yticks(ypos)
+    ax.set_yticklabels([f"{m} · without {s} (n={int(k)} non-COVID)" for m, s, k in
+                        zip(t["model"], t["site"], num["n_neg"])], fontsize=8.5)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlabel("share of the site's non-COVID films called COVID")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    _caption(fig, "; ".join(x for x in [caption, "threshold frozen on the training folds; Wilson 95 % "
+                                                 "intervals"] if x))
+    fig.tight_layout(rect=(0, 0.06, 0.93, 1))
     return finish(fig)
 
 

@@ -233,6 +233,11 @@ def segmentation(run: Run) -> dict:
         e = ed[ed["fold"].astype(str) == "mean"] if "fold" in ed.columns else ed
         g = e.groupby("source")["dice"].agg(["count", "mean", "std", "min"]).reset_index()
         ctx["external"] = g.to_dict("records")
+    pg = run.csv(ART.pass_by_group)
+    ctx["by_group"] = None
+    if pg is not None and len(pg):
+        from helpers.refine import pass_gap
+        ctx["by_group"] = {"table": pg, "gap": pass_gap(pg), "rel": ART.pass_by_group.rel()}
     return ctx
 
 

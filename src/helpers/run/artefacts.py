@@ -203,6 +203,7 @@ class ART:
     # 03 refine
     refine_index = Artefact("refine", "refine_index.csv")
     pass_counts = Artefact("refine", "pass_counts.csv")
+    pass_by_group = Artefact("refine", "pass_by_group.csv")
     masks_refined = Artefact("refine", "masks_refined.npy")
     masks_raw_cls = Artefact("refine", "masks_raw_cls.npy")
     masks_refined_cls = Artefact("refine", "masks_refined_cls.npy")
