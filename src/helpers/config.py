@@ -170,7 +170,8 @@ _CLASSIFIER = ("cls_size", "n_folds", "cls_val_fraction", "hrnet", "head_hidden"
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "curation": ("data", "n_patients", "images_per_patient", "n_seg_pairs", "shortcut_strength",
                  "phantom_size", "finding_contrast", "pneumonia_patients", "aspect_cue",
-                 "max_images_per_class", "strict", "seg_size", "cls_size", "n_folds", "seg_folds", "extra_data", "seg_negatives"),
+                 "max_images_per_class", "strict", "seg_size", "cls_size", "n_folds",
+                 "seg_folds", "extra_data", "seg_negatives"),
     "unet": ("seg_size", "seg_folds", "seg_val_fraction", "unet_arch", "unet_epochs", "unet_lr",
              "unet_batch", "unet_base_channels", "unet_opacity", "augment", *_COMPUTE),
     "refine": ("seg_size", "cls_size", "unet_arch", "unet_base_channels", "dilate_iters", "close_iters",
