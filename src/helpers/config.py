@@ -82,6 +82,9 @@ class Profile:
     lr_schedule: str = "steps"     # "steps": x lr_factor at lr_steps (section 4.3); "cosine": decays to 0
     cls_select: str = "last"       # Algorithm 2 tests after the epoch loop; "best_val_loss" also offered
     cls_augment: bool = True       # Table 3 augmentation for the classifier ("augment" is the UNet's)
+    # "table3" (the paper's) or "light" (no rotation/scale/shear, gamma 0.8-1.25; augment.AUGMENT_MODES):
+    # Table 3 on standardised lung crops left cpu-film's training loss at the class prior
+    cls_augment_mode: str = "table3"
     baselines: tuple[str, ...] = ("resnet152", "densenet121", "efficientnet_b4")  # Table 7
     baseline_epochs: int = 0       # epochs of the Table 7 baselines; 0 = cls_epochs (the paper's)
     # --- de-confounded classifier inputs (beyond the paper; helpers.preprocess, issue 9) ----------------
@@ -165,7 +168,8 @@ class Profile:
 _COMPUTE = ("bf16", "channels_last", "fast_path_off", "num_workers", "torch_threads")
 _CLASSIFIER = ("cls_size", "n_folds", "cls_val_fraction", "hrnet", "head_hidden", "head_dropout",
                "cls_epochs", "cls_batch", "cls_lr", "momentum", "weight_decay", "lr_factor", "lr_steps",
-               "lr_steps_ref_epochs", "lr_schedule", "cls_select", "cls_augment", "cls_lung_standardise",
+               "lr_steps_ref_epochs", "lr_schedule", "cls_select", "cls_augment", "cls_augment_mode",
+               "cls_lung_standardise",
                "cls_crop_lungs", "cls_crop_margin", "cls_film_only", *_COMPUTE)
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "curation": ("data", "n_patients", "images_per_patient", "n_seg_pairs", "shortcut_strength",
@@ -263,18 +267,24 @@ PROFILES["cpu-deconf"] = replace(PROFILES["cpu"], name="cpu-deconf",
 # the lowest probe excess, though its model showed little in-lung signal; see that summary) as a
 # profile of its own: every ladder step on in the main model. Its stages after refinement differ
 # from cpu's: ./run_all.sh cpu-film --reuse-from outputs/cpu retrains notebooks 04-05.
+# Its classifier augmentation is "light" (augment.AUGMENT_MODES): with Table 3's rotation, scale,
+# shear and gamma 0.5-3 on standardised lung crops the training loss stayed at the class prior for
+# all 16 epochs (figures/cpu-film, 2026-12-02), and in one-fold checks at learning rates 0.001-0.03,
+# batch 8 or 16, without dropout, or with either the geometry or the wide gamma alone; without
+# both it fell (docs/measurements.md, 2026-12-06).
 PROFILES["cpu-film"] = replace(PROFILES["cpu"], name="cpu-film", cls_crop_lungs=True,
-                               cls_lung_standardise=True, cls_augment=True, cls_film_only=True)
+                               cls_lung_standardise=True, cls_augment=True, cls_film_only=True,
+                               cls_augment_mode="light")
 # COVID against every non-COVID film of the shared data: the non-COVID films of the COVID films'
 # own sources (the sibling folder cxr-pneumonia, label pneumonia) and the segmentation films of
 # three more sites (JSRT, Shenzhen, Montgomery; label other, each masked by the UNet fold that did
 # not train on it); the classifier sees a square crop of the lung box kept inside the film, so the
 # film's original shape (zero padding) does not reach it; notebook 05c leaves each site out.
-# Its UNet also trains on films given a synthetic lung opacity (half of them; augment.lung_opacity),
+# The classifier's inputs are cpu-film's (crop, standardise, light augmentation, film only). Its
+# UNet also trains on films given a synthetic lung opacity (half of them; augment.lung_opacity),
 # so that opaque lungs are segmented and pass refinement as often as clear ones.
-PROFILES["cpu-sites"] = replace(PROFILES["cpu"], name="cpu-sites", extra_data=("cxr-pneumonia",),
-                                seg_negatives=True, cls_crop_lungs=True, cls_film_only=True,
-                                leave_site_out=True, unet_opacity=0.5)
+PROFILES["cpu-sites"] = replace(PROFILES["cpu-film"], name="cpu-sites", extra_data=("cxr-pneumonia",),
+                                seg_negatives=True, leave_site_out=True, unet_opacity=0.5)
 
 
 @dataclass(frozen=True)
@@ -388,6 +398,8 @@ def validate(p: Profile) -> None:
     for k in ("cls_epochs", "baseline_epochs", "audit_epochs"):
         if getattr(p, k) < (1 if k == "cls_epochs" else 0):
             raise ValueError(f"{k} must be >= {1 if k == 'cls_epochs' else 0}, got {getattr(p, k)}")
+    if p.cls_augment_mode not in ("table3", "light"):
+        raise ValueError(f"cls_augment_mode must be 'table3' or 'light', got {p.cls_augment_mode!r}")
     if p.unet_arch not in ("paper", "smp"):
         raise ValueError(f"unet_arch must be 'paper' or 'smp', got {p.unet_arch!r}")
     for k in ("seg_size", "cls_size"):

@@ -131,7 +131,8 @@ def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx:
     yv = y[val_idx].astype(np.float64)
     line = progress.Line(desc or name, profile.cls_epochs, "epoch")
     for epoch in range(profile.cls_epochs):
-        pipe = augment.seeded_pipeline(images.shape[-1], seed, epoch) if profile.cls_augment else None
+        pipe = (augment.seeded_pipeline(images.shape[-1], seed, epoch, mode=profile.cls_augment_mode)
+                if profile.cls_augment else None)
         lr = opt.param_groups[0]["lr"]
         tl, ta = _run_epoch(model, opt, images, y, train_idx, profile, device, pipe, rng)
         sched.step()

@@ -174,3 +174,24 @@ def test_lung_opacity_brightens_the_lungs_only_and_keeps_the_mask():
     assert np.array_equal(ag.lung_opacity(img, np.zeros_like(mask), np.random.default_rng(0)), img)
     with pytest.raises(ValueError, match="shape"):
         ag.lung_opacity(img, mask[:10], np.random.default_rng(0))
+
+
+def test_light_mode_keeps_the_geometry_and_narrows_the_gamma():
+    """``mode="light"``: Table 3 without rotation, scale or shear (a mask comes back unchanged)
+    and with gamma 0.8-1.25; "table3" moves the mask; an unknown mode fails."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(40, 200, (64, 64)).astype(np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 5:25] = 1
+    light = ag.seeded_pipeline(64, 3, 0, mode="light")
+    moved = 0
+    table3 = ag.seeded_pipeline(64, 3, 0)
+    for _ in range(20):
+        out, m = ag.apply(light, img, mask)
+        assert np.array_equal(m, mask)
+        moved += not np.array_equal(ag.apply(table3, img, mask)[1], mask)
+    assert moved >= 15
+    gammas = [t for t in ag.table3_pipeline(64, 0, mode="light").transforms if isinstance(t, A.RandomGamma)]
+    assert len(gammas) == 1 and tuple(gammas[0].gamma_limit) == (80, 125)
+    with pytest.raises(ValueError, match="mode"):
+        ag.table3_pipeline(64, 0, mode="heavy")
