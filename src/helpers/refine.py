@@ -115,7 +115,8 @@ def pass_gap(table: pd.DataFrame) -> float:
         table["source"].astype(str) == "all"])
     if not {"covid", "non-covid"} <= set(t.index):
         return float("nan")
-    return float(pd.to_numeric(t.loc["covid", "kept_%"]) - pd.to_numeric(t.loc["non-covid", "kept_%"]))
+    gap = pd.to_numeric(t.loc["covid", "kept_%"]) - pd.to_numeric(t.loc["non-covid", "kept_%"])
+    return round(float(gap), 1)
 
 
 def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:

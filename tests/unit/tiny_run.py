@@ -15,7 +15,10 @@ from helpers.run import artefacts, notebooks, repro, stages, store
 TINY = dict(n_patients=12, images_per_patient=(1, 2), n_seg_pairs=16, phantom_size=64, seg_size=64,
             cls_size=64, seg_folds=2, n_folds=2, unet_epochs=8, unet_lr=0.002, unet_base_channels=8,
             cls_epochs=1, cls_batch=8, cls_val_fraction=0.25, head_hidden=16, bf16=False,
-            channels_last=False)
+            channels_last=False,
+            # one phantom folder of square films and a UNet without the opacity augmentation: the
+            # tiny run the unit tests were written against (the smoke chain covers the rest)
+            pneumonia_patients=0, aspect_cue=0.0, unet_opacity=0.0)
 
 
 def build_run(out_dir: Path, profile: str = "smoke", overrides: dict | None = None, seed: int = 0,

@@ -28,7 +28,44 @@ from helpers.run.artefacts import ART
 
 
 def intended_use(run: sm.Run, meta: dict) -> dict:
-    return {}
+    """Which non-COVID labels the classifier saw in training (from the cohort table)."""
+    c = run.csv(ART.cohort)
+    labels: list[str] = []
+    if c is not None and len(c) and {"role", "label"} <= set(c.columns):
+        labels = sorted(set(c.loc[c["role"].astype(str) == "classify", "label"].astype(str)) - {"covid"})
+    return {"negatives": labels, "only_normal": labels in ([], ["normal"])}
+
+
+def _rows(t: pd.DataFrame | None, model: str) -> list[dict]:
+    return [] if t is None or t.empty else t[t["model"].astype(str) == model].to_dict("records")
+
+
+def key_caveats(run: sm.Run, meta: dict) -> dict:
+    """The readings that decide whether the shipped model detects COVID-19 or its hospital: the AUC
+    inside a source that gave both classes, the thumbnail floors against the model, the share of a
+    never-seen site's non-COVID films called COVID, the refinement's failures, and the models that
+    did not learn; every number from the run's saved tables."""
+    model = meta["default_model"]
+    name = "hrnet" if model == "hrnet" else model
+    t7 = run.csv(ART.table7)
+    floors, own = [], None
+    if t7 is not None and len(t7):
+        t7 = t7.assign(model=t7["model"].astype(str))
+        own = next(iter(t7[t7["model"] == name].to_dict("records")), None)
+        floors = t7[t7["model"].str.startswith("thumbnail")].to_dict("records")
+    within = [r for r in _rows(run.table("within_source"), name)
+              if min(float(r["n_pos"]), float(r["n_neg"])) >= 5]
+    pg = run.csv(ART.pass_by_group)
+    failed = gap = None
+    if pg is not None and len(pg):
+        from helpers.refine import pass_gap
+
+        allrow = pg[(pg["label"].astype(str) == "all") & (pg["source"].astype(str) == "all")]
+        failed = allrow.iloc[0].to_dict() if len(allrow) else None
+        gap = pass_gap(pg)
+    return {"model": name, "own": own, "floors": floors, "within": within,
+            "loso": _rows(run.table("loso_table"), name), "failed": failed, "gap": gap,
+            "not_learned": sm.not_learned(run)}
 
 
 def model(run: sm.Run, meta: dict) -> dict:
@@ -99,13 +136,13 @@ def licences(run: sm.Run, meta: dict) -> dict:
 
 #: the card's own parts: name -> context function of (run, meta); template ``model_card/<name>.md.j2``
 PARTS: dict[str, Callable[[sm.Run, dict], dict]] = {
-    f.__name__: f for f in (intended_use, model, training_data, preprocessing, calibration, audit_meaning,
-                            subgroups, ood, licences)}
+    f.__name__: f for f in (key_caveats, intended_use, model, training_data, preprocessing, calibration,
+                            audit_meaning, subgroups, ood, licences)}
 
 #: (heading, parts) in order; ``summary/<name>`` is a part of the summary
 #: (:data:`helpers.report.summary.PARTS`)
 SECTIONS: list[tuple[str, list[str]]] = [
-    ("Intended use", ["intended_use"]), ("Model", ["model"]),
+    ("Key caveats", ["key_caveats"]), ("Intended use", ["intended_use"]), ("Model", ["model"]),
     ("Training data", ["training_data", "summary/cohort"]),
     ("Preprocessing", ["preprocessing"]), ("Internal performance", ["summary/table6", "summary/table7"]),
     ("Calibration", ["calibration"]), ("External performance", ["summary/external"]),
