@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 __all__ = ["lung_box", "film_box", "crop_to_lungs", "standardise_in_lungs", "classifier_inputs",
-           "uses_preprocessing", "LUNG_PERCENTILES", "LUNG_TARGETS"]
+           "uses_preprocessing", "describe_inputs", "LUNG_PERCENTILES", "LUNG_TARGETS"]
 
 LUNG_PERCENTILES = (1.0, 99.0)   # in-lung percentiles that define an image's grey scale
 LUNG_TARGETS = (32.0, 224.0)     # where they land: room on both sides for bone and air
@@ -139,6 +139,30 @@ def standardise_in_lungs(image: np.ndarray, mask: np.ndarray,
         return image.astype(np.uint8)
     out = targets[0] + (image.astype(np.float64) - lo) * (targets[1] - targets[0]) / (hi - lo)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def describe_inputs(profile, segmented: bool = True, short: bool = False) -> str:
+    """What a classifier of ``profile`` sees, from its input settings (crop, film only,
+    standardise, augmentation), for table and figure titles: e.g. "segmented lungs, square lung
+    crop kept inside the film (no padding), grey levels standardised inside the lungs, light
+    augmentation"; ``short`` gives "segmented, lung crop in film, standardised, light aug.".
+    A setting the profile lacks counts as off."""
+    crop, film, std, aug = (bool(getattr(profile, k, False)) for k in
+                            ("cls_crop_lungs", "cls_film_only", "cls_lung_standardise", "cls_augment"))
+    mode = getattr(profile, "cls_augment_mode", "table3")
+    aug_name = "Table 3" if mode == "table3" else mode
+    if short:
+        parts = ["segmented" if segmented else "full image"]
+        parts += ["lung crop in film" if film else "lung crop"] if crop else []
+        parts += ["standardised"] if std else []
+        parts += [f"{aug_name} aug."] if aug else []
+        return ", ".join(parts)
+    parts = ["segmented lungs" if segmented else "full image"]
+    parts += ["square lung crop kept inside the film (no padding)" if film
+              else "square crop around the lungs"] if crop else []
+    parts += ["grey levels standardised inside the lungs"] if std else []
+    parts += [f"{aug_name} augmentation"] if aug else []
+    return ", ".join(parts)
 
 
 def uses_preprocessing(profile) -> bool:

@@ -50,7 +50,7 @@ def test_table7_puts_hrnet_first_with_readable_names_and_the_papers_values():
     t7 = metrics.summarise_models(allp, n_boot=50)
     t = tables.table7_frame(CFG, t7)
     assert t["Model"].tolist() == ["HRNet, segmented lungs (proposed)", "HRNet, full image", "ResNet152",
-                                   "Thumbnail logistic regression, segmented"]
+                                   "Thumbnail logistic regression, segmented lungs"]
     assert t.loc[0, "Accu. paper"] == "99.26" and t.loc[2, "Sens. paper"] == "95.12"
     assert t.loc[1, "Accu. paper"] == "-" and "ROC-AUC [95% CI]" in t.columns
 
@@ -69,3 +69,19 @@ def test_progress_line_ends_in_its_final_state(capsys):
     assert len(out) == 1 and out[0].startswith("unet fold 1/3: 3/3 epochs in ") and "val loss 0.30" in out[0]
     assert list(progress.iterate(range(4), "decode", unit="batch")) == [0, 1, 2, 3]
     assert "4/4 batches" in capsys.readouterr().out
+
+
+def test_model_names_say_what_the_inputs_were():
+    """Titles follow the profile's input settings, never a fixed "segmented lungs"."""
+    from helpers import config, preprocess
+
+    sites = config.make_profile("cpu-sites")
+    assert tables.model_label("hrnet", config.make_profile("cpu")) == "HRNet, segmented lungs (proposed)"
+    label = tables.model_label("hrnet", sites)
+    assert label.startswith("HRNet, segmented lungs, square lung crop kept inside the film")
+    assert "standardised" in label and "light augmentation" in label
+    assert tables.model_label("hrnet_unsegmented", sites).startswith("HRNet, full image, square lung crop")
+    assert "Table 3 augmentation" in tables.model_label("hrnet", config.make_profile("paper"))
+    assert preprocess.describe_inputs(sites, False, short=True) == \
+        "full image, lung crop in film, standardised, light aug."
+    assert tables.model_label("resnet152", sites) == "ResNet152"

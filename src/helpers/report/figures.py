@@ -88,7 +88,9 @@ def table6(cfg) -> Figure:
     cap = (f"{data_note(cfg)}. Wilson 95% intervals. 'Average' is the unweighted mean of the fold "
            "rows, as the paper's Average row (99.29 / 98.53 / 98.82 over 10 folds); 'Pooled' is one "
            f"confusion matrix of all out-of-fold predictions. {pooled_vs_mean_note(ft)}")
-    f = plots.table_figure(t, "Table 6 - HRNet on segmented lungs, per test fold", cap)
+    from helpers.preprocess import describe_inputs
+
+    f = plots.table_figure(t, f"Table 6 - HRNet on {describe_inputs(cfg.profile, True)}, per test fold", cap)
     return Figure(f, "table6_hrnet_folds.png", "Table 6", "04_hrnet_cv_training", cap)
 
 
@@ -146,11 +148,13 @@ def heat_frames(cfg) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
 
 
 def fig9_12(cfg) -> Figure:
-    cls, keep = kept(cfg)
-    _, seg_heat, unseg_heat = heat_frames(cfg)
-    segmented = np.asarray(ART.segmented.read(cfg.out_dir))[keep]
-    images = np.asarray(ART.cls_images.read(cfg.out_dir))[keep]
-    lungs = np.asarray(ART.masks_raw_cls.read(cfg.out_dir))[keep]
+    from helpers import inputs, preprocess
+
+    cls, seg_heat, unseg_heat = heat_frames(cfg)
+    # the films as the two models saw them (crops, standardisation), so the maps sit on their inputs
+    k = inputs.kept_arrays(cfg, shapes=bool(cfg.profile.cls_film_only and cfg.profile.cls_crop_lungs))
+    x = inputs.view(k, cfg.profile)
+    segmented, images, lungs = x["segmented"], x["unsegmented"], x["lungs"]
     rng = np.random.default_rng(cfg.seed)
     pick = []
     for lab in ("covid", "normal"):
@@ -161,8 +165,9 @@ def fig9_12(cfg) -> Figure:
     titles = [f"{cls.label[i]}\nheat in lungs\n{a:.0%} -> {b:.0%}" for i, a, b in zip(pick, s_un, s_se)]
     cap = (f"{data_note(cfg)}; each map from the fold model that did not train on the image; row "
            "labels: share of the heat inside the lung outline, full-image model -> segmented model")
+    names = tuple(f"HRNet, {preprocess.describe_inputs(cfg.profile, s, short=True)}" for s in (False, True))
     f = plots.heatmap_pairs(images[pick], unseg_heat[pick], segmented[pick], seg_heat[pick], lungs[pick],
-                            titles, cap)
+                            titles, cap, models=names)
     return Figure(f, "fig09_12_gradcam.png", "Figs. 9 and 12", "04/05", cap)
 
 

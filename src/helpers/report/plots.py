@@ -281,8 +281,11 @@ def heatmap_pairs(images_unseg, heat_unseg, images_seg, heat_seg, masks, titles,
     row, and one colour bar for every map (heat normalised to [0, 1] per image)."""
     n = len(images_unseg)
     fig, axes = plt.subplots(n, 4, figsize=(8.4, 1.9 * n + 1.2), squeeze=False)
-    heads = [f"{models[0]}:\ninput", f"{models[0]}:\nGrad-CAM (Fig. 9)",
-             f"{models[1]}:\ninput", f"{models[1]}:\nGrad-CAM (Fig. 12)"]
+    import textwrap
+
+    wrap = [textwrap.fill(m, 24) for m in models]       # long input descriptions stay in their column
+    heads = [f"{wrap[0]}:\ninput", f"{wrap[0]}:\nGrad-CAM (Fig. 9)",
+             f"{wrap[1]}:\ninput", f"{wrap[1]}:\nGrad-CAM (Fig. 12)"]
     im = None
     for i in range(n):
         for j, (img, heat) in enumerate(((images_unseg[i], heat_unseg[i]), (images_seg[i], heat_seg[i]))):

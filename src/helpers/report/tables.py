@@ -32,7 +32,20 @@ PAPER_TABLE7: dict[str, tuple[float, float, float]] = {
     "densenet121": (93.40, 90.24, 96.00), "efficientnet_b4": (97.56, 95.12, 96.15),
 }
 
-def model_label(name: str) -> str:
+#: models whose inputs follow the profile's input settings, and the input kind each sees
+_INPUT_MODELS = {"hrnet": (True, "HRNet, {} (proposed)"), "hrnet_unsegmented": (False, "HRNet, {}"),
+                 "thumbnail_logreg_segmented": (True, "Thumbnail logistic regression, {}"),
+                 "thumbnail_logreg_unsegmented": (False, "Thumbnail logistic regression, {}")}
+
+
+def model_label(name: str, profile=None) -> str:
+    """A model's readable name; with ``profile``, the proposed model and the floors name their
+    inputs from the profile's input settings (:func:`helpers.preprocess.describe_inputs`)."""
+    if profile is not None and str(name) in _INPUT_MODELS:
+        from helpers.preprocess import describe_inputs
+
+        segmented, pattern = _INPUT_MODELS[str(name)]
+        return pattern.format(describe_inputs(profile, segmented))
     return MODEL_LABELS.get(str(name), str(name))
 
 def fold_label(fold) -> str:
@@ -103,7 +116,8 @@ def table7_frame(cfg, table7: pd.DataFrame | None = None) -> pd.DataFrame:
     rows = []
     for m in model_order(t.index):
         r, paper = t.loc[m], PAPER_TABLE7.get(m)
-        row = {"Model": model_label(m) + (" - did not learn" if m in failed else ""), "n": int(r["n"])}
+        label = model_label(m, getattr(cfg, "profile", None))
+        row = {"Model": label + (" - did not learn" if m in failed else ""), "n": int(r["n"])}
         for i, name in enumerate(("accuracy", "sensitivity", "specificity")):
             row[f"{name.capitalize()} %"] = fmt_pct(r[name], r[f"{name}_lo"], r[f"{name}_hi"], unit="")
             row[f"{name[:4].capitalize()}. paper"] = fixed(paper[i], 2) if paper else "-"
