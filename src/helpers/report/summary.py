@@ -361,7 +361,8 @@ def ledger(run: Run) -> dict:
         return _missing(ART.ledger_paper if p is None else ART.ledger_companion)
     return {"flagged": [str(n) for n, v in zip(p["name"], p["consistent"]) if v is False], "n_paper": len(p),
             "paper": p.to_dict("records"), "companion": c.to_dict("records"),
-            "n_ok": sum(1 for v in c["consistent"] if v is True)}
+            "n_ok": sum(1 for v in c["consistent"] if v is True),
+            "alternatives": [r for r in p.to_dict("records") if str(r.get("alternative") or "")]}
 
 
 def shortcut_audits(run: Run) -> dict:
