@@ -169,12 +169,57 @@ def what_was_run(run: Run) -> dict:
                 for r in earlier[-3:])
         timings.append(row)
     protocol = [{"setting": label, "run": a, "paper": b} for label, a, b, _ in run.protocol()] \
-        if run.profile else None
+        + data_rows(run) if run.profile else None
     dates = sorted(m.get("finished_utc", "") for m in ms.values() if m.get("finished_utc"))
     return {**ctx, "revisions": revs, "unique": sorted(set(revs.values())), "current": git_revision(),
             "dates": dates, "devices": devices,
             "packages": sorted(next((m["packages"] for m in ms.values() if m.get("packages")), {}).items()),
             "timings": pd.DataFrame(timings).fillna(""), "protocol": protocol}
+
+
+#: the paper's data (Table 2 and sections 3.1-3.2): what the settings table compares a run's cohort with
+PAPER_DATA = {"covid_sources": "COVID public repository (ieee8023), 472 films",
+              "covid": "410", "noncovid_sources": "NIH ChestX-ray14 1,000 + CheXpert 1,000 (sampled)",
+              "noncovid": "500", "seg": "800 (Montgomery 138, Shenzhen 662)"}
+
+
+def data_rows(run: Run) -> list[dict]:
+    """Rows of the settings table for the data: the cohort's COVID and non-COVID films (curated,
+    and kept after refinement) and their sources, and the lung-mask pairs, against the paper's
+    (:data:`PAPER_DATA`). Empty when the cohort table is missing."""
+    c = run.csv(ART.cohort)
+    if c is None or c.empty or not {"role", "label", "source", "images"} <= set(c.columns):
+        return []
+    c = c.assign(images=pd.to_numeric(c["images"], errors="coerce").fillna(0).astype(int))
+    cl = c[c["role"].astype(str) == "classify"]
+    covid = cl[cl["label"].astype(str) == "covid"]
+    non = cl[cl["label"].astype(str) != "covid"]
+    seg = c[c["role"].astype(str) == "segment"]
+    kept = {}
+    ri = run.csv(ART.refine_index)
+    if ri is not None and len(ri) and "passed" in ri:
+        ok = ri[ri["passed"].astype(str) == "True"]
+        kept = {"covid": int((ok["label"].astype(str) == "covid").sum()),
+                "non": int((ok["label"].astype(str) != "covid").sum())}
+
+    def sources(part: pd.DataFrame) -> str:
+        g = part.groupby("source")["images"].sum().sort_values(ascending=False)
+        return ", ".join(f"{s} {n:,}" for s, n in g.items())
+
+    def count(part: pd.DataFrame, key: str) -> str:
+        n = f"{int(part['images'].sum()):,}"
+        return f"{n} curated, {kept[key]:,} kept" if key in kept else n
+
+    return [{"setting": "COVID films (sources)", "run": sources(covid),
+             "paper": PAPER_DATA["covid_sources"]},
+            {"setting": "COVID films after refinement", "run": count(covid, "covid"),
+             "paper": PAPER_DATA["covid"]},
+            {"setting": "non-COVID films (sources)", "run": sources(non),
+             "paper": PAPER_DATA["noncovid_sources"]},
+            {"setting": "non-COVID films after refinement", "run": count(non, "non"),
+             "paper": PAPER_DATA["noncovid"]},
+            {"setting": "lung-mask pairs (UNet)", "run": f"{int(seg['images'].sum()):,} ({sources(seg)})",
+             "paper": PAPER_DATA["seg"]}]
 
 
 def cohort(run: Run) -> dict:

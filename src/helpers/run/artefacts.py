@@ -247,7 +247,8 @@ class ART:
     reliability = Artefact("figures", "reliability.csv")
     ppv_npv = Artefact("figures", "ppv_npv.csv")
     comparisons = Artefact("figures", "comparisons.csv")
-    ledger_paper = Artefact("figures", "ledger_paper.csv", flags=("between", "consistent"), text=("alternative",))
+    ledger_paper = Artefact("figures", "ledger_paper.csv", flags=("between", "consistent"),
+                            text=("alternative",))
     ledger_companion = Artefact("figures", "ledger_companion.csv", flags=("between", "consistent"))
     heat_share_ci = Artefact("figures", "heat_share_ci.csv", text=FOLD_TEXT)
     external_table = Artefact("figures", "external_table.csv", text=FOLD_TEXT)
