@@ -223,3 +223,23 @@ def test_external_section_reports_refinement_failures_and_the_sensitivity_analys
         assert f"| {r.source} | {r.label} | {r.total} | {r.passed} | {r.failed} |" in sec
     e = ea[(ea.fold.astype(str) == "mean") & (ea.source == "all") & (ea.model == "hrnet")].iloc[0]
     assert "Sensitivity analysis" in sec and F.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in sec
+
+
+def test_settings_table_compares_the_data_with_the_papers(tmp_path):
+    """The data rows: COVID and non-COVID films by source, curated and kept, and the mask pairs."""
+    (tmp_path / "curation").mkdir()
+    (tmp_path / "refine").mkdir()
+    pd.DataFrame({"role": ["classify"] * 3 + ["segment"], "label": ["covid", "normal", "pneumonia", "-"],
+                  "source": ["ieee8023", "nih-cxr8", "ieee8023", "jsrt-scr"], "images": [30, 20, 5, 12]}
+                 ).to_csv(tmp_path / "curation/cohort.csv", index=False)
+    pd.DataFrame({"label": ["covid"] * 30 + ["normal"] * 20 + ["pneumonia"] * 5,
+                  "passed": [True] * 28 + [False] * 2 + [True] * 25}
+                 ).to_csv(tmp_path / "refine/refine_index.csv", index=False)
+    rows = {r["setting"]: r for r in S.data_rows(S.Run(tmp_path, None, None))}
+    assert rows["COVID films (sources)"]["run"] == "ieee8023 30"
+    assert rows["COVID films after refinement"]["run"] == "30 curated, 28 kept"
+    assert rows["COVID films after refinement"]["paper"] == "410"
+    assert rows["non-COVID films (sources)"]["run"] == "nih-cxr8 20, ieee8023 5"
+    assert rows["non-COVID films after refinement"]["run"] == "25 curated, 25 kept"
+    assert rows["lung-mask pairs (UNet)"]["run"] == "12 (jsrt-scr 12)"
+    assert S.data_rows(S.Run(tmp_path / "missing", None, None)) == []
