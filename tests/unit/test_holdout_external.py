@@ -57,3 +57,14 @@ def test_external_table_mean_of_folds():
     row = t[(t.fold == "mean") & (t.source == "all")].iloc[0]
     assert (row.tp, row.fn, row.fp, row.tn) == (2, 0, 1, 1) and row.auc == pytest.approx(0.75)
     assert set(t.fold) == {"0", "1", "mean"}
+
+
+def test_a_held_out_set_is_named_by_its_sources():
+    """External only when no source of it gave training films; otherwise a patient hold-out."""
+    from helpers.evidence import heldout
+
+    assert heldout.kind(["ieee8023", "nih-cxr8"], ["padchest"]) == {
+        "kind": "external", "shared": [], "new": ["padchest"]}
+    assert heldout.kind(["ieee8023", "nih-cxr8"], ["ieee8023", "nih-cxr8"])["kind"] == "patient hold-out"
+    mixed = heldout.kind(["ieee8023", "nih-cxr8"], ["figure1", "ieee8023", "figure1"])
+    assert mixed == {"kind": "patient hold-out and external", "shared": ["ieee8023"], "new": ["figure1"]}

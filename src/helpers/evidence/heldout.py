@@ -54,3 +54,20 @@ def table(preds: pd.DataFrame, n_boot: int = 1000, seed: int = 0, set_name: str 
             rows.append({"model": model, "fold": fold, "source": src, **_row(sp, n_boot, seed)})
     return pd.DataFrame(rows)
 
+
+
+def kind(training_sources, heldout_sources) -> dict:
+    """What a held-out set is, honestly named from its sources and the training sources.
+
+    A held-out set whose every source also gave training films is a **patient hold-out**: its
+    films are new, their hospital is not, so a source signal learned in training still helps.
+    Only a source never used in training is **external**. Returns ``{"kind": "external" |
+    "patient hold-out" | "patient hold-out and external", "shared": [...], "new": [...]}`` with
+    the held-out sources sorted into the two lists.
+    """
+    train = {str(s) for s in training_sources}
+    held = sorted({str(s) for s in heldout_sources})
+    shared, new = [s for s in held if s in train], [s for s in held if s not in train]
+    name = ("external" if not shared else "patient hold-out" if not new
+            else "patient hold-out and external")
+    return {"kind": name, "shared": shared, "new": new}

@@ -471,9 +471,21 @@ def external(run: Run) -> dict:
     e = et[et["fold"] == "mean"]
     within = e[(e["source"] != "all") & (e["n_pos"] > 0) & (e["n_neg"] > 0)]
     return {"run": True, "rel": {"table7": ART.table7.rel(), "external": ART.external_table.rel()},
+            "heldout": heldout_kind(run),
             "side": side, "rows": e.to_dict("records"), "selection": _external_selection(run),
             "within": [{"model": m, "sources": within[within["model"] == m].to_dict("records")}
                        for m in ev.model_order(within["model"].astype(str).unique())]}
+
+
+def heldout_kind(run: Run) -> dict | None:
+    """The held-out set named from its sources (:func:`helpers.evidence.heldout.kind`): "external"
+    only when no source of it gave training films; None without a held-out index."""
+    from helpers.evidence import heldout
+
+    ci, ei = run.csv(ART.cls_index), run.csv(ART.ext_cls_index)
+    if ci is None or ei is None or "source" not in ci or "source" not in ei:
+        return None
+    return heldout.kind(ci["source"], ei["source"])
 
 
 def _external_selection(run: Run) -> dict | None:
@@ -543,6 +555,7 @@ def checklist(run: Run) -> dict:
     return {"cohort": run.csv(ART.cohort) is not None, "synthetic": run.info["synthetic"],
             "data": run.info["data"], "grouped": grouped, "predictions": run.csv(ART.all_preds) is not None,
             "n_audits": len(at) if at is not None else 0, "external": et is not None and len(et) > 0,
+            "heldout": heldout_kind(run),
             "heat_share": run.csv(ART.hrnet_heat_share) is not None,
             "revisions": sorted(r for r in revs if r)}
 
