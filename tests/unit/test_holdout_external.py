@@ -68,3 +68,23 @@ def test_a_held_out_set_is_named_by_its_sources():
     assert heldout.kind(["ieee8023", "nih-cxr8"], ["ieee8023", "nih-cxr8"])["kind"] == "patient hold-out"
     mixed = heldout.kind(["ieee8023", "nih-cxr8"], ["figure1", "ieee8023", "figure1"])
     assert mixed == {"kind": "patient hold-out and external", "shared": ["ieee8023"], "new": ["figure1"]}
+
+
+def test_the_shipped_rule_is_the_mean_of_folds_at_the_bundles_threshold():
+    """Two fold models on three held-out films; the bundle's threshold, not each fold's, decides."""
+    from helpers.evidence import heldout
+
+    rows = []
+    for fold, probs, thr in ((0, (0.9, 0.5, 0.1), 0.8), (1, (0.7, 0.3, 0.2), 0.2)):
+        for i, p in enumerate(probs):
+            rows.append(dict(model="hrnet", set="external", fold=fold, image_id=f"i{i}", patient_id=f"p{i}",
+                             source="s" if i < 2 else "t", label="covid" if i == 0 else "normal",
+                             y=int(i == 0), prob=p, threshold=thr, pred=int(p >= thr)))
+    preds = pd.DataFrame(rows + [dict(rows[0], set="oof")])
+    t = heldout.shipped_rule(preds, "hrnet", 0.45, n_boot=20).set_index("source")
+    a = t.loc["all"]
+    assert (a["tp"], a["fn"], a["fp"], a["tn"]) == (1, 0, 0, 2)    # means 0.8, 0.4, 0.15 at 0.45
+    assert a["n"] == 3 and t.loc["s", "n"] == 2 and t.loc["t", "n_pos"] == 0
+    t2 = heldout.shipped_rule(preds, "hrnet", 0.3, n_boot=20).set_index("source")
+    assert t2.loc["all", "fp"] == 1                                  # 0.4 >= 0.3
+    assert heldout.shipped_rule(preds[preds["set"] == "oof"], "hrnet", 0.45).empty

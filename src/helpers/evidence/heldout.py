@@ -56,6 +56,26 @@ def table(preds: pd.DataFrame, n_boot: int = 1000, seed: int = 0, set_name: str 
 
 
 
+def shipped_rule(preds: pd.DataFrame, model: str, threshold: float, n_boot: int = 1000, seed: int = 0,
+                 set_name: str = "external") -> pd.DataFrame:
+    """The exported bundle's own decision on held-out films: per image the mean of ``model``'s fold
+    probabilities, called COVID at ``threshold`` (the bundle's one threshold, not each fold's).
+
+    Only films no fold trained on can be scored this way (an out-of-fold film was seen by every
+    other fold model). Rows per source and "all" with the confusion counts, rates (Wilson) and
+    AUC (patient bootstrap); empty when the run scored no such film.
+    """
+    p = preds[(preds["model"].astype(str) == model)] if "model" in preds else preds
+    m = mean_of_folds(p, set_name)
+    if m.empty:
+        return pd.DataFrame()
+    m = m.assign(threshold=float(threshold), pred=(m["prob"] >= float(threshold)).astype(int))
+    rows = [{"model": model, "threshold": float(threshold), "source": "all", **_row(m, n_boot, seed)}]
+    rows += [{"model": model, "threshold": float(threshold), "source": src, **_row(sp, n_boot, seed)}
+             for src, sp in m.groupby("source")]
+    return pd.DataFrame(rows)
+
+
 def kind(training_sources, heldout_sources) -> dict:
     """What a held-out set is, honestly named from its sources and the training sources.
 

@@ -36,6 +36,20 @@ def intended_use(run: sm.Run, meta: dict) -> dict:
     return {"negatives": labels, "only_normal": labels in ([], ["normal"])}
 
 
+def shipped_rule(run: sm.Run, meta: dict) -> dict:
+    """The bundle's decision rule (mean of the fold probabilities at its one threshold) scored on
+    the films no fold trained on, with the held-out set named from its sources."""
+    from helpers.evidence import heldout
+
+    name = meta["default_model"]
+    c = meta["classifiers"][name]
+    preds = run.csv(ART.all_preds)
+    t = pd.DataFrame() if preds is None or preds.empty else heldout.shipped_rule(
+        preds, name, c["decision_threshold"], n_boot=1000, seed=0)
+    return {"model": name, "threshold": c["decision_threshold"], "rule": c["decision_rule"],
+            "rows": t.to_dict("records"), "heldout": sm.heldout_kind(run), "rel": ART.all_preds.rel()}
+
+
 def _rows(t: pd.DataFrame | None, model: str) -> list[dict]:
     return [] if t is None or t.empty else t[t["model"].astype(str) == model].to_dict("records")
 
@@ -136,15 +150,17 @@ def licences(run: sm.Run, meta: dict) -> dict:
 
 #: the card's own parts: name -> context function of (run, meta); template ``model_card/<name>.md.j2``
 PARTS: dict[str, Callable[[sm.Run, dict], dict]] = {
-    f.__name__: f for f in (key_caveats, intended_use, model, training_data, preprocessing, calibration,
-                            audit_meaning, subgroups, ood, licences)}
+    f.__name__: f for f in (key_caveats, shipped_rule, intended_use, model, training_data, preprocessing,
+                            calibration, audit_meaning, subgroups, ood, licences)}
 
 #: (heading, parts) in order; ``summary/<name>`` is a part of the summary
 #: (:data:`helpers.report.summary.PARTS`)
 SECTIONS: list[tuple[str, list[str]]] = [
     ("Key caveats", ["key_caveats"]), ("Intended use", ["intended_use"]), ("Model", ["model"]),
     ("Training data", ["training_data", "summary/cohort"]),
-    ("Preprocessing", ["preprocessing"]), ("Internal performance", ["summary/table6", "summary/table7"]),
+    ("Preprocessing", ["preprocessing"]),
+    ("Performance of the shipped decision rule", ["shipped_rule"]),
+    ("Internal performance (per-fold, out-of-fold)", ["summary/table6", "summary/table7"]),
     ("Calibration", ["calibration"]), ("External performance", ["summary/external"]),
     ("Tests a new hospital cannot fool", ["summary/sites"]),
     ("Shortcut audits", ["summary/shortcut_audits", "audit_meaning"]), ("Subgroups and views", ["subgroups"]),
