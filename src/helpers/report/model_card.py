@@ -50,6 +50,31 @@ def shipped_rule(run: sm.Run, meta: dict) -> dict:
             "rows": t.to_dict("records"), "heldout": sm.heldout_kind(run), "rel": ART.all_preds.rel()}
 
 
+def ethics(run: sm.Run, meta: dict) -> dict:
+    """Ethical considerations: who may use the model, the sex and age of each class (a confound
+    a model can learn), the licences that bind the weights, and the paper to cite."""
+    c = run.csv(ART.cohort)
+    demo, restricted = [], []
+    if c is not None and len(c) and {"role", "label", "images"} <= set(c.columns):
+        cl = c[c["role"].astype(str) == "classify"].copy()
+        cl["images"] = pd.to_numeric(cl["images"], errors="coerce").fillna(0)
+        for label, part in cl.groupby("label"):
+            w = part["images"].to_numpy()
+            female = pd.to_numeric(part.get("female_%"), errors="coerce").to_numpy()
+            age = pd.to_numeric(part.get("age_median"), errors="coerce").to_numpy()
+            def weighted(x):
+                ok = ~pd.isna(x)
+                return float((x[ok] * w[ok]).sum() / w[ok].sum()) if w[ok].sum() else None
+
+            demo.append({"label": str(label), "images": int(w.sum()), "female": weighted(female),
+                         "age": weighted(age)})
+    ds = pd.DataFrame(meta["provenance"].get("data_sources") or [])
+    if len(ds) and "license" in ds:
+        lic = ds["license"].astype(str)
+        restricted = sorted(set(ds.loc[lic.str.contains("NC", case=True), "source"].astype(str)))
+    return {"demo": demo, "restricted": restricted}
+
+
 def _rows(t: pd.DataFrame | None, model: str) -> list[dict]:
     return [] if t is None or t.empty else t[t["model"].astype(str) == model].to_dict("records")
 
@@ -151,7 +176,7 @@ def licences(run: sm.Run, meta: dict) -> dict:
 #: the card's own parts: name -> context function of (run, meta); template ``model_card/<name>.md.j2``
 PARTS: dict[str, Callable[[sm.Run, dict], dict]] = {
     f.__name__: f for f in (key_caveats, shipped_rule, intended_use, model, training_data, preprocessing,
-                            calibration, audit_meaning, subgroups, ood, licences)}
+                            calibration, audit_meaning, subgroups, ood, licences, ethics)}
 
 #: (heading, parts) in order; ``summary/<name>`` is a part of the summary
 #: (:data:`helpers.report.summary.PARTS`)
@@ -165,7 +190,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ("Tests a new hospital cannot fool", ["summary/sites"]),
     ("Shortcut audits", ["summary/shortcut_audits", "audit_meaning"]), ("Subgroups and views", ["subgroups"]),
     ("Out-of-distribution flags", ["ood"]), ("Limitations", ["summary/limitations"]),
-    ("Licences of the data", ["licences"]),
+    ("Licences of the data", ["licences"]), ("Ethical considerations", ["ethics"]),
 ]
 
 
