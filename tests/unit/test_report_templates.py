@@ -104,7 +104,7 @@ def test_a_failing_part_is_isolated(runs, tmp_path):
     failed = [s for s in S.SECTIONS if "could not be built" in text.split(f"## {s}\n")[1].split("\n## ")[0]]
     assert failed == ["Classification"]
     card = MC.model_card_markdown(run, bundle_meta(run))
-    internal = card.split("## Internal performance\n")[1].split("\n## ")[0]
+    internal = card.split("## Internal performance (per-fold, out-of-fold)\n")[1].split("\n## ")[0]
     # Table 6 alone fails
     assert "_This section could not be built: " in internal and "### Table 7" in internal
     assert card.count("could not be built") == 1
