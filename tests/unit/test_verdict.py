@@ -3,6 +3,7 @@ one generated from the committed run it names."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,22 @@ def test_the_readme_check_fails_when_one_number_is_altered():
     altered = readme[:digit.start()] + str((int(digit.group()) + 1) % 10) + readme[digit.end():]
     with pytest.raises(AssertionError, match="differs"):
         _check(altered)
+
+
+def test_each_notebook_reads_the_verdict_on_its_claims(tmp_path):
+    """Notebook 04 reads the HRNet-number claims, 06 every claim, from the saved verdict table;
+    before 06 has run the reading says where the verdict will come from."""
+    from helpers.evidence import verdict
+
+    assert "No verdict in this run yet" in verdict.reading(tmp_path, "04")
+    (tmp_path / "figures").mkdir()
+    shutil.copy(ROOT / "figures/cpu-sites/verdict.csv", tmp_path / "figures/verdict.csv")
+    t = pd.read_csv(ROOT / "figures/cpu-sites/verdict.csv")
+    r04 = verdict.reading(tmp_path, "04").splitlines()[1:]
+    assert len(r04) == 4 and all(line.startswith("- HRNet ") or line.startswith("- every test fold")
+                                 for line in r04)
+    assert len(verdict.reading(tmp_path, "06").splitlines()) == len(t) + 1
+    first = t.iloc[0]
+    assert f"measured {first['measured']} -> {first['verdict'].upper()}" in verdict.reading(tmp_path, "06")
+    with pytest.raises(ValueError, match="unknown notebook"):
+        verdict.reading(tmp_path, "07")

@@ -24,7 +24,7 @@ import pandas as pd
 
 from helpers.evidence import ledger
 
-__all__ = ["COLUMNS", "VERDICTS", "rule", "claims", "markdown"]
+__all__ = ["COLUMNS", "VERDICTS", "rule", "claims", "markdown", "NOTEBOOK_CLAIMS", "reading"]
 
 COLUMNS = ["claim", "paper", "measured", "value", "lo", "hi", "threshold", "side", "verdict", "source"]
 VERDICTS = ("supported", "refuted", "not supported", "not testable at this protocol")
@@ -163,3 +163,37 @@ def markdown(table: pd.DataFrame) -> str:
     for r in table.itertuples(index=False):
         lines.append(f"| {r.claim} | {r.paper} | {r.measured} | **{r.verdict}** |")
     return "\n".join(lines) + "\n"
+
+
+#: the paper's claims each notebook bears on (the start of the claim's text in the verdict table)
+NOTEBOOK_CLAIMS: dict[str, tuple[str, ...]] = {
+    "01": ("unbiased",),
+    "02": ("segmentation helps",),
+    "03": ("segmentation helps", "the model looks at the lungs"),
+    "04": ("HRNet accuracy", "HRNet sensitivity", "HRNet specificity", "every test fold"),
+    "05": ("HRNet beats", "segmentation helps"),
+    "05a": ("unbiased", "the model looks at the lungs"),
+    "05b": ("unbiased",),
+    "05c": ("unbiased",),
+    "06": (),                                  # every claim
+}
+
+
+def reading(out_dir, notebook: str) -> str:
+    """The verdict rows of the claims ``notebook`` (e.g. "04") bears on, read from the run's saved
+    verdict table (``figures/verdict.csv``, written by notebook 06), as lines a reader can scan;
+    a note saying where it comes from when the run has none yet."""
+    from helpers.run.artefacts import ART
+
+    if notebook not in NOTEBOOK_CLAIMS:
+        raise ValueError(f"unknown notebook {notebook!r}; choose from {sorted(NOTEBOOK_CLAIMS)}")
+    t = ART.verdict.find(out_dir)
+    if t is None or t.empty:
+        return (f"No verdict in this run yet ({ART.verdict.rel()}): notebook 06 builds it from every "
+                "stage's saved tables, and ./run_all.sh runs it last. Re-run this cell afterwards.")
+    keys = NOTEBOOK_CLAIMS[notebook]
+    rows = t[[not keys or str(c).startswith(keys) for c in t["claim"]]]
+    lines = [f"The paper's claims this notebook bears on ({ART.verdict.rel()}, one rule for every claim):"]
+    lines += [f"- {r.claim}: paper {r.paper}; measured {r.measured} -> {str(r.verdict).upper()}"
+              for r in rows.itertuples()]
+    return "\n".join(lines)
