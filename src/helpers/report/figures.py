@@ -191,7 +191,7 @@ def training_dynamics(cfg) -> Figure:
     cut = [model_label(n) for n in names if epochs[n] < P.cls_epochs]
     cap = (f"{data_note(cfg)}; {P.cls_epochs} epochs, learning-rate schedule {P.lr_schedule}"
            + (f"; cut to fewer epochs for the budget: {', '.join(cut)}" if cut else ""))
-    f = plots.fold_curves(h, [(n, model_label(n)) for n in names],
+    f = plots.fold_curves(h, [(n, model_label(n, P, short=True)) for n in names],
                           "Training dynamics: every fold of every classifier", cap, planned)
     return Figure(f, "ev_training_dynamics.png", "beyond the paper (training dynamics)",
                   "04/05", cap)

@@ -13,6 +13,7 @@ it, never again when the cell ends.
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -143,6 +144,7 @@ def fold_curves(history: pd.DataFrame, rows: Sequence[tuple[str, str]], title: s
         ax_a.set_ylim(0.4, 1.0)
         ax_a.axhline(0.5, color="0.6", lw=0.7, ls=":")
         want = (planned or {}).get(name)
+        label = "\n".join(textwrap.wrap(label, 30)) or label   # input descriptions can be long
         if want and len(h) and h["epoch"].max() < want:
             for ax in (ax_l, ax_a):
                 ax.axvline(h["epoch"].max(), color="0.3", lw=0.8, ls=":")
@@ -224,8 +226,6 @@ def table_figure(df: pd.DataFrame, title: str, caption: str = "", fontsize: floa
     Column widths follow the longest entry of each column, the figure is as large as the table,
     and the caption is wrapped to the table's width below it.
     """
-    import textwrap
-
     cells = [[figure_cell(v) for v in row] for row in df.itertuples(index=False)]
     cols = [str(c) for c in df.columns]
     chars = [max(len(c), *(len(r[j]) for r in cells)) if cells else len(c) for j, c in enumerate(cols)]
@@ -281,8 +281,6 @@ def heatmap_pairs(images_unseg, heat_unseg, images_seg, heat_seg, masks, titles,
     row, and one colour bar for every map (heat normalised to [0, 1] per image)."""
     n = len(images_unseg)
     fig, axes = plt.subplots(n, 4, figsize=(8.4, 1.9 * n + 1.2), squeeze=False)
-    import textwrap
-
     wrap = [textwrap.fill(m, 24) for m in models]       # long input descriptions stay in their column
     heads = [f"{wrap[0]}:\ninput", f"{wrap[0]}:\nGrad-CAM (Fig. 9)",
              f"{wrap[1]}:\ninput", f"{wrap[1]}:\nGrad-CAM (Fig. 12)"]

@@ -38,14 +38,15 @@ _INPUT_MODELS = {"hrnet": (True, "HRNet, {} (proposed)"), "hrnet_unsegmented": (
                  "thumbnail_logreg_unsegmented": (False, "Thumbnail logistic regression, {}")}
 
 
-def model_label(name: str, profile=None) -> str:
+def model_label(name: str, profile=None, short: bool = False) -> str:
     """A model's readable name; with ``profile``, the proposed model and the floors name their
-    inputs from the profile's input settings (:func:`helpers.preprocess.describe_inputs`)."""
+    inputs from the profile's input settings (:func:`helpers.preprocess.describe_inputs`;
+    ``short``: its short form, for axis labels)."""
     if profile is not None and str(name) in _INPUT_MODELS:
         from helpers.preprocess import describe_inputs
 
         segmented, pattern = _INPUT_MODELS[str(name)]
-        return pattern.format(describe_inputs(profile, segmented))
+        return pattern.format(describe_inputs(profile, segmented, short=short))
     return MODEL_LABELS.get(str(name), str(name))
 
 def fold_label(fold) -> str:
