@@ -145,14 +145,14 @@ def describe_inputs(profile, segmented: bool = True, short: bool = False) -> str
     """What a classifier of ``profile`` sees, from its input settings (crop, film only,
     standardise, augmentation), for table and figure titles: e.g. "segmented lungs, square lung
     crop kept inside the film (no padding), grey levels standardised inside the lungs, light
-    augmentation"; ``short`` gives "segmented, lung crop in film, standardised, light aug.".
+    augmentation"; ``short`` gives "segmented lungs, lung crop in film, standardised, light aug.".
     A setting the profile lacks counts as off."""
     crop, film, std, aug = (bool(getattr(profile, k, False)) for k in
                             ("cls_crop_lungs", "cls_film_only", "cls_lung_standardise", "cls_augment"))
     mode = getattr(profile, "cls_augment_mode", "table3")
     aug_name = "Table 3" if mode == "table3" else mode
     if short:
-        parts = ["segmented" if segmented else "full image"]
+        parts = ["segmented lungs" if segmented else "full image"]
         parts += ["lung crop in film" if film else "lung crop"] if crop else []
         parts += ["standardised"] if std else []
         parts += [f"{aug_name} aug."] if aug else []

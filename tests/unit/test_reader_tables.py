@@ -77,6 +77,7 @@ def test_model_names_say_what_the_inputs_were():
 
     sites = config.make_profile("cpu-sites")
     assert tables.model_label("hrnet", config.make_profile("cpu")) == "HRNet, segmented lungs (proposed)"
+    assert "augmentation" not in tables.model_label("thumbnail_logreg_segmented", sites)  # a regression
     label = tables.model_label("hrnet", sites)
     assert label.startswith("HRNet, segmented lungs, square lung crop kept inside the film")
     assert "standardised" in label and "light augmentation" in label

@@ -95,10 +95,13 @@ def table6(cfg) -> Figure:
 
 
 def table7(cfg) -> Figure:
+    from helpers.preprocess import describe_inputs
+
     t = table7_frame(cfg)
     cap = (f"{data_note(cfg)}. Pooled out-of-fold predictions on identical patient-grouped folds; "
            "Wilson 95% intervals (rates), patient-level bootstrap 95% intervals (AUC). 'paper': the "
-           "paper's Table 7 (10 folds at 512 px, different data); '-' where the paper has no such row.")
+           "paper's Table 7 (10 folds at 512 px, different data); '-' where the paper has no such row. "
+           f"Proposed model's inputs: {describe_inputs(cfg.profile, True)}.")
     f = plots.table_figure(t, "Table 7 - models compared on the same folds", cap)
     return Figure(f, "table7_models.png", "Table 7", "05_baseline_comparison", cap)
 

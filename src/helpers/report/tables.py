@@ -32,10 +32,12 @@ PAPER_TABLE7: dict[str, tuple[float, float, float]] = {
     "densenet121": (93.40, 90.24, 96.00), "efficientnet_b4": (97.56, 95.12, 96.15),
 }
 
-#: models whose inputs follow the profile's input settings, and the input kind each sees
-_INPUT_MODELS = {"hrnet": (True, "HRNet, {} (proposed)"), "hrnet_unsegmented": (False, "HRNet, {}"),
-                 "thumbnail_logreg_segmented": (True, "Thumbnail logistic regression, {}"),
-                 "thumbnail_logreg_unsegmented": (False, "Thumbnail logistic regression, {}")}
+#: models whose inputs follow the profile's input settings: (segmented input, trained with the
+#: classifier augmentation, name pattern); the thumbnail floors fit a logistic regression, unaugmented
+_INPUT_MODELS = {"hrnet": (True, True, "HRNet, {} (proposed)"),
+                 "hrnet_unsegmented": (False, True, "HRNet, {}"),
+                 "thumbnail_logreg_segmented": (True, False, "Thumbnail logistic regression, {}"),
+                 "thumbnail_logreg_unsegmented": (False, False, "Thumbnail logistic regression, {}")}
 
 
 def model_label(name: str, profile=None, short: bool = False) -> str:
@@ -45,7 +47,11 @@ def model_label(name: str, profile=None, short: bool = False) -> str:
     if profile is not None and str(name) in _INPUT_MODELS:
         from helpers.preprocess import describe_inputs
 
-        segmented, pattern = _INPUT_MODELS[str(name)]
+        segmented, augmented, pattern = _INPUT_MODELS[str(name)]
+        if not augmented:
+            from dataclasses import is_dataclass, replace
+
+            profile = replace(profile, cls_augment=False) if is_dataclass(profile) else profile
         return pattern.format(describe_inputs(profile, segmented, short=short))
     return MODEL_LABELS.get(str(name), str(name))
 
@@ -117,7 +123,7 @@ def table7_frame(cfg, table7: pd.DataFrame | None = None) -> pd.DataFrame:
     rows = []
     for m in model_order(t.index):
         r, paper = t.loc[m], PAPER_TABLE7.get(m)
-        label = model_label(m, getattr(cfg, "profile", None))
+        label = model_label(m, getattr(cfg, "profile", None), short=True)
         row = {"Model": label + (" - did not learn" if m in failed else ""), "n": int(r["n"])}
         for i, name in enumerate(("accuracy", "sensitivity", "specificity")):
             row[f"{name.capitalize()} %"] = fmt_pct(r[name], r[f"{name}_lo"], r[f"{name}_hi"], unit="")
