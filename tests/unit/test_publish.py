@@ -273,7 +273,7 @@ def test_notebook_06_save_cell_leaves_the_repository_figures_untouched(tmp_path,
     stage = stages.Stage("figures", cfg, run_upstream=False)  # the synthetic run has no DONE files
     out = stage.out
     figs = _Figures()
-    save = _code_cells()[-1]
+    save = next(c for c in _code_cells() if c.startswith("stage.save("))  # the save cell
     assert save.startswith("stage.save(**ev)")
     repo_figures = snapshot(ROOT / "figures")
     ns = dict(cfg=cfg, ev=ev, out=out, stage=stage, recomputed=recomputed, figures=figs,
