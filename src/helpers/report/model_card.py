@@ -84,8 +84,7 @@ def key_caveats(run: sm.Run, meta: dict) -> dict:
     inside a source that gave both classes, the thumbnail floors against the model, the share of a
     never-seen site's non-COVID films called COVID, the refinement's failures, and the models that
     did not learn; every number from the run's saved tables."""
-    model = meta["default_model"]
-    name = "hrnet" if model == "hrnet" else model
+    name = meta["default_model"]
     t7 = run.csv(ART.table7)
     floors, own = [], None
     if t7 is not None and len(t7):
