@@ -11,8 +11,11 @@ process interrupted). The modes are the training paths of :data:`helpers.run.com
 on the training input path (uint8 batches converted on the torch side from a preallocated
 buffer, :func:`helpers.train.to_input`; threads set to the cores this process may use):
 
-``naive``               float32, NCHW: the reference every ratio is taken against;
-``channels_last``       float32, channels_last;
+``naive``               float32, NCHW, the optimizer's step as a Python loop over the
+                        parameters: the reference every ratio is taken against;
+``channels_last``       float32, channels_last (this and every path below take the
+                        optimizer's step as one fused kernel, as training does,
+                        :func:`helpers.run.compute.fused_optimizer`);
 ``bf16``, ``bf16+channels_last``   bf16 autocast (only where the device computes bf16 natively,
                         :func:`helpers.run.compute.bf16_supported`);
 ``compiled``            the fastest of these plus ``torch.compile`` (only with ``--compile``;
@@ -87,8 +90,9 @@ def bench_model(profile, name: str, mode: str, steps: int = 3, warmup: int = 1, 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if mode == "compiled" else model
+    fused = {} if mode == "naive" else compute.fused_optimizer(device)  # the reference loops in Python
     opt = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.momentum,
-                          weight_decay=profile.weight_decay)
+                          weight_decay=profile.weight_decay, **fused)
     buf = np.empty((batch, size, size), np.uint8)  # the training loop's preallocated uint8 batch
 
     def batch_input(n: int) -> torch.Tensor:
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     names = [m.strip() for m in a.models.split(",") if m.strip()] or None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     df = run(prof, names, a.steps, a.warmup, a.compile, device, a.threads or None)
-    out = Path(a.csv) if a.csv else Path(__file__).resolve().parents[2] / "outputs" / f"bench_{prof.name}.csv"
+    out = Path(a.csv) if a.csv else Path(__file__).resolve().parents[1] / "outputs" / f"bench_{prof.name}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     best = chosen(df)

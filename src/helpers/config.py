@@ -246,14 +246,14 @@ PROFILES: dict[str, Profile] = {
         # validation loss (0.39 against 0.26). 16 epochs sits between the two; each run's
         # plateau table (hrnet/plateau.csv) checks that its curves flattened. The Table 7
         # baselines get the same recipe with their epochs cut to 4 to fit the budget (ResNet-152
-        # and EfficientNet-B4 run at 10-11 images/s here), and EfficientNet-B4 trains in fp32
-        # NCHW, where it is faster (README, "Throughput"). Audit CNNs keep 8 epochs. Other
+        # and EfficientNet-B4 run at 10-11 images/s here); each network trains on the path
+        # measured fastest for it (helpers/run/fast_path.csv). Audit CNNs keep 8 epochs. Other
         # measured numbers: docs/measurements.md (dated, with the revision).
         name="cpu", data="real", seg_size=128, seg_folds=5, unet_epochs=40, unet_lr=0.001, unet_batch=8,
         unet_base_channels=16, cls_size=128, n_folds=3, hrnet="hrnet_w18_small", head_hidden=256,
         cls_epochs=16, cls_batch=16, cls_augment=False, lr_steps=(), lr_schedule="cosine",
         baseline_epochs=4, audit_epochs=8, bf16=True, channels_last=True,
-        fast_path_off=("efficientnet",), audit_model="hrnet_w18_small", audit_cnn_permutation=False,
+        audit_model="hrnet_w18_small", audit_cnn_permutation=False,
     ),
     "paper": Profile(name="paper", data="real"),
 }

@@ -126,7 +126,7 @@ def _train_attempt(profile, images, masks, train_idx, val_idx, seed, device, des
     torch.manual_seed(seed)
     size = images.shape[-1]
     model = _net(profile, device)
-    opt = torch.optim.Adam(model.parameters(), lr=profile.unet_lr)
+    opt = torch.optim.Adam(model.parameters(), lr=profile.unet_lr, **compute.fused_optimizer(device))
     rng = np.random.default_rng(seed)
     val_pipe_seed = seed + 999_983
     best, best_loss, rows = None, float("inf"), []

@@ -124,7 +124,7 @@ def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx:
     torch.manual_seed(seed)
     model = build(profile, name, device)
     opt = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.momentum,
-                          weight_decay=profile.weight_decay)
+                          weight_decay=profile.weight_decay, **compute.fused_optimizer(device))
     sched = make_scheduler(opt, profile)
     rng = np.random.default_rng(seed)
     best, best_loss, rows = None, float("inf"), []

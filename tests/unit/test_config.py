@@ -103,7 +103,11 @@ def test_for_network_roles_and_fast_path():
     assert p.for_network(p.hrnet).cls_epochs == p.cls_epochs
     assert p.for_network("resnet152", "baseline").cls_epochs == p.baseline_epochs < p.cls_epochs
     assert p.for_network(p.audit_model, "audit").cls_epochs == p.audit_epochs
-    eff = p.for_network("efficientnet_b4", "baseline")
+    # the cpu profile leaves each network's path to the measured table (helpers.run.compute) ...
+    assert p.for_network("efficientnet_b4", "baseline").bf16
+    # ... and a profile can still keep a network off the fast path by name prefix
+    off = dataclasses.replace(p, fast_path_off=("efficientnet",))
+    eff = off.for_network("efficientnet_b4", "baseline")
     assert not eff.bf16 and not eff.channels_last
     assert p.for_network("densenet121", "baseline").bf16
     paper = config.make_profile("paper")  # 0 = the classifier's epochs, the paper's protocol
