@@ -298,6 +298,25 @@ def test_auc_forest_internal_and_external(run_dir, run_ext):
     assert isinstance(plots.auc_forest(t7, pd.DataFrame()), matplotlib.figure.Figure)
 
 
+def test_auc_forest_gives_each_mixed_held_out_source_a_row(run_ext):
+    """A held-out source with enough films of both classes gets a row per model, labelled with the
+    share of its non-COVID films called COVID; a source of one class, or too few, gets none."""
+    t7 = pd.read_csv(run_ext / "baselines/table7.csv")
+    ext = pd.read_csv(run_ext / "figures/external_table.csv")
+    base = plots.auc_forest(t7, ext)
+    assert not any("held-out" in t.get_text() for t in base.axes[0].get_yticklabels())  # src-a: 4 negatives
+    mixed = ext.copy()
+    mixed.loc[mixed["source"] == "src-a", "n_neg"] = plots.FOREST_MIN_PER_CLASS
+    fig = plots.auc_forest(t7, mixed)
+    rows = [t.get_text() for t in fig.axes[0].get_yticklabels() if "held-out" in t.get_text()]
+    assert len(rows) == mixed.loc[(mixed["fold"] == "mean") & (mixed["source"] == "src-a"), "model"].nunique()
+    hr = mixed[(mixed["fold"] == "mean") & (mixed["source"] == "src-a") & (mixed["model"] == "hrnet")].iloc[0]
+    called = 1 - hr["specificity"]
+    assert any(r.startswith("hrnet · held-out src-a") and f"non-COVID called COVID {called:.0%}" in r
+               for r in rows)
+    assert len(fig.axes[0].containers) == len(base.axes[0].containers) + len(rows)
+
+
 # --------------------------------------------------------------------------------------------
 # 6. ledger
 # --------------------------------------------------------------------------------------------

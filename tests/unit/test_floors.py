@@ -70,3 +70,23 @@ def test_floor_rejects_misaligned_inputs(cohort):
         floors.thumbnail_logreg(imgs[:-1], index["y"], index)
     with pytest.raises(KeyError, match="fold"):
         floors.thumbnail_logreg(imgs, index["y"], index.drop(columns="fold"))
+
+
+def test_floor_scores_held_out_sets_with_each_folds_fit(cohort):
+    """A held-out set gets one row per film and fold, at that fold's threshold; the out-of-fold
+    rows are those of the run without it."""
+    imgs, index = cohort
+    held = index.iloc[:10].assign(image_id=lambda d: "held_" + d["image_id"]).reset_index(drop=True)
+    ext = {"external": {"images": imgs[:10][:, ::-1].copy(), "y": held["y"].to_numpy(), "index": held}}
+    plain = floors.thumbnail_logreg(imgs, index["y"], index, seed=0)
+    p = floors.thumbnail_logreg(imgs, index["y"], index, seed=0, extra=ext)
+    assert list(p.columns) == SCHEMA
+    oof, e = p[p["set"] == "oof"].reset_index(drop=True), p[p["set"] == "external"]
+    pd.testing.assert_frame_equal(oof, plain)
+    assert len(e) == 10 * 3 and (e.groupby("image_id")["fold"].nunique() == 3).all()
+    thr = oof.groupby("fold")["threshold"].first()
+    assert (e["threshold"].to_numpy() == e["fold"].map(thr).to_numpy()).all()
+    assert ((e["prob"] >= e["threshold"]).astype(int) == e["pred"]).all()
+    assert (e["y"].to_numpy() == np.tile(held["y"].to_numpy(), 3)).all()
+    # each fold's scores differ (three different fits), so no fold's row was copied
+    assert e.pivot(index="image_id", columns="fold", values="prob").nunique(axis=1).gt(1).any()

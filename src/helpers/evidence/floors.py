@@ -48,8 +48,8 @@ def thumbnails(images, size: int = FLOOR_SIZE) -> np.ndarray:
 
 
 def thumbnail_logreg(images, y, index: pd.DataFrame, seed: int = 0, model_name: str = "thumbnail_logreg",
-                     size: int = FLOOR_SIZE, C: float = FLOOR_C, val_fraction: float = 0.1
-                     ) -> pd.DataFrame:
+                     size: int = FLOOR_SIZE, C: float = FLOOR_C, val_fraction: float = 0.1,
+                     extra: dict[str, dict] | None = None) -> pd.DataFrame:
     """Out-of-fold predictions of the thumbnail logistic regression over ``index['fold']``.
 
     images: uint8 (N, H, W); y: int (N,) in {0, 1}; index: the N rows of the classification
@@ -58,7 +58,9 @@ def thumbnail_logreg(images, y, index: pd.DataFrame, seed: int = 0, model_name: 
     the run seed) so the inner splits are theirs. Returns the columns of
     :func:`helpers.train.cross_validate` in its order: ``image_id, patient_id`` (and
     ``source, view, label`` when present), ``fold, set`` ('oof')``, y, prob, threshold, pred,
-    model``; every image once, ordered by fold.
+    model``; every image once, ordered by fold. ``extra``: named held-out sets ``{"images", "y",
+    "index"}`` (those of :func:`helpers.train.cross_validate`) that every fold's fit also scores,
+    as rows with ``set`` = the name, so a floor stands beside the CNNs on held-out films too.
     """
     X = thumbnails(images, size)
     y = np.asarray(y).astype(np.int64).ravel()
@@ -69,19 +71,29 @@ def thumbnail_logreg(images, y, index: pd.DataFrame, seed: int = 0, model_name: 
     groups = split_groups(index)
     folds = index["fold"].to_numpy()
     keep_cols = [c for c in ("image_id", "patient_id", "source", "view", "label") if c in index]
+    ext = {name: (thumbnails(e["images"], size), np.asarray(e["y"]).astype(np.int64).ravel(), e["index"])
+           for name, e in (extra or {}).items()}
     parts = []
     with threadpool_limits(1):  # small fits: extra BLAS threads only contend with other work
         for k in sorted(np.unique(folds)):
             test = np.flatnonzero(folds == k)
             tr, va = inner_split(np.flatnonzero(folds != k), groups, y, val_fraction, seed + int(k))
-            model_fit = linear.fit_predict(X[tr], y[tr], np.concatenate([X[va], X[test]]), C, seed,
-                                           max_iter=5000)
-            pv, pt = model_fit[:len(va)], model_fit[len(va):]
+            model_fit = linear.fit_predict(X[tr], y[tr], np.concatenate([X[va], X[test], *(e[0] for e in ext.values())]),
+                                           C, seed, max_iter=5000)
+            pv, pt = model_fit[:len(va)], model_fit[len(va):len(va) + len(test)]
             thr = decision.choose_threshold(y[va], pv)
             t = index.iloc[test][keep_cols].copy().reset_index(drop=True)
             t["fold"], t["set"], t["y"], t["prob"] = k, "oof", y[test], pt
-            t["threshold"] = thr
-            t["pred"] = (pt >= thr).astype(int)
-            t["model"] = model_name
-            parts.append(t)
+            fold_parts = [t]
+            at = len(va) + len(test)
+            for name, (xe, ye, ie) in ext.items():
+                e = ie[[c for c in keep_cols if c in ie]].copy().reset_index(drop=True)
+                e["fold"], e["set"], e["y"], e["prob"] = k, name, ye, model_fit[at:at + len(xe)]
+                at += len(xe)
+                fold_parts.append(e)
+            for f in fold_parts:
+                f["threshold"] = thr
+                f["pred"] = (f["prob"] >= thr).astype(int)
+                f["model"] = model_name
+            parts.extend(fold_parts)
     return pd.concat(parts, ignore_index=True)

@@ -489,6 +489,30 @@ def _within_rows(within: pd.DataFrame | None, order: Sequence[str]) -> pd.DataFr
         "n": pd.to_numeric(w["n"], errors="coerce").to_numpy(), "within": True})
 
 
+def _heldout_source_rows(external_table: pd.DataFrame | None, order: Sequence[str]) -> pd.DataFrame:
+    """Per model and held-out source that gave at least :data:`FOREST_MIN_PER_CLASS` films of each
+    class: the mean-of-folds AUC as a forest row, labelled with the share of that source's
+    non-COVID films called COVID (a mixed set's AUC can hide a site where every film is)."""
+    if external_table is None or external_table.empty or "source" not in external_table.columns:
+        return pd.DataFrame()
+    e = external_table[(external_table["fold"].astype(str) == "mean")
+                       & (external_table["source"].astype(str) != "all")].copy()
+    e = e[(pd.to_numeric(e["n_pos"], errors="coerce") >= FOREST_MIN_PER_CLASS)
+          & (pd.to_numeric(e["n_neg"], errors="coerce") >= FOREST_MIN_PER_CLASS)]
+    if e.empty:
+        return pd.DataFrame()
+    rank = {m: i for i, m in enumerate(order)}
+    e = e.assign(_r=e["model"].astype(str).map(rank).fillna(len(rank))).sort_values(["_r", "source"])
+    called = 1.0 - pd.to_numeric(e["specificity"], errors="coerce")
+    return pd.DataFrame({
+        "model": [f"{m} · held-out {s} ({int(p)}/{int(q)}; non-COVID called COVID {c:.0%})"
+                  for m, s, p, q, c in zip(e["model"], e["source"], e["n_pos"], e["n_neg"], called)],
+        "roc_auc": pd.to_numeric(e["auc"], errors="coerce").to_numpy(),
+        "roc_auc_lo": pd.to_numeric(e["auc_lo"], errors="coerce").to_numpy(),
+        "roc_auc_hi": pd.to_numeric(e["auc_hi"], errors="coerce").to_numpy(),
+        "n": pd.to_numeric(e["n"], errors="coerce").to_numpy(), "within": True, "heldout": True})
+
+
 def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
                caption: str = "", order: Sequence[str] | None = None,
                within: pd.DataFrame | None = None):
@@ -496,7 +520,9 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     an external table is given, the mean-of-folds model on the external set (squares). With
     ``within`` (:func:`helpers.evidence.sites.within_source`), the same models' AUC inside each
     source that gave both classes follows as rows of their own (diamonds): the comparison a
-    hospital signal cannot inflate.
+    hospital signal cannot inflate. Each held-out source that gave both classes gets a row per
+    model too (red squares, the mean-of-folds model), labelled with the share of its non-COVID
+    films called COVID.
 
     Rows are drawn top to bottom in the order of ``order`` (model names; default: as given)."""
     title = "ROC-AUC per model with 95 % intervals"
@@ -506,10 +532,11 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     order = list(order) if order is not None else list(t["model"].astype(str))
     t = t.set_index(t["model"].astype(str)).loc[order].reset_index(drop=True)
     w = _within_rows(within, order)
-    if len(w):
-        t = pd.concat([t.assign(within=False), w], ignore_index=True)
-    else:
-        t = t.assign(within=False)
+    h = _heldout_source_rows(external_table, order)
+    t = pd.concat([t.assign(within=False), *(x.assign(heldout=False) if "heldout" not in x else x
+                                             for x in (w, h) if len(x))], ignore_index=True)
+    t["heldout"] = t.get("heldout", pd.Series(False, index=t.index)).fillna(False).astype(bool)
+    w = pd.concat([x for x in (w, h) if len(x)], ignore_index=True) if len(w) or len(h) else w
     ext = _external_mean_rows(external_table)
     ext = ext.set_index(ext["model"].astype(str)) if len(ext) else ext
     n = len(t)
@@ -518,10 +545,17 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     ypos = np.arange(n)[::-1].astype(float)
     off = 0.14 if len(ext) else 0.0
     ext_labelled = False
-    within_labelled = False
+    within_labelled = heldout_labelled = False
     for i, r in enumerate(t.itertuples(index=False)):
         a, lo, hi = (float(getattr(r, k)) for k in ("roc_auc", "roc_auc_lo", "roc_auc_hi"))
-        if np.isfinite(a) and r.within:
+        if np.isfinite(a) and r.heldout:
+            xerr = [[a - lo], [hi - a]] if np.isfinite(lo) and np.isfinite(hi) else None
+            ax.errorbar([a], [ypos[i]], xerr=xerr, fmt="s", color="C3", capsize=3, ms=5, mfc="white",
+                        label=None if heldout_labelled else "one held-out source (mean of fold models)")
+            heldout_labelled = True
+            ax.text(1.005, ypos[i], f"{a:.3f}", va="center", fontsize=7.5, color="C3",
+                    transform=ax.get_yaxis_transform())
+        elif np.isfinite(a) and r.within:
             xerr = [[a - lo], [hi - a]] if np.isfinite(lo) and np.isfinite(hi) else None
             ax.errorbar([a], [ypos[i]], xerr=xerr, fmt="D", color="C2", capsize=3, ms=5,
                         label=None if within_labelled else "within one source (n COVID/non-COVID)")
@@ -571,8 +605,8 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     cap = "; ".join(x for x in [caption, "patient-level bootstrap intervals"
                                 + ("" if len(ext) else "; no external set in this run")
-                                + (f"; within-source rows: sources with >= {FOREST_MIN_PER_CLASS} films "
-                                   "of each class" if len(w) else "")] if x)
+                                + (f"; within-source and held-out-source rows: sources with >= "
+                                   f"{FOREST_MIN_PER_CLASS} films of each class" if len(w) else "")] if x)
     _caption(fig, cap)
     fig.tight_layout(rect=(0, 0.04 if len(w) else 0.06, 0.93, 1))
     return finish(fig)
