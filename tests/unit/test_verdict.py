@@ -83,7 +83,8 @@ def _check(readme: str) -> list[str]:
         folder = ROOT / m.group(1)
         table = ART.verdict.find_in(folder)
         assert table is not None, f"{folder}/verdict.csv is missing: publish the run README cites"
-        assert m.group(2) == V.markdown(table), f"README's verdict table for {m.group(1)} differs from the generated one"
+        assert m.group(2) == V.markdown(table), \
+            f"README's verdict table for {m.group(1)} differs from the generated one"
     return [m.group(1) for m in blocks]
 
 

@@ -78,8 +78,8 @@ def thumbnail_logreg(images, y, index: pd.DataFrame, seed: int = 0, model_name: 
         for k in sorted(np.unique(folds)):
             test = np.flatnonzero(folds == k)
             tr, va = inner_split(np.flatnonzero(folds != k), groups, y, val_fraction, seed + int(k))
-            model_fit = linear.fit_predict(X[tr], y[tr], np.concatenate([X[va], X[test], *(e[0] for e in ext.values())]),
-                                           C, seed, max_iter=5000)
+            scored = np.concatenate([X[va], X[test], *(e[0] for e in ext.values())])
+            model_fit = linear.fit_predict(X[tr], y[tr], scored, C, seed, max_iter=5000)
             pv, pt = model_fit[:len(va)], model_fit[len(va):len(va) + len(test)]
             thr = decision.choose_threshold(y[va], pv)
             t = index.iloc[test][keep_cols].copy().reset_index(drop=True)
