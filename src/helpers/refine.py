@@ -73,6 +73,13 @@ def pass_table(labels: pd.Series, passed: np.ndarray) -> pd.DataFrame:
     return t.reset_index()
 
 
+def _pass_counts(part: pd.DataFrame, **keys) -> dict:
+    """``keys`` plus total, passed and failed films of ``part`` (a bool ``passed`` column): the
+    counts both pass tables (:func:`pass_by_group`, :func:`refine_counts`) are built on."""
+    n, k = len(part), int(part["passed"].sum())
+    return {**keys, "total": n, "passed": k, "failed": n - k}
+
+
 def pass_by_group(index: pd.DataFrame, area: np.ndarray, passed: np.ndarray, size: int) -> pd.DataFrame:
     """The refinement pass rate and the predicted lung area per label x source (item 4 of the
     sites issue): opaque lungs that the UNet under-segments fail the area threshold, so a gap
@@ -93,10 +100,9 @@ def pass_by_group(index: pd.DataFrame, area: np.ndarray, passed: np.ndarray, siz
                       "passed": np.asarray(passed, bool)})
 
     def agg(part: pd.DataFrame, **keys) -> dict:
-        n, k = len(part), int(part["passed"].sum())
-        q = part["area"].quantile([0.25, 0.5, 0.75]).round(1).tolist() if n else [np.nan] * 3
-        return {**keys, "total": n, "passed": k, "failed": n - k,
-                "kept_%": round(100.0 * k / n, 1) if n else np.nan,
+        r = _pass_counts(part, **keys)
+        q = part["area"].quantile([0.25, 0.5, 0.75]).round(1).tolist() if len(part) else [np.nan] * 3
+        return {**r, "kept_%": round(100.0 * r["passed"] / r["total"], 1) if r["total"] else np.nan,
                 "lung_area_%": q[1], "lung_area_%_q1": q[0], "lung_area_%_q3": q[2]}
 
     rows = [agg(part, label=lab, source=src)
@@ -187,9 +193,8 @@ def refine_counts(ri: pd.DataFrame) -> pd.DataFrame:
     d = ri.assign(passed=store.bool_column(ri, "passed"))
 
     def agg(part: pd.DataFrame, **keys) -> dict:
-        n, k = len(part), int(part["passed"].sum())
-        return {**keys, "total": n, "passed": k, "failed": n - k,
-                "failed_%": round(100.0 * (n - k) / n, 1) if n else float("nan")}
+        r = _pass_counts(part, **keys)
+        return {**r, "failed_%": round(100.0 * r["failed"] / r["total"], 1) if r["total"] else float("nan")}
 
     rows = [agg(part, source=s, label=lab) for (s, lab), part in d.groupby(["source", "label"], sort=True)]
     rows += [agg(part, source=s, label="all") for s, part in d.groupby("source", sort=True)]

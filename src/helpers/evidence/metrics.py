@@ -35,6 +35,7 @@ from sklearn import metrics as skm
 from helpers.decision import as_binary, as_prob, check_same_length
 
 __all__ = [
+    "oof_rows",
     "confusion",
     "wilson_ci",
     "rates",
@@ -712,6 +713,19 @@ def compare_to_reference(preds_all: pd.DataFrame, reference: str = "hrnet",
 # --------------------------------------------------------------------------------------------
 # training dynamics: plateaus and the pooled-vs-fold AUC gap
 # --------------------------------------------------------------------------------------------
+
+
+def oof_rows(preds, finite: bool = False):
+    """The out-of-fold rows of a predictions table (all rows when it has no ``set`` column) with a
+    label; ``finite``: also only rows with a finite probability, ``y`` as int."""
+    import pandas as pd
+
+    d = preds[preds["set"].astype(str) == "oof"] if "set" in preds.columns else preds
+    d = d[d["y"].notna()]
+    if finite:
+        d = d[np.isfinite(pd.to_numeric(d["prob"], errors="coerce").to_numpy(dtype=np.float64))]
+        d = d.assign(y=d["y"].astype(int))
+    return d
 
 
 def model_order(models: Iterable[str], reference: str = "hrnet") -> list[str]:

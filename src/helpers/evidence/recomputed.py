@@ -138,8 +138,7 @@ def load_predictions(out_dir: Path) -> pd.DataFrame:
 
 
 def _oof(preds: pd.DataFrame) -> pd.DataFrame:
-    d = preds[preds["set"].astype(str) == "oof"] if "set" in preds.columns else preds
-    return d[d["y"].notna()]
+    return metrics.oof_rows(preds)
 
 
 def _usable(d: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -35,9 +35,7 @@ CALLED_COLUMNS = ["model", "source", "label", "n", "called_covid", "share", "sha
 
 
 def _oof(preds: pd.DataFrame) -> pd.DataFrame:
-    d = preds[preds["set"].astype(str) == "oof"] if "set" in preds.columns else preds
-    d = d[d["y"].notna() & np.isfinite(pd.to_numeric(d["prob"], errors="coerce"))]
-    return d.assign(y=d["y"].astype(int))
+    return metrics.oof_rows(preds, finite=True)
 
 
 def _auc(part: pd.DataFrame, n_boot: int, seed: int) -> dict:
