@@ -35,7 +35,7 @@ import pandas as pd
 from helpers import refine
 from helpers.deploy import ood
 from helpers.run import repro, store
-from helpers.run.artefacts import ART, MAIN_MODEL_DIR, STAGES, kept, migrate
+from helpers.run.artefacts import ART, MAIN_MODEL_DIR, STAGES, kept, migrate, read_csv
 
 FORMAT = "hrnet-cxr-bundle/1"
 BUNDLE_FILE = "bundle.json"
@@ -143,7 +143,7 @@ def _fold_thresholds(folder: Path, model: str) -> dict[int, float]:
     if not f.is_file():
         raise BundleError(f"model {model!r} was not trained in this run ({f} not found); exportable "
                           "models: hrnet, hrnet_unsegmented, or a baseline whose weights were saved")
-    p = pd.read_csv(f, keep_default_na=False)
+    p = read_csv(f)
     p = p[p["set"].astype(str) == "oof"]
     out = {}
     for k, part in p.groupby("fold"):
@@ -175,8 +175,7 @@ def _data_sources(run_dir: Path) -> list[dict]:
     licence summary where the source is a registered public one."""
     from helpers.data.sources import get_source
 
-    f = ART.cls_index.path(run_dir)
-    idx = pd.read_csv(f, dtype=str, keep_default_na=False) if f.is_file() else None
+    idx = ART.cls_index.find(run_dir)
     if idx is None or idx.empty:
         return []
     ri = ART.refine_index.find(run_dir)
