@@ -536,6 +536,7 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     t = pd.concat([t.assign(within=False), *(x.assign(heldout=False) if "heldout" not in x else x
                                              for x in (w, h) if len(x))], ignore_index=True)
     t["heldout"] = t.get("heldout", pd.Series(False, index=t.index)).fillna(False).astype(bool)
+    extra_rows = " and ".join(k for k, x in (("within-source", w), ("held-out-source", h)) if len(x))
     w = pd.concat([x for x in (w, h) if len(x)], ignore_index=True) if len(w) or len(h) else w
     ext = _external_mean_rows(external_table)
     ext = ext.set_index(ext["model"].astype(str)) if len(ext) else ext
@@ -605,7 +606,7 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     cap = "; ".join(x for x in [caption, "patient-level bootstrap intervals"
                                 + ("" if len(ext) else "; no external set in this run")
-                                + (f"; within-source and held-out-source rows: sources with >= "
+                                + (f"; {extra_rows} rows: sources with >= "
                                    f"{FOREST_MIN_PER_CLASS} films of each class" if len(w) else "")] if x)
     _caption(fig, cap)
     fig.tight_layout(rect=(0, 0.04 if len(w) else 0.06, 0.93, 1))
