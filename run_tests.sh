@@ -12,5 +12,5 @@ export HRNET_CXR_OUT_ROOT="${HRNET_CXR_OUT_ROOT:-$(mktemp -d -t hrnet-cxr-nbval-
 if [ $# -gt 0 ]; then exec "$PY" -m pytest "$@"; fi
 "$PY" -m ruff check src tests notebooks scripts  # rules in pyproject.toml; notebooks are linted natively
 "$(dirname "$PY")/lint-imports" pyproject.toml  # the package's layers ([tool.importlinter])
-"$PY" -m pytest tests -q
+"$PY" -m pytest tests -q --durations=12  # the slowest tests with their times: the tiers' cost
 "$PY" -m pytest --nbval-lax notebooks -q -p no:cacheprovider
