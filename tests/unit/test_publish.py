@@ -167,10 +167,11 @@ def test_another_provenance_is_refused_unless_replace(tmp_path, data, change, di
 
 
 def test_unknown_provenance_is_refused_unless_replace(tmp_path, data):
-    """A folder published before provenance was recorded, like the committed figures/cpu."""
+    """A folder published before provenance was recorded: the committed figures/cpu as it was
+    before its PROVENANCE.json (every committed folder now has one)."""
     dest = tmp_path / "cpu"
     shutil.copytree(ROOT / "figures" / "cpu", dest)
-    assert not (dest / P.PROVENANCE).exists()
+    (dest / P.PROVENANCE).unlink()
     with open(dest / "index.csv", newline="") as fh:
         old_listed = {row["file"] for row in csv.DictReader(fh)}
     before = snapshot(dest)
