@@ -467,50 +467,47 @@ def _external_mean_rows(external_table: pd.DataFrame | None) -> pd.DataFrame:
 FOREST_MIN_PER_CLASS = 5
 
 
-def _within_rows(within: pd.DataFrame | None, order: Sequence[str]) -> pd.DataFrame:
-    """Rows of a within-source table (:func:`helpers.evidence.sites.within_source`) with at least
-    :data:`FOREST_MIN_PER_CLASS` films per class, as forest rows: model "<model> · within
-    <source>", roc_auc, interval, n."""
-    if within is None or within.empty:
-        return pd.DataFrame()
-    w = within.copy()
-    w = w[(pd.to_numeric(w["n_pos"], errors="coerce") >= FOREST_MIN_PER_CLASS)
-          & (pd.to_numeric(w["n_neg"], errors="coerce") >= FOREST_MIN_PER_CLASS)]
-    if w.empty:
+def _source_rows(t: pd.DataFrame, order: Sequence[str], label, heldout: bool) -> pd.DataFrame:
+    """Per-source AUC rows (``model, source, n, n_pos, n_neg, auc, auc_lo, auc_hi``) with at least
+    :data:`FOREST_MIN_PER_CLASS` films per class, in ``order``'s model order, as forest rows;
+    ``label(row)`` names each row."""
+    t = t[(pd.to_numeric(t["n_pos"], errors="coerce") >= FOREST_MIN_PER_CLASS)
+          & (pd.to_numeric(t["n_neg"], errors="coerce") >= FOREST_MIN_PER_CLASS)]
+    if t.empty:
         return pd.DataFrame()
     rank = {m: i for i, m in enumerate(order)}
-    w = w.assign(_r=w["model"].astype(str).map(rank).fillna(len(rank))).sort_values(["_r", "source"])
-    return pd.DataFrame({
-        "model": [f"{m} · within {s} ({int(p)}/{int(q)})"
-                  for m, s, p, q in zip(w["model"], w["source"], w["n_pos"], w["n_neg"])],
-        "roc_auc": pd.to_numeric(w["auc"], errors="coerce").to_numpy(),
-        "roc_auc_lo": pd.to_numeric(w["auc_lo"], errors="coerce").to_numpy(),
-        "roc_auc_hi": pd.to_numeric(w["auc_hi"], errors="coerce").to_numpy(),
-        "n": pd.to_numeric(w["n"], errors="coerce").to_numpy(), "within": True})
+    t = t.assign(_r=t["model"].astype(str).map(rank).fillna(len(rank))).sort_values(["_r", "source"])
+    num = {k: pd.to_numeric(t[c], errors="coerce").to_numpy()
+           for k, c in (("roc_auc", "auc"), ("roc_auc_lo", "auc_lo"), ("roc_auc_hi", "auc_hi"), ("n", "n"))}
+    return pd.DataFrame({"model": [label(r) for r in t.itertuples(index=False)], **num,
+                         "within": True, "heldout": heldout})
+
+
+def _within_rows(within: pd.DataFrame | None, order: Sequence[str]) -> pd.DataFrame:
+    """Rows of a within-source table (:func:`helpers.evidence.sites.within_source`) as forest
+    rows: model "<model> · within <source> (n COVID/non-COVID)"."""
+    if within is None or within.empty:
+        return pd.DataFrame()
+    def label(r) -> str:
+        return f"{r.model} · within {r.source} ({int(r.n_pos)}/{int(r.n_neg)})"
+
+    return _source_rows(within, order, label, heldout=False)
 
 
 def _heldout_source_rows(external_table: pd.DataFrame | None, order: Sequence[str]) -> pd.DataFrame:
-    """Per model and held-out source that gave at least :data:`FOREST_MIN_PER_CLASS` films of each
-    class: the mean-of-folds AUC as a forest row, labelled with the share of that source's
-    non-COVID films called COVID (a mixed set's AUC can hide a site where every film is)."""
+    """Per model and held-out source: the mean-of-folds AUC as a forest row, labelled with the
+    share of that source's non-COVID films called COVID (a mixed set's AUC can hide a site where
+    every film is)."""
     if external_table is None or external_table.empty or "source" not in external_table.columns:
         return pd.DataFrame()
     e = external_table[(external_table["fold"].astype(str) == "mean")
-                       & (external_table["source"].astype(str) != "all")].copy()
-    e = e[(pd.to_numeric(e["n_pos"], errors="coerce") >= FOREST_MIN_PER_CLASS)
-          & (pd.to_numeric(e["n_neg"], errors="coerce") >= FOREST_MIN_PER_CLASS)]
-    if e.empty:
-        return pd.DataFrame()
-    rank = {m: i for i, m in enumerate(order)}
-    e = e.assign(_r=e["model"].astype(str).map(rank).fillna(len(rank))).sort_values(["_r", "source"])
-    called = 1.0 - pd.to_numeric(e["specificity"], errors="coerce")
-    return pd.DataFrame({
-        "model": [f"{m} · held-out {s} ({int(p)}/{int(q)}; non-COVID called COVID {c:.0%})"
-                  for m, s, p, q, c in zip(e["model"], e["source"], e["n_pos"], e["n_neg"], called)],
-        "roc_auc": pd.to_numeric(e["auc"], errors="coerce").to_numpy(),
-        "roc_auc_lo": pd.to_numeric(e["auc_lo"], errors="coerce").to_numpy(),
-        "roc_auc_hi": pd.to_numeric(e["auc_hi"], errors="coerce").to_numpy(),
-        "n": pd.to_numeric(e["n"], errors="coerce").to_numpy(), "within": True, "heldout": True})
+                       & (external_table["source"].astype(str) != "all")]
+    e = e.assign(called=1.0 - pd.to_numeric(e["specificity"], errors="coerce"))
+    def label(r) -> str:
+        return (f"{r.model} · held-out {r.source} ({int(r.n_pos)}/{int(r.n_neg)}; "
+                f"non-COVID called COVID {r.called:.0%})")
+
+    return _source_rows(e, order, label, heldout=True)
 
 
 def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
@@ -533,9 +530,8 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     t = t.set_index(t["model"].astype(str)).loc[order].reset_index(drop=True)
     w = _within_rows(within, order)
     h = _heldout_source_rows(external_table, order)
-    t = pd.concat([t.assign(within=False), *(x.assign(heldout=False) if "heldout" not in x else x
-                                             for x in (w, h) if len(x))], ignore_index=True)
-    t["heldout"] = t.get("heldout", pd.Series(False, index=t.index)).fillna(False).astype(bool)
+    t = pd.concat([t.assign(within=False, heldout=False), *(x for x in (w, h) if len(x))],
+                  ignore_index=True)
     extra_rows = " and ".join(k for k, x in (("within-source", w), ("held-out-source", h)) if len(x))
     w = pd.concat([x for x in (w, h) if len(x)], ignore_index=True) if len(w) or len(h) else w
     ext = _external_mean_rows(external_table)
