@@ -463,16 +463,19 @@ def _external_mean_rows(external_table: pd.DataFrame | None) -> pd.DataFrame:
 
 
 #: a source enters the forest's within-source rows with at least this many films of each class
-#: (fewer give intervals as wide as the axis; the within-source table keeps every source)
+#: (fewer give intervals as wide as the axis; the within-source table keeps every source). A
+#: held-out source needs only both classes: its row's point is the share of its non-COVID films
+#: called COVID, which a handful of films already shows (its AUC interval says how little else).
 FOREST_MIN_PER_CLASS = 5
 
 
-def _source_rows(t: pd.DataFrame, order: Sequence[str], label, heldout: bool) -> pd.DataFrame:
+def _source_rows(t: pd.DataFrame, order: Sequence[str], label, heldout: bool,
+                 min_per_class: int = FOREST_MIN_PER_CLASS) -> pd.DataFrame:
     """Per-source AUC rows (``model, source, n, n_pos, n_neg, auc, auc_lo, auc_hi``) with at least
-    :data:`FOREST_MIN_PER_CLASS` films per class, in ``order``'s model order, as forest rows;
-    ``label(row)`` names each row."""
-    t = t[(pd.to_numeric(t["n_pos"], errors="coerce") >= FOREST_MIN_PER_CLASS)
-          & (pd.to_numeric(t["n_neg"], errors="coerce") >= FOREST_MIN_PER_CLASS)]
+    ``min_per_class`` films per class, in ``order``'s model order, as forest rows; ``label(row)``
+    names each row."""
+    t = t[(pd.to_numeric(t["n_pos"], errors="coerce") >= min_per_class)
+          & (pd.to_numeric(t["n_neg"], errors="coerce") >= min_per_class)]
     if t.empty:
         return pd.DataFrame()
     rank = {m: i for i, m in enumerate(order)}
@@ -495,9 +498,9 @@ def _within_rows(within: pd.DataFrame | None, order: Sequence[str]) -> pd.DataFr
 
 
 def _heldout_source_rows(external_table: pd.DataFrame | None, order: Sequence[str]) -> pd.DataFrame:
-    """Per model and held-out source: the mean-of-folds AUC as a forest row, labelled with the
-    share of that source's non-COVID films called COVID (a mixed set's AUC can hide a site where
-    every film is)."""
+    """Per model and held-out source that gave both classes (however few films): the
+    mean-of-folds AUC as a forest row, labelled with the share of that source's non-COVID films
+    called COVID (a mixed set's AUC can hide a site where every film is)."""
     if external_table is None or external_table.empty or "source" not in external_table.columns:
         return pd.DataFrame()
     e = external_table[(external_table["fold"].astype(str) == "mean")
@@ -507,7 +510,14 @@ def _heldout_source_rows(external_table: pd.DataFrame | None, order: Sequence[st
         return (f"{r.model} · held-out {r.source} ({int(r.n_pos)}/{int(r.n_neg)}; "
                 f"non-COVID called COVID {r.called:.0%})")
 
-    return _source_rows(e, order, label, heldout=True)
+    return _source_rows(e, order, label, heldout=True, min_per_class=1)
+
+
+def _source_rows_caption(within: bool, heldout: bool) -> str:
+    parts = ([f"within-source rows: sources with >= {FOREST_MIN_PER_CLASS} films of each class"]
+             if within else []) + (["held-out-source rows: every held-out source with both classes"]
+                                   if heldout else [])
+    return "".join(f"; {p}" for p in parts)
 
 
 def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
@@ -532,7 +542,6 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     h = _heldout_source_rows(external_table, order)
     t = pd.concat([t.assign(within=False, heldout=False), *(x for x in (w, h) if len(x))],
                   ignore_index=True)
-    extra_rows = " and ".join(k for k, x in (("within-source", w), ("held-out-source", h)) if len(x))
     w = pd.concat([x for x in (w, h) if len(x)], ignore_index=True) if len(w) or len(h) else w
     ext = _external_mean_rows(external_table)
     ext = ext.set_index(ext["model"].astype(str)) if len(ext) else ext
@@ -602,8 +611,7 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     cap = "; ".join(x for x in [caption, "patient-level bootstrap intervals"
                                 + ("" if len(ext) else "; no external set in this run")
-                                + (f"; {extra_rows} rows: sources with >= "
-                                   f"{FOREST_MIN_PER_CLASS} films of each class" if len(w) else "")] if x)
+                                + _source_rows_caption(len(w) > len(h), len(h) > 0)] if x)
     _caption(fig, cap)
     fig.tight_layout(rect=(0, 0.04 if len(w) else 0.06, 0.93, 1))
     return finish(fig)
