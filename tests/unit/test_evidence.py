@@ -309,7 +309,7 @@ def test_auc_forest_gives_each_mixed_held_out_source_a_row(run_ext):
     both = mean[(mean["n_pos"] > 0) & (mean["n_neg"] > 0)]
     assert len(both) and (both["n_neg"] < plots.FOREST_MIN_PER_CLASS).any()  # src-a: 4 negatives
     fig = plots.auc_forest(t7, ext)
-    rows = [t.get_text() for t in fig.axes[0].get_yticklabels() if "held-out" in t.get_text()]
+    rows = [t.get_text() for t in fig.axes[0].get_yticklabels() if " · held-out " in t.get_text()]
     assert len(rows) == len(both)
     hr = both[(both["source"] == "src-a") & (both["model"] == "hrnet")].iloc[0]
     called = 1 - hr["specificity"]
@@ -318,7 +318,7 @@ def test_auc_forest_gives_each_mixed_held_out_source_a_row(run_ext):
     one_class = ext.copy()
     one_class.loc[one_class["source"] == "src-a", "n_neg"] = 0
     fig0 = plots.auc_forest(t7, one_class)
-    rows0 = [t.get_text() for t in fig0.axes[0].get_yticklabels() if "held-out" in t.get_text()]
+    rows0 = [t.get_text() for t in fig0.axes[0].get_yticklabels() if " · held-out " in t.get_text()]
     assert not any("src-a" in r for r in rows0)
     assert len(fig.axes[0].containers) == len(fig0.axes[0].containers) + len(rows) - len(rows0)
 

@@ -84,7 +84,7 @@ def test_bundle_contents_checksums_and_model_card(run, bdir):
     assert set(meta["ood"]["features"]) == set(ood.FEATURES) and 0 <= meta["ood"]["share_flagged"] <= 1
     card = (bdir / "MODEL_CARD.md").read_text()
     for heading in ("Intended use", "Training data", "Preprocessing", "Internal performance", "Calibration",
-                    "External performance", "Shortcut audits", "Subgroups and views", "Licences of the data"):
+                    "Held-out performance", "Shortcut audits", "Subgroups and views", "Licences of the data"):
         assert f"## {heading}" in card
     assert "not a medical device" in card and "GENERATED PHANTOMS" in card
     assert "CC0 (generated)" in card and "_This section could not be built" not in card

@@ -95,6 +95,34 @@ def test_no_section_of_the_fixture_documents_fails(runs):
         assert [h for h in card.splitlines() if h.startswith("## ")] == [f"## {t}" for t, _ in MC.SECTIONS]
 
 
+def test_the_card_scores_the_shipped_rule_on_the_held_out_films(runs):
+    """The card's shipped-rule section: the bundle's own rule (mean of the fold probabilities at
+    its one threshold) on the run's held-out films, recomputed here from the stored predictions;
+    a run without held-out films says that the rule has no measured performance."""
+    from helpers.evidence import heldout
+
+    def section(run_dir):
+        card = MC.model_card_markdown(run_dir, bundle_meta(run_dir))
+        return card.split("## Performance of the shipped decision rule\n")[1].split("\n## ")[0]
+
+    synth, real_ext = runs
+    assert "no measured performance" in section(synth)
+    sec = section(real_ext)
+    assert "no measured performance" not in sec
+    preds = pd.read_csv(real_ext / "baselines/external_preds.csv")
+    threshold = bundle_meta(real_ext)["classifiers"]["hrnet"]["decision_threshold"]
+    t = heldout.shipped_rule(preds, "hrnet", threshold, n_boot=1000, seed=0).set_index("source")
+    row = t.loc["all"]
+    assert f"| all | {F.counts(row['n'], row['n_pos'], row['n_neg'])} | " \
+           f"{F.fmt_auc(row['auc'], row['auc_lo'], row['auc_hi'])} |" in sec
+    assert len(t) > 1 and all(f"| {src} |" in sec for src in t.index)
+    card = MC.model_card_markdown(real_ext, bundle_meta(real_ext))
+    caveats = card.split("## Key caveats\n")[1].split("\n## ")[0]
+    for src, r in t[(t.index != "all") & (t["n_neg"] > 0)].iterrows():  # the rule's share per site
+        share = F.fmt_pct(1 - r["specificity"], 1 - r["specificity_hi"], 1 - r["specificity_lo"])
+        assert f"{share} ({F.num(r['fp'])} of {F.num(r['n_neg'])}) of {src}'s non-COVID films" in caveats
+
+
 def test_a_failing_part_is_isolated(runs, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(runs[0], run)

@@ -152,9 +152,9 @@ def test_audits_saliency_and_limitations(synth):
 
 
 def test_external_section(synth, real_ext):
-    assert "Not run" in _section(synth[1], "External validation")
+    assert "Not run" in _section(synth[1], "Held-out validation")
     out, text = real_ext
-    sec = _section(text, "External validation")
+    sec = _section(text, "Held-out validation")
     et = pd.read_csv(out / "figures/external_table.csv")
     e = et[(et.fold.astype(str) == "mean") & (et.source == "all") & (et.model == "hrnet")].iloc[0]
     assert F.fmt_auc(e.auc, e.auc_lo, e.auc_hi) in sec
@@ -216,8 +216,8 @@ def test_external_section_reports_refinement_failures_and_the_sensitivity_analys
     allset = pd.concat([ext.assign(set="external_all"), extra.assign(image_id=extra["image_id"] + "_f")])
     ea = heldout.table(allset, n_boot=50, seed=0, set_name="external_all")
     ea.to_csv(out / "figures/external_table_all.csv", index=False)
-    sec = _section(S.summary_markdown(out), "External validation")
-    assert f"3 of {len(ri)} external films failed the lung-area check" in sec
+    sec = _section(S.summary_markdown(out), "Held-out validation")
+    assert f"3 of {len(ri)} held-out films failed the lung-area check" in sec
     rc = refine.refine_counts(ri)
     for r in rc[(rc["label"] != "all") & (rc["failed"] > 0)].itertuples():
         assert f"| {r.source} | {r.label} | {r.total} | {r.passed} | {r.failed} |" in sec

@@ -45,7 +45,8 @@ DECISION_RULE = "mean probability >= median of the fold thresholds"
 EVIDENCE = (ART.cohort, ART.flow, ART.dice_table, ART.pass_counts, ART.fold_table, ART.table7,
             ART.audit_table, ART.external_table, ART.stratified, ART.calibration, ART.heat_share_ci,
             ART.permutation_null, ART.pass_by_group, ART.within_source, ART.by_negative,
-            ART.negatives_called, ART.loso_table, ART.learning)
+            ART.negatives_called, ART.loso_table, ART.learning,
+            ART.external_preds)  # the held-out predictions the card scores the shipped rule on
 #: the stages a bundle is made of (their notebooks: :data:`helpers.run.artefacts.STAGES`)
 REQUIRED_STAGES = ("curation", "unet", "refine", "hrnet")
 

@@ -43,11 +43,12 @@ def shipped_rule(run: sm.Run, meta: dict) -> dict:
 
     name = meta["default_model"]
     c = meta["classifiers"][name]
-    preds = run.csv(ART.all_preds)
-    t = pd.DataFrame() if preds is None or preds.empty else heldout.shipped_rule(
+    preds = run.csv(ART.external_preds)  # held-out films: set "external" (and "external_all")
+    t = pd.DataFrame() if preds is None or preds.empty or "set" not in preds else heldout.shipped_rule(
         preds, name, c["decision_threshold"], n_boot=1000, seed=0)
     return {"model": name, "threshold": c["decision_threshold"], "rule": c["decision_rule"],
-            "rows": t.to_dict("records"), "heldout": sm.heldout_kind(run), "rel": ART.all_preds.rel()}
+            "rows": t.to_dict("records"), "heldout": sm.heldout_kind(run),
+            "rel": ART.external_preds.rel()}
 
 
 def ethics(run: sm.Run, meta: dict) -> dict:
@@ -102,8 +103,24 @@ def key_caveats(run: sm.Run, meta: dict) -> dict:
         failed = allrow.iloc[0].to_dict() if len(allrow) else None
         gap = pass_gap(pg)
     return {"model": name, "own": own, "floors": floors, "within": within,
-            "loso": _rows(run.table("loso_table"), name), "failed": failed, "gap": gap,
-            "not_learned": sm.not_learned(run)}
+            "loso": _rows(run.table("loso_table"), name), "heldout_sites": _heldout_sites(run, meta),
+            "failed": failed, "gap": gap, "not_learned": sm.not_learned(run)}
+
+
+def _heldout_sites(run: sm.Run, meta: dict) -> list[dict]:
+    """Per held-out source with non-COVID films: the share of them the shipped rule calls COVID
+    (Wilson interval), and whether the source is external (never in training) or a patient
+    hold-out (its hospital gave training films)."""
+    sr = shipped_rule(run, meta)
+    new = set((sr["heldout"] or {}).get("new", []))
+    out = []
+    for r in sr["rows"]:
+        if str(r["source"]) == "all" or not float(r["n_neg"]) > 0:
+            continue
+        out.append({"source": r["source"], "n_neg": r["n_neg"], "fp": r["fp"],
+                    "share": 1 - r["specificity"], "share_lo": 1 - r["specificity_hi"],
+                    "share_hi": 1 - r["specificity_lo"], "external": str(r["source"]) in new})
+    return out
 
 
 def model(run: sm.Run, meta: dict) -> dict:
@@ -185,7 +202,7 @@ SECTIONS: list[tuple[str, list[str]]] = [
     ("Preprocessing", ["preprocessing"]),
     ("Performance of the shipped decision rule", ["shipped_rule"]),
     ("Internal performance (per-fold, out-of-fold)", ["summary/table6", "summary/table7"]),
-    ("Calibration", ["calibration"]), ("External performance", ["summary/external"]),
+    ("Calibration", ["calibration"]), ("Held-out performance", ["summary/external"]),
     ("Tests a new hospital cannot fool", ["summary/sites"]),
     ("Shortcut audits", ["summary/shortcut_audits", "audit_meaning"]), ("Subgroups and views", ["subgroups"]),
     ("Out-of-distribution flags", ["ood"]), ("Limitations", ["summary/limitations"]),

@@ -580,7 +580,7 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
             if np.isfinite(ea):
                 xerr = [[ea - elo], [ehi - ea]] if np.isfinite(elo) and np.isfinite(ehi) else None
                 ax.errorbar([ea], [ypos[i] - off], xerr=xerr, fmt="s", color="C3", capsize=3,
-                            ms=5, label=None if ext_labelled else "external (mean of fold models)")
+                            ms=5, label=None if ext_labelled else "held-out set (mean of fold models)")
                 ext_labelled = True
                 ax.text(1.005, ypos[i] - off, f"{ea:.3f}", va="center", fontsize=7.5, color="C3",
                         transform=ax.get_yaxis_transform())
@@ -596,7 +596,7 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
         k_ext = (pd.to_numeric(ext.loc[[m]].iloc[0].get("n"), errors="coerce")
                  if len(ext) and m in ext.index else np.nan)
         ns = [f"n={int(k)}" if np.isfinite(k) else "",
-              f"external n={int(k_ext)}" if np.isfinite(k_ext) else ""]
+              f"held-out set n={int(k_ext)}" if np.isfinite(k_ext) else ""]
         ns = ", ".join(x for x in ns if x)
         labels.append(f"{m}  ({ns})" if ns else m)
     ax.set_yticks(ypos)
@@ -610,7 +610,7 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     cap = "; ".join(x for x in [caption, "patient-level bootstrap intervals"
-                                + ("" if len(ext) else "; no external set in this run")
+                                + ("" if len(ext) else "; no held-out set in this run")
                                 + _source_rows_caption(len(w) > len(h), len(h) > 0)] if x)
     _caption(fig, cap)
     fig.tight_layout(rect=(0, 0.04 if len(w) else 0.06, 0.93, 1))

@@ -52,7 +52,7 @@ _SECTION_PARTS = {
     "Classification": ["table6", "table7", "dynamics", "comparisons", "calibration", "prevalence"],
     "Claims ledger": ["ledger"], "Shortcut audits": ["shortcut_audits"],
     "Tests a new hospital cannot fool": ["sites"], "De-confounding ladder": ["ladder"],
-    "Saliency": ["saliency"], "External validation": ["external"], "Limitations": ["limitations"],
+    "Saliency": ["saliency"], "Held-out validation": ["external"], "Limitations": ["limitations"],
     "Checklist": ["checklist"], "Figures": ["figures"],
 }
 
