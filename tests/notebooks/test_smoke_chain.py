@@ -1,15 +1,18 @@
 """The whole pipeline, 01 -> 06, executed by papermill on the smoke profile in a temporary folder, with
 assertions on the artefacts it leaves (Done-when of the foundation issue).
 
-The chain runs from scratch, with every fold of notebooks 02, 04, 05, 05a and 05b as a task on an
-embedded local Ray (``executor="ray"``, what ``./run_all.sh smoke --executor ray`` runs). That the
-local loop writes the same fold files byte for byte is checked once, in tests/unit/test_executor.py
-(the classifier's and the UNet's folds); the local loop through the notebooks trains in
-tests/notebooks/test_paper_path.py. (A replay of notebooks 02 and 04 here proved the same a second
-time and was cut to keep the suite within 20 minutes.) When ``$HRNET_CXR_OUT_ROOT`` names an empty
-folder (run_tests.sh makes a fresh one), the chain writes there, and the nbval pass that follows
-executes the same notebooks with their defaults (the local loop) in the same folder: it then
-exercises the resume path across executors instead of training every model a second time.
+The chain runs from scratch, with every fold of notebooks 02, 04, 05, 05a, 05b and 05c as a task on
+one local Ray cluster that the fixture starts and every notebook joins by its address: what
+``./run_all.sh smoke --executor ray --ray-address ADDR`` runs. (Each notebook starting an embedded
+cluster of its own, ``--executor ray`` without an address, cost about 9 s of start and stop per
+notebook on 2 cores and proved the same thing six times; the embedded start is tested once, in
+tests/unit/test_executor.py.) That the local loop writes the same fold files byte for byte is also
+checked there (the classifier's and the UNet's folds); the local loop through the notebooks trains
+in tests/notebooks/test_paper_path.py. (A replay of notebooks 02 and 04 here proved the same a
+second time and was cut to keep the suite within 20 minutes.) When ``$HRNET_CXR_OUT_ROOT`` names an
+empty folder (run_tests.sh makes a fresh one), the chain writes there, and the nbval pass that
+follows executes the same notebooks with their defaults (the local loop) in the same folder: it
+then exercises the resume path across executors instead of training every model a second time.
 """
 import json
 import os
@@ -25,7 +28,27 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def ray_address():
+    """A local Ray cluster for the whole chain (started here, stopped after the module); each
+    notebook's kernel joins it through ``$RAY_ADDRESS``, as ``run_all.sh --ray-address`` sets it."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        pytest.fail("the smoke chain starts its own Ray cluster; none may be running in this process")
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+             namespace="hrnet-cxr")
+    address = ray.get_runtime_context().gcs_address
+    os.environ["RAY_ADDRESS"] = address
+    try:
+        yield address
+    finally:
+        del os.environ["RAY_ADDRESS"]
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, ray_address):
     from helpers.run import notebooks
 
     root = os.environ.get("HRNET_CXR_OUT_ROOT")
@@ -38,7 +61,7 @@ def smoke_run(tmp_path_factory):
     return out
 
 
-RAY = {"executor": "ray"}  # an embedded local Ray: no address given, none in the environment
+RAY = {"executor": "ray"}  # the folds as Ray tasks, on the cluster of $RAY_ADDRESS
 
 
 def _csv(out, rel):
@@ -58,6 +81,7 @@ def test_every_fold_ran_as_a_ray_task(smoke_run):
     for prefix, names in expect.items():
         nb = next(n for n in NOTEBOOKS if n.name.split("_")[0] == prefix)
         text = (smoke_run / "notebooks" / nb.name).read_text()
+        assert "[ray] using the Ray cluster at " in text, f"{nb.name}: did not join the chain's cluster"
         for name in names:
             assert re.search(rf"{re.escape(name)} on Ray \(\d+ at once, .*folds in", text), \
                 f"{nb.name}: the folds of {name} did not run as Ray tasks"
