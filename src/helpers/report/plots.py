@@ -608,12 +608,17 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlabel("ROC-AUC")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    # the legend under the axes, centred on the figure (the row labels make the axes sit right of
+    # centre), a fixed height above the caption whatever the number of rows
+    height = fig.get_size_inches()[1]
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7.5, loc="lower center", bbox_to_anchor=(0.5, 0.42 / height),
+               ncol=2, frameon=False)
     cap = "; ".join(x for x in [caption, "patient-level bootstrap intervals"
                                 + ("" if len(ext) else "; no held-out set in this run")
                                 + _source_rows_caption(len(w) > len(h), len(h) > 0)] if x)
     _caption(fig, cap)
-    fig.tight_layout(rect=(0, 0.04 if len(w) else 0.06, 0.93, 1))
+    fig.tight_layout(rect=(0, 0.95 / height, 0.93, 1))
     return finish(fig)
 
 
