@@ -540,6 +540,7 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
     t = t.set_index(t["model"].astype(str)).loc[order].reset_index(drop=True)
     w = _within_rows(within, order)
     h = _heldout_source_rows(external_table, order)
+    caption_rows = _source_rows_caption(len(w) > 0, len(h) > 0)
     t = pd.concat([t.assign(within=False, heldout=False), *(x for x in (w, h) if len(x))],
                   ignore_index=True)
     w = pd.concat([x for x in (w, h) if len(x)], ignore_index=True) if len(w) or len(h) else w
@@ -616,7 +617,7 @@ def auc_forest(table7: pd.DataFrame, external_table: pd.DataFrame | None = None,
                ncol=2, frameon=False)
     cap = "; ".join(x for x in [caption, "patient-level bootstrap intervals"
                                 + ("" if len(ext) else "; no held-out set in this run")
-                                + _source_rows_caption(len(w) > len(h), len(h) > 0)] if x)
+                                + caption_rows] if x)
     _caption(fig, cap)
     fig.tight_layout(rect=(0, 0.95 / height, 0.93, 1))
     return finish(fig)
