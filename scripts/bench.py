@@ -15,7 +15,8 @@ buffer, :func:`helpers.train.to_input`; threads set to the cores this process ma
                         parameters: the reference every ratio is taken against;
 ``channels_last``       float32, channels_last (this and every path below take the
                         optimizer's step as one fused kernel, as training does,
-                        :func:`helpers.run.compute.fused_optimizer`);
+                        :func:`helpers.run.compute.fused_optimizer`, and on CPU the
+                        depthwise convolutions' backward of :mod:`helpers.run.depthwise`);
 ``bf16``, ``bf16+channels_last``   bf16 autocast (only where the device computes bf16 natively,
                         :func:`helpers.run.compute.bf16_supported`);
 ``compiled``            the fastest of these plus ``torch.compile`` (only with ``--compile``;
@@ -25,8 +26,9 @@ Writes one CSV row per network and mode (images/s and the ratio to ``naive``) an
 table with the path each network trains on. ``--write-table`` records, for this hardware class
 (:func:`helpers.run.compute.hardware`), the fastest path of each network in
 :data:`helpers.run.compute.TABLE` (a path slower than naive is never chosen), which
-:func:`helpers.train.cross_validate` then uses. Images are random uint8 noise: throughput does not
-depend on content.
+:func:`helpers.train.cross_validate` then uses. Every mode runs with the stages' settings
+(:func:`helpers.run.repro.seed_everything`: deterministic kernels), so the times are those of
+training. Images are random uint8 noise: throughput does not depend on content.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ import pandas as pd
 import torch
 
 from helpers import config, models, train
-from helpers.run import compute
+from helpers.run import compute, depthwise, repro
 
 COLUMNS = ["model", "mode", "size", "batch", "steps", "threads", "bf16", "channels_last", "compiled",
            "first_step_s", "train_img_s", "infer_img_s", "train_speedup", "infer_speedup"]
@@ -82,13 +84,15 @@ def bench_model(profile, name: str, mode: str, steps: int = 3, warmup: int = 1, 
     channels_last, bf16 = compute.PATHS[compiled_path if mode == "compiled" else mode]
     bf16 = bf16 and compute.bf16_supported(device)
     size, batch = profile.cls_size, profile.cls_batch
-    torch.manual_seed(seed)
+    repro.seed_everything(seed)  # deterministic kernels, as every stage trains (helpers.run.stages)
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (max(batch, infer_batch) * 2, size, size), dtype=np.uint8)
     y = torch.from_numpy((np.arange(batch) % 2).astype(np.float32)).unsqueeze(1).to(device)
     model = models.make_classifier(name, hidden=profile.head_hidden, dropout=profile.head_dropout).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if mode != "naive" and torch.device(device).type == "cpu":  # as training builds it (helpers.train.build)
+        depthwise.install(model)
     net = torch.compile(model) if mode == "compiled" else model
     fused = {} if mode == "naive" else compute.fused_optimizer(device)  # the reference loops in Python
     opt = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.momentum,
@@ -163,8 +167,6 @@ def write_table(best: pd.DataFrame, device: str, table_file: Path = compute.TABL
     """Record ``best`` (:func:`chosen`) for this hardware class in the fast-path table, keeping the
     rows of other hardware classes and networks."""
     import datetime
-
-    from helpers.run import repro
 
     hw = compute.hardware(device)
     old = pd.read_csv(table_file, dtype=str) if table_file.is_file() else pd.DataFrame(

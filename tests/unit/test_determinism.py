@@ -2,6 +2,8 @@
 "Determinism"). Trains two tiny classifiers twice: run under /tmp/hrnet-cpu.lock."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -36,3 +38,24 @@ def test_same_seed_gives_identical_fold_predictions(phantom_set, tmp_path):
                                  save_weights=False)
     assert (tmp_path / "c" / "det" / "preds.csv").read_bytes() != a  # the seed matters
     assert len(other) == len(cls)
+
+
+def test_stage_settings_with_the_depthwise_backward_are_byte_identical(phantom_set, tmp_path):
+    """As a stage trains (repro.seed_everything: deterministic kernels, new memory not filled)
+    on the fast path, EfficientNet-B4 (depthwise convolutions with helpers.run.depthwise's
+    backward) gives the same bytes twice."""
+    from helpers.run import repro
+
+    p, cls, images = phantom_set
+    p = dataclasses.replace(p, bf16=True, channels_last=True, cls_lr=1e-4)  # 32 px: a small step
+    y = cls["y"].to_numpy()
+    out = []
+    for run in ("a", "b"):
+        repro.seed_everything(0)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.utils.deterministic.fill_uninitialized_memory is False
+        train.cross_validate(p, "efficientnet_b4", "dw", images, y, cls, tmp_path / run, seed=5,
+                             save_weights=False, role="baseline")
+        out.append((tmp_path / run / "dw" / "preds.csv").read_bytes())
+    assert out[0] == out[1] and len(out[0]) > 100
+    assert "nan" not in out[0].decode().lower()

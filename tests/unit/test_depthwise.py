@@ -1,0 +1,98 @@
+"""The depthwise convolutions' backward pass of helpers.run.depthwise: same forward, same
+gradients as PyTorch's (to float rounding), installed by training on CPU only where eligible."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import config, models, train
+from helpers.run import depthwise
+
+# (channels, map size, kernel, stride): one per route of input_grad / weight_grad, odd sizes too
+CASES = [
+    (6, 12, 3, 1),    # 3x3: oneDNN for both gradients
+    (6, 11, 3, 2),    # strided 3x3: input gradient by float32 transposed convolution in bf16
+    (8, 4, 5, 1),     # 5x5 on a small map: weight gradient by the grouped convolution
+    (5, 7, 5, 1),     # the same, odd map
+    (4, 20, 5, 1),    # 5x5 on a larger map: float32 oneDNN weight gradient in bf16
+    (6, 9, 5, 2),     # strided 5x5
+]
+
+
+def _grads(conv: nn.Module, x: torch.Tensor, g: torch.Tensor | None, bf16: bool):
+    xi = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y = conv(xi)
+    g = torch.randn_like(y, dtype=torch.float32).to(y.dtype) if g is None else g
+    y.backward(g)
+    return y.detach(), xi.grad, conv.weight.grad, g
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("c,size,k,stride", CASES)
+def test_gradients_match_pytorch(c, size, k, stride, channels_last, bf16):
+    torch.manual_seed(c * 100 + size)
+    if bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU does not compute bf16 natively")
+    ref = nn.Conv2d(c, c, k, stride=stride, padding=k // 2, groups=c, bias=False)
+    new = copy.deepcopy(ref)
+    assert depthwise.install(new) == 1 and isinstance(new, depthwise.DepthwiseConv2d)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    ref, new = ref.to(memory_format=fmt), new.to(memory_format=fmt)
+    x = torch.randn(3, c, size, size).contiguous(memory_format=fmt)
+    y0, gx0, gw0, g = _grads(ref, x, None, bf16)
+    y1, gx1, gw1, _ = _grads(new, x, g, bf16)
+    assert y1.dtype == y0.dtype and torch.equal(y1, y0)  # the forward is PyTorch's own
+    assert gx1.shape == gx0.shape and gx1.dtype == gx0.dtype and gw1.dtype == gw0.dtype
+    assert gx1.is_contiguous(memory_format=fmt)
+    tol = 1e-3 if bf16 else 1e-5  # bf16: a last-bit difference now and then, sums in another order
+    for a, b in ((gx1, gx0), (gw1, gw0)):
+        scale = b.abs().max().item()
+        assert scale > 0
+        assert (a.float() - b.float()).abs().max().item() <= tol * scale
+
+
+def test_each_route_of_the_weight_gradient_is_taken(monkeypatch):
+    """The grouped-convolution route runs for a 5x5 kernel on a small map, oneDNN otherwise."""
+    calls = []
+    real = depthwise._aten_backward
+    monkeypatch.setattr(depthwise, "_aten_backward",
+                        lambda *a, **k: calls.append(a[1].shape[-1]) or real(*a, **k))
+    w5 = torch.randn(4, 1, 5, 5)
+    small = torch.randn(2, 4, 6, 6)
+    depthwise.weight_grad(torch.randn(2, 4, 6, 6), small, w5, 1, 2)
+    assert calls == []  # no oneDNN call: the grouped convolution
+    big = torch.randn(2, 4, 20, 20)
+    depthwise.weight_grad(torch.randn(2, 4, 20, 20), big, w5, 1, 2)
+    assert calls == [20]
+
+
+def test_install_keeps_parameters_and_names_and_leaves_other_convs():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 5, padding=2, groups=8),
+                        nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.Conv2d(8, 8, 3, dilation=2, groups=8),
+                        nn.Conv2d(8, 8, 3, padding=1, groups=8, padding_mode="reflect"))
+    before = {k: v.data_ptr() for k, v in net.state_dict().items()}
+    assert depthwise.install(net) == 1  # only the plain depthwise one
+    assert [type(m).__name__ for m in net] == ["Conv2d", "DepthwiseConv2d", "Conv2d", "Conv2d", "Conv2d"]
+    assert {k: v.data_ptr() for k, v in net.state_dict().items()} == before
+
+
+def test_bias_is_added():
+    conv = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=True)
+    ref = copy.deepcopy(conv)
+    depthwise.install(conv)
+    x = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(conv(x), ref(x))
+
+
+def test_training_on_cpu_installs_it_in_efficientnet_only():
+    prof = config.make_profile("smoke")
+    eff = train.build(prof, "efficientnet_b4", "cpu")
+    n_dw = sum(isinstance(m, depthwise.DepthwiseConv2d) for m in eff.modules())
+    assert n_dw == 32  # every MBConv's depthwise convolution of EfficientNet-B4
+    plain = models.make_classifier("efficientnet_b4", hidden=prof.head_hidden, dropout=prof.head_dropout)
+    assert list(plain.state_dict()) == list(eff.state_dict())  # weights load either way
+    hr = train.build(prof, "hrnet_w18_small", "cpu")
+    assert not any(isinstance(m, depthwise.DepthwiseConv2d) for m in hr.modules())
