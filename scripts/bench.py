@@ -91,8 +91,8 @@ def bench_model(profile, name: str, mode: str, steps: int = 3, warmup: int = 1, 
     model = models.make_classifier(name, hidden=profile.head_hidden, dropout=profile.head_dropout).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if mode != "naive" and torch.device(device).type == "cpu":  # as training builds it (helpers.train.build)
-        depthwise.install(model)
+    if mode != "naive":  # as training builds it (helpers.train.build)
+        depthwise.install(model, device)
     net = torch.compile(model) if mode == "compiled" else model
     fused = {} if mode == "naive" else compute.fused_optimizer(device)  # the reference loops in Python
     opt = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.momentum,

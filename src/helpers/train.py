@@ -51,8 +51,7 @@ def build(profile, name: str, device: str) -> torch.nn.Module:
     same parameters)."""
     m = models.make_classifier(name, hidden=profile.head_hidden, dropout=profile.head_dropout)
     m = m.to(device)
-    if torch.device(device).type == "cpu":
-        depthwise.install(m)
+    depthwise.install(m, device)
     if profile.channels_last:
         m = m.to(memory_format=torch.channels_last)
     return m

@@ -94,5 +94,7 @@ def test_training_on_cpu_installs_it_in_efficientnet_only():
     assert n_dw == 32  # every MBConv's depthwise convolution of EfficientNet-B4
     plain = models.make_classifier("efficientnet_b4", hidden=prof.head_hidden, dropout=prof.head_dropout)
     assert list(plain.state_dict()) == list(eff.state_dict())  # weights load either way
+    assert depthwise.install(plain, "cuda") == 0  # the rules were measured on CPU only
+    assert not any(isinstance(m, depthwise.DepthwiseConv2d) for m in plain.modules())
     hr = train.build(prof, "hrnet_w18_small", "cpu")
     assert not any(isinstance(m, depthwise.DepthwiseConv2d) for m in hr.modules())
