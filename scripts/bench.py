@@ -16,7 +16,8 @@ buffer, :func:`helpers.train.to_input`; threads set to the cores this process ma
 ``channels_last``       float32, channels_last (this and every path below take the
                         optimizer's step as one fused kernel, as training does,
                         :func:`helpers.run.compute.fused_optimizer`, and on CPU the
-                        depthwise convolutions' backward of :mod:`helpers.run.depthwise`);
+                        depthwise convolutions' backward of :mod:`helpers.run.depthwise` and
+                        the small-map weight gradient of :mod:`helpers.run.smallmap`);
 ``bf16``, ``bf16+channels_last``   bf16 autocast (only where the device computes bf16 natively,
                         :func:`helpers.run.compute.bf16_supported`);
 ``compiled``            the fastest of these plus ``torch.compile`` (only with ``--compile``;
@@ -42,7 +43,7 @@ import pandas as pd
 import torch
 
 from helpers import config, models, train
-from helpers.run import compute, depthwise, repro
+from helpers.run import compute, depthwise, repro, smallmap
 
 COLUMNS = ["model", "mode", "size", "batch", "steps", "threads", "bf16", "channels_last", "compiled",
            "first_step_s", "train_img_s", "infer_img_s", "train_speedup", "infer_speedup"]
@@ -93,6 +94,7 @@ def bench_model(profile, name: str, mode: str, steps: int = 3, warmup: int = 1, 
         model = model.to(memory_format=torch.channels_last)
     if mode != "naive":  # as training builds it (helpers.train.build)
         depthwise.install(model, device)
+        smallmap.install(model, device)
     net = torch.compile(model) if mode == "compiled" else model
     fused = {} if mode == "naive" else compute.fused_optimizer(device)  # the reference loops in Python
     opt = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.momentum,

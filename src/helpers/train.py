@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from helpers import augment, models
 from helpers.data.splits import inner_split, split_groups
 from helpers.decision import auc_or_nan, choose_threshold
-from helpers.run import compute, depthwise, progress, store
+from helpers.run import compute, depthwise, progress, smallmap, store
 
 MEAN, STD = 0.5, 0.25  # images are scaled to [0, 1] then standardised with these constants
 
@@ -47,11 +47,13 @@ def _auc(y: np.ndarray, prob: np.ndarray) -> float:
 
 def build(profile, name: str, device: str) -> torch.nn.Module:
     """The classifier ``name`` on ``device`` in the profile's memory format; on CPU its depthwise
-    convolutions take the faster backward pass of :mod:`helpers.run.depthwise` (same forward,
+    convolutions take the faster backward pass of :mod:`helpers.run.depthwise`, and its other
+    convolutions the small-map weight gradient of :mod:`helpers.run.smallmap` (same forward,
     same parameters)."""
     m = models.make_classifier(name, hidden=profile.head_hidden, dropout=profile.head_dropout)
     m = m.to(device)
     depthwise.install(m, device)
+    smallmap.install(m, device)
     if profile.channels_last:
         m = m.to(memory_format=torch.channels_last)
     return m

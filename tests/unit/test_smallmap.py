@@ -1,0 +1,103 @@
+"""The small-map weight gradient of helpers.run.smallmap: same forward, same gradients as
+PyTorch's (to float rounding), taken only in bf16 on small maps, installed by training on CPU."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import config, models, train
+from helpers.run import depthwise, smallmap
+
+# (in channels, out channels, map size, kernel, stride): small output maps take the product,
+# the last two (outputs of 10x10 and 16x16) keep oneDNN
+CASES = [
+    (8, 12, 8, 3, 2),    # 3x3 stride 2, 8x8 -> 4x4 (HRNet's head)
+    (6, 10, 7, 3, 1),    # odd map
+    (16, 24, 4, 1, 1),   # 1x1 at 4x4
+    (5, 7, 9, 5, 2),     # 5x5 stride 2
+    (4, 6, 10, 3, 1),    # 10x10 output: oneDNN
+    (4, 6, 32, 3, 2),    # 16x16 output: oneDNN
+]
+
+needs_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                                reason="this CPU does not compute bf16 natively")
+
+
+def _grads(conv: nn.Module, x: torch.Tensor, g: torch.Tensor | None, bf16: bool):
+    xi = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y = conv(xi)
+    g = torch.randn_like(y, dtype=torch.float32).to(y.dtype) if g is None else g
+    y.backward(g)
+    gb = None if conv.bias is None else conv.bias.grad
+    return y.detach(), xi.grad, conv.weight.grad, gb, g
+
+
+@pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=needs_bf16)], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
+@pytest.mark.parametrize("ci,co,size,k,stride", CASES)
+def test_gradients_match_pytorch(ci, co, size, k, stride, bias, channels_last, bf16):
+    torch.manual_seed(ci * 100 + size + k)
+    ref = nn.Conv2d(ci, co, k, stride=stride, padding=k // 2, bias=bias)
+    new = copy.deepcopy(ref)
+    assert smallmap.install(new) == 1 and isinstance(new, smallmap.SmallMapConv2d)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    ref, new = ref.to(memory_format=fmt), new.to(memory_format=fmt)
+    x = torch.randn(3, ci, size, size).contiguous(memory_format=fmt)
+    y0, gx0, gw0, gb0, g = _grads(ref, x, None, bf16)
+    y1, gx1, gw1, gb1, _ = _grads(new, x, g, bf16)
+    assert y1.dtype == y0.dtype and torch.equal(y1, y0)  # the forward is PyTorch's own
+    assert gx1.dtype == gx0.dtype and gw1.dtype == gw0.dtype and gw1.shape == gw0.shape
+    assert torch.equal(gx1, gx0)  # the input gradient is oneDNN's in every case
+    # bf16: both round float32 sums (in another order) once, so at most one bf16 step (2**-8 of
+    # the largest element) apart
+    tol = 2.0 ** -8 if bf16 else 1e-5
+    pairs = [(gw1, gw0)] + ([(gb1, gb0)] if bias else [])
+    for a, b in pairs:
+        scale = b.abs().max().item()
+        assert scale > 0
+        assert (a.float() - b.float()).abs().max().item() <= tol * scale
+
+
+@needs_bf16
+def test_the_product_runs_only_in_bf16_on_small_maps(monkeypatch):
+    calls = []
+    real = smallmap.weight_grad_mm
+    monkeypatch.setattr(smallmap, "weight_grad_mm", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+    smallmap.install(conv)
+    for size, bf16, grad in ((16, True, True), (18, True, True), (16, False, True), (16, True, False)):
+        calls.clear()
+        x = torch.randn(2, 4, size, size, requires_grad=grad)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), torch.set_grad_enabled(grad):
+            y = conv(x)
+        if grad:
+            y.float().sum().backward()
+        # 16 -> 8x8 = 64 output pixels: the product; 18 -> 9x9: oneDNN; float32 or no grad: oneDNN
+        assert len(calls) == (1 if (size, bf16, grad) == (16, True, True) else 0), (size, bf16, grad)
+
+
+def test_install_keeps_parameters_and_names_and_leaves_other_convs():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 5, padding=2, groups=8),
+                        nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.Conv2d(8, 8, 3, dilation=2),
+                        nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"), nn.Conv2d(8, 8, (1, 3)))
+    before = {k: v.data_ptr() for k, v in net.state_dict().items()}
+    assert smallmap.install(net) == 1  # only the plain first one
+    assert [type(m).__name__ for m in net] == ["SmallMapConv2d"] + ["Conv2d"] * 5
+    assert {k: v.data_ptr() for k, v in net.state_dict().items()} == before
+    assert smallmap.install(nn.Conv2d(3, 8, 3), "cuda") == 0  # the rule was measured on CPU only
+
+
+def test_training_on_cpu_installs_both_backward_passes():
+    prof = config.make_profile("smoke")
+    hr = train.build(prof, "hrnet_w18_small", "cpu")
+    plain = models.make_classifier("hrnet_w18_small", hidden=prof.head_hidden, dropout=prof.head_dropout)
+    n_conv = sum(type(m) is nn.Conv2d for m in plain.modules())
+    assert sum(isinstance(m, smallmap.SmallMapConv2d) for m in hr.modules()) == n_conv > 0
+    assert list(plain.state_dict()) == list(hr.state_dict())  # weights load either way
+    eff = train.build(prof, "efficientnet_b4", "cpu")
+    kinds = {type(m).__name__ for m in eff.modules() if isinstance(m, nn.Conv2d)}
+    assert kinds == {"SmallMapConv2d", "DepthwiseConv2d"}
+    assert not any(isinstance(m, depthwise.DepthwiseConv2d) for m in hr.modules())
