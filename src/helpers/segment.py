@@ -17,7 +17,7 @@ import torch
 
 from helpers import augment, models
 from helpers.data.splits import inner_split, split_groups
-from helpers.run import compute, progress, store
+from helpers.run import compute, progress, smallmap, store
 from helpers.run.artefacts import ART
 
 
@@ -35,7 +35,10 @@ def _to_tensor(imgs: np.ndarray, device: str, channels_last: bool = False) -> to
 
 
 def _net(profile, device: str, state: dict | None = None) -> torch.nn.Module:
+    """The UNet on ``device``; on CPU its bf16 weight gradients on small maps (the bottleneck) take
+    :mod:`helpers.run.smallmap`'s matrix product (same forward, same parameters)."""
     m = models.make_unet(profile.unet_arch, profile.unet_base_channels).to(device)
+    smallmap.install(m, device)
     if state is not None:
         m.load_state_dict(state)
     if profile.channels_last:

@@ -101,3 +101,14 @@ def test_training_on_cpu_installs_both_backward_passes():
     kinds = {type(m).__name__ for m in eff.modules() if isinstance(m, nn.Conv2d)}
     assert kinds == {"SmallMapConv2d", "DepthwiseConv2d"}
     assert not any(isinstance(m, depthwise.DepthwiseConv2d) for m in hr.modules())
+
+
+def test_the_unet_takes_it_on_cpu_only():
+    from helpers import segment
+
+    prof = config.make_profile("smoke")
+    net = segment._net(prof, "cpu")
+    assert any(isinstance(m, smallmap.SmallMapConv2d) for m in net.modules())
+    plain = models.make_unet(prof.unet_arch, prof.unet_base_channels)
+    assert list(plain.state_dict()) == list(net.state_dict())
+    segment._net(prof, "cpu", state=plain.state_dict())  # saved folds load into it
