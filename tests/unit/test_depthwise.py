@@ -1,6 +1,8 @@
 """The depthwise convolutions' backward pass of helpers.run.depthwise: same forward, same
 gradients as PyTorch's (to float rounding), installed by training on CPU only where eligible."""
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +10,9 @@ from torch import nn
 
 from helpers import config, models, train
 from helpers.run import depthwise
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conv_grads import assert_close, swapped_and_reference  # noqa: E402
 
 # (channels, map size, kernel, stride): one per route of input_grad / weight_grad, odd sizes too
 CASES = [
@@ -20,15 +25,6 @@ CASES = [
 ]
 
 
-def _grads(conv: nn.Module, x: torch.Tensor, g: torch.Tensor | None, bf16: bool):
-    xi = x.clone().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        y = conv(xi)
-    g = torch.randn_like(y, dtype=torch.float32).to(y.dtype) if g is None else g
-    y.backward(g)
-    return y.detach(), xi.grad, conv.weight.grad, g
-
-
 @pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("c,size,k,stride", CASES)
@@ -37,21 +33,12 @@ def test_gradients_match_pytorch(c, size, k, stride, channels_last, bf16):
     if bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         pytest.skip("this CPU does not compute bf16 natively")
     ref = nn.Conv2d(c, c, k, stride=stride, padding=k // 2, groups=c, bias=False)
-    new = copy.deepcopy(ref)
-    assert depthwise.install(new) == 1 and isinstance(new, depthwise.DepthwiseConv2d)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    ref, new = ref.to(memory_format=fmt), new.to(memory_format=fmt)
-    x = torch.randn(3, c, size, size).contiguous(memory_format=fmt)
-    y0, gx0, gw0, g = _grads(ref, x, None, bf16)
-    y1, gx1, gw1, _ = _grads(new, x, g, bf16)
-    assert y1.dtype == y0.dtype and torch.equal(y1, y0)  # the forward is PyTorch's own
-    assert gx1.shape == gx0.shape and gx1.dtype == gx0.dtype and gw1.dtype == gw0.dtype
-    assert gx1.is_contiguous(memory_format=fmt)
+    (_, gx1, gw1, _, _), (_, gx0, gw0, _, _), fmt = swapped_and_reference(
+        ref, depthwise.install, (3, c, size, size), channels_last, bf16)
+    assert gx1.shape == gx0.shape and gx1.is_contiguous(memory_format=fmt)
     tol = 1e-3 if bf16 else 1e-5  # bf16: a last-bit difference now and then, sums in another order
-    for a, b in ((gx1, gx0), (gw1, gw0)):
-        scale = b.abs().max().item()
-        assert scale > 0
-        assert (a.float() - b.float()).abs().max().item() <= tol * scale
+    assert_close(gx1, gx0, tol)
+    assert_close(gw1, gw0, tol)
 
 
 def test_each_route_of_the_weight_gradient_is_taken(monkeypatch):

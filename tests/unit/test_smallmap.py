@@ -1,6 +1,7 @@
 """The small-map weight gradient of helpers.run.smallmap: same forward, same gradients as
 PyTorch's (to float rounding), taken only in bf16 on small maps, installed by training on CPU."""
-import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +9,9 @@ from torch import nn
 
 from helpers import config, models, train
 from helpers.run import depthwise, smallmap
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conv_grads import assert_close, swapped_and_reference  # noqa: E402
 
 # (in channels, out channels, map size, kernel, stride): small output maps take the product,
 # the last two (outputs of 10x10 and 16x16) keep oneDNN
@@ -24,16 +28,6 @@ needs_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported()
                                 reason="this CPU does not compute bf16 natively")
 
 
-def _grads(conv: nn.Module, x: torch.Tensor, g: torch.Tensor | None, bf16: bool):
-    xi = x.clone().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        y = conv(xi)
-    g = torch.randn_like(y, dtype=torch.float32).to(y.dtype) if g is None else g
-    y.backward(g)
-    gb = None if conv.bias is None else conv.bias.grad
-    return y.detach(), xi.grad, conv.weight.grad, gb, g
-
-
 @pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=needs_bf16)], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
@@ -41,24 +35,15 @@ def _grads(conv: nn.Module, x: torch.Tensor, g: torch.Tensor | None, bf16: bool)
 def test_gradients_match_pytorch(ci, co, size, k, stride, bias, channels_last, bf16):
     torch.manual_seed(ci * 100 + size + k)
     ref = nn.Conv2d(ci, co, k, stride=stride, padding=k // 2, bias=bias)
-    new = copy.deepcopy(ref)
-    assert smallmap.install(new) == 1 and isinstance(new, smallmap.SmallMapConv2d)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    ref, new = ref.to(memory_format=fmt), new.to(memory_format=fmt)
-    x = torch.randn(3, ci, size, size).contiguous(memory_format=fmt)
-    y0, gx0, gw0, gb0, g = _grads(ref, x, None, bf16)
-    y1, gx1, gw1, gb1, _ = _grads(new, x, g, bf16)
-    assert y1.dtype == y0.dtype and torch.equal(y1, y0)  # the forward is PyTorch's own
-    assert gx1.dtype == gx0.dtype and gw1.dtype == gw0.dtype and gw1.shape == gw0.shape
+    (_, gx1, gw1, gb1, _), (_, gx0, gw0, gb0, _), _ = swapped_and_reference(
+        ref, smallmap.install, (3, ci, size, size), channels_last, bf16)
     assert torch.equal(gx1, gx0)  # the input gradient is oneDNN's in every case
     # bf16: both round float32 sums (in another order) once, so at most one bf16 step (2**-8 of
     # the largest element) apart
     tol = 2.0 ** -8 if bf16 else 1e-5
-    pairs = [(gw1, gw0)] + ([(gb1, gb0)] if bias else [])
-    for a, b in pairs:
-        scale = b.abs().max().item()
-        assert scale > 0
-        assert (a.float() - b.float()).abs().max().item() <= tol * scale
+    assert_close(gw1, gw0, tol)
+    if bias:
+        assert_close(gb1, gb0, tol)
 
 
 @needs_bf16
