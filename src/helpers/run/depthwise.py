@@ -46,7 +46,7 @@ def input_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stride: int, p
         out_pad = [size[i] - ((g.shape[-2 + i] - 1) * stride - 2 * padding + k) for i in range(2)]
         gi = F.conv_transpose2d(g.float(), w.float(), stride=stride, padding=padding,
                                 output_padding=out_pad, groups=w.shape[0])
-        return gi.to(x.dtype).contiguous(memory_format=_format(x))
+        return gi.to(x.dtype).contiguous(memory_format=memory_format_of(x))
     return _aten_backward(g, x, w, stride, padding, [True, False, False])[0]
 
 
@@ -72,7 +72,8 @@ def weight_grad(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, stride: int, 
                           [False, True, False])[1].to(w.dtype)
 
 
-def _format(t: torch.Tensor):
+def memory_format_of(t: torch.Tensor):
+    """channels_last for a 4-D tensor laid out so (and not also plain contiguous), else contiguous."""
     return torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
         and not t.is_contiguous() else torch.contiguous_format
 
@@ -87,7 +88,7 @@ class _DepthwiseConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
-        g = g.contiguous(memory_format=_format(x))
+        g = g.contiguous(memory_format=memory_format_of(x))
         gi = input_grad(g, x, w, ctx.stride, ctx.padding) if ctx.needs_input_grad[0] else None
         gw = weight_grad(g, x, w, ctx.stride, ctx.padding) if ctx.needs_input_grad[1] else None
         return gi, gw, None, None

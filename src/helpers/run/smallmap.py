@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.run.depthwise import memory_format_of
+
 #: weight gradients on output maps of at most this many pixels per image take the product
 SMALL_OUTPUT = 8 * 8
 
@@ -53,11 +55,6 @@ def weight_grad_mm(g: torch.Tensor, x: torch.Tensor, k: int, stride: int, paddin
     return (gm.t() @ cols).reshape(g.shape[1], k, k, c).permute(0, 3, 1, 2)
 
 
-def _format(t: torch.Tensor):
-    return torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
-        and not t.is_contiguous() else torch.contiguous_format
-
-
 class _Conv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, b, stride: int, padding: int):
@@ -71,7 +68,7 @@ class _Conv(torch.autograd.Function):
         s, p = ctx.stride, ctx.padding
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = ctx.has_bias and ctx.needs_input_grad[2]
-        g = g.contiguous(memory_format=_format(x))
+        g = g.contiguous(memory_format=memory_format_of(x))
 
         def aten(mask):
             return torch.ops.aten.convolution_backward(g, x, w, [w.shape[0]] if ctx.has_bias else None,
