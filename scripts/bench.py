@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 
 from helpers import config, models, train
-from helpers.run import compute, depthwise, repro, smallmap
+from helpers.run import compute, depthwise, flatsgd, repro, smallmap
 
 COLUMNS = ["model", "mode", "size", "batch", "steps", "threads", "bf16", "channels_last", "compiled",
            "first_step_s", "train_img_s", "infer_img_s", "train_speedup", "infer_speedup"]
@@ -96,9 +96,10 @@ def bench_model(profile, name: str, mode: str, steps: int = 3, warmup: int = 1, 
         depthwise.install(model, device)
         smallmap.install(model, device)
     net = torch.compile(model) if mode == "compiled" else model
-    fused = {} if mode == "naive" else compute.fused_optimizer(device)  # the reference loops in Python
-    opt = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.momentum,
-                          weight_decay=profile.weight_decay, **fused)
+    sgd = dict(lr=profile.cls_lr, momentum=profile.momentum, weight_decay=profile.weight_decay)
+    # the reference loops over the parameters in Python; every other path steps as training does
+    params = model.parameters()
+    opt = torch.optim.SGD(params, **sgd) if mode == "naive" else flatsgd.make(params, device, **sgd)
     buf = np.empty((batch, size, size), np.uint8)  # the training loop's preallocated uint8 batch
 
     def batch_input(n: int) -> torch.Tensor:

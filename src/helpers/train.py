@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from helpers import augment, models
 from helpers.data.splits import inner_split, split_groups
 from helpers.decision import auc_or_nan, choose_threshold
-from helpers.run import compute, depthwise, progress, smallmap, store
+from helpers.run import compute, depthwise, flatsgd, progress, smallmap, store
 
 MEAN, STD = 0.5, 0.25  # images are scaled to [0, 1] then standardised with these constants
 
@@ -129,8 +129,8 @@ def train_fold(profile, name: str, images: np.ndarray, y: np.ndarray, train_idx:
     """
     torch.manual_seed(seed)
     model = build(profile, name, device)
-    opt = torch.optim.SGD(model.parameters(), lr=profile.cls_lr, momentum=profile.momentum,
-                          weight_decay=profile.weight_decay, **compute.fused_optimizer(device))
+    opt = flatsgd.make(model.parameters(), device, lr=profile.cls_lr, momentum=profile.momentum,
+                       weight_decay=profile.weight_decay)
     sched = make_scheduler(opt, profile)
     rng = np.random.default_rng(seed)
     best, best_loss, rows = None, float("inf"), []

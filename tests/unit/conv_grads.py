@@ -21,18 +21,24 @@ def conv_grads(conv: nn.Module, x: torch.Tensor, g: torch.Tensor | None, bf16: b
     return y.detach(), xi.grad, conv.weight.grad, gb, g
 
 
-def swapped_and_reference(ref: nn.Module, install, x_shape: tuple, channels_last: bool, bf16: bool):
+def swapped_and_reference(ref: nn.Module, install, x_shape: tuple, channels_last: bool, bf16: bool,
+                          same_forward: bool = True, x: torch.Tensor | None = None):
     """Run ``ref`` and a copy whose class ``install`` swapped (exactly one layer) on the same input
-    and output gradient; asserts the forward passes are equal. Returns the new layer's
-    ``conv_grads``, the reference's, and the memory format used."""
+    and output gradient; asserts the forward passes are equal (``same_forward``; otherwise only
+    their dtypes, shapes and memory formats, the caller compares the values). Returns the new
+    layer's ``conv_grads``, the reference's, and the memory format used. ``x``: the input (drawn
+    at random with ``x_shape`` when None)."""
     new = copy.deepcopy(ref)
     assert install(new) == 1 and type(new) is not type(ref)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     ref, new = ref.to(memory_format=fmt), new.to(memory_format=fmt)
-    x = torch.randn(*x_shape).contiguous(memory_format=fmt)
+    x = (torch.randn(*x_shape) if x is None else x).contiguous(memory_format=fmt)
     r = conv_grads(ref, x, None, bf16)
     n = conv_grads(new, x, r[-1], bf16)
-    assert n[0].dtype == r[0].dtype and torch.equal(n[0], r[0])  # the forward is PyTorch's own
+    assert n[0].dtype == r[0].dtype and n[0].shape == r[0].shape
+    assert n[0].is_contiguous(memory_format=fmt) and n[1].is_contiguous(memory_format=fmt)
+    if same_forward:
+        assert torch.equal(n[0], r[0])  # the forward is PyTorch's own
     assert n[1].dtype == r[1].dtype and n[2].dtype == r[2].dtype and n[2].shape == r[2].shape
     return n, r, fmt
 

@@ -1,5 +1,7 @@
-"""The small-map weight gradient of helpers.run.smallmap: same forward, same gradients as
-PyTorch's (to float rounding), taken only in bf16 on small maps, installed by training on CPU."""
+"""The small-map products of helpers.run.smallmap: the route each shape takes; gradients as
+PyTorch's (to bf16 rounding) and, where the whole convolution is a product, forward and input
+gradient within one bf16 step of the exact values; taken only in bf16 training on small maps,
+installed by training on CPU."""
 import sys
 from pathlib import Path
 
@@ -13,37 +15,84 @@ from helpers.run import depthwise, smallmap
 sys.path.insert(0, str(Path(__file__).parent))
 from conv_grads import assert_close, swapped_and_reference  # noqa: E402
 
-# (in channels, out channels, map size, kernel, stride): small output maps take the product,
-# the last two (outputs of 10x10 and 16x16) keep oneDNN
+# (in channels, out channels, map size, kernel, stride, the route it takes in bf16)
 CASES = [
-    (8, 12, 8, 3, 2),    # 3x3 stride 2, 8x8 -> 4x4 (HRNet's head)
-    (6, 10, 7, 3, 1),    # odd map
-    (16, 24, 4, 1, 1),   # 1x1 at 4x4
-    (5, 7, 9, 5, 2),     # 5x5 stride 2
-    (4, 6, 10, 3, 1),    # 10x10 output: oneDNN
-    (4, 6, 32, 3, 2),    # 16x16 output: oneDNN
+    (8, 12, 8, 3, 2, "wgrad"),    # 3x3 stride 2, 8x8 -> 4x4, narrow: weight gradient only
+    (6, 10, 7, 3, 1, "wgrad"),    # odd map
+    (5, 7, 9, 5, 2, "wgrad"),     # 5x5 stride 2
+    (512, 12, 8, 3, 2, "gemm"),   # HRNet's head: 3x3 stride 2 onto 4x4, 3 * 3 * 512 >= 4096
+    (460, 6, 4, 3, 1, "gemm"),    # 3x3 stride 1 at 4x4: every input pixel in 9 patches
+    (16, 24, 4, 1, 1, "gemm"),    # 1x1 at 4x4
+    (32, 16, 8, 1, 2, "gemm"),    # 1x1 stride 2 onto 4x4 (ResNet's downsampling shortcut)
+    (40, 96, 1, 1, 1, "gemm"),    # 1x1 at 1x1 (EfficientNet's squeeze-and-excitation)
+    (4, 6, 10, 3, 1, "onednn"),   # 10x10 output
+    (4, 6, 32, 3, 2, "onednn"),   # 16x16 output
 ]
+ROUTE = {"gemm": "_Gemm", "wgrad": "_Conv"}
 
 needs_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
                                 reason="this CPU does not compute bf16 natively")
 
 
+def test_route_is_the_documented_rule():
+    for ci, co, size, k, stride, way in CASES:
+        out = ((size + 2 * (k // 2) - k) // stride + 1) ** 2
+        assert smallmap.route(ci, k, out) == way, (ci, co, size, k, stride)
+    assert smallmap.route(455, 3, 16) == "wgrad"  # 3 * 3 * 455 < 4096 <= 3 * 3 * 456
+    assert smallmap.route(456, 3, 16) == "gemm"
+    assert smallmap.route(4096, 3, 25) == "wgrad"  # 5x5 output: too large for the product
+    assert smallmap.route(4, 1, 65) == "onednn"
+
+
 @pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=needs_bf16)], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
-@pytest.mark.parametrize("ci,co,size,k,stride", CASES)
-def test_gradients_match_pytorch(ci, co, size, k, stride, bias, channels_last, bf16):
+@pytest.mark.parametrize("ci,co,size,k,stride,way", CASES)
+def test_gradients_match_pytorch(ci, co, size, k, stride, way, bias, channels_last, bf16, monkeypatch):
     torch.manual_seed(ci * 100 + size + k)
+    taken = []
+    for name in ROUTE.values():
+        fn = getattr(smallmap, name)
+        monkeypatch.setattr(fn, "apply", lambda *a, _f=fn.apply, _n=name: taken.append(_n) or _f(*a))
     ref = nn.Conv2d(ci, co, k, stride=stride, padding=k // 2, bias=bias)
-    (_, gx1, gw1, gb1, _), (_, gx0, gw0, gb0, _), _ = swapped_and_reference(
-        ref, smallmap.install, (3, ci, size, size), channels_last, bf16)
-    assert torch.equal(gx1, gx0)  # the input gradient is oneDNN's in every case
-    # bf16: both round float32 sums (in another order) once, so at most one bf16 step (2**-8 of
-    # the largest element) apart
+    gemm = bf16 and way == "gemm"
+    x = torch.randn(3, ci, size, size)
+    (y1, gx1, gw1, gb1, g), (y0, gx0, gw0, gb0, _), _ = swapped_and_reference(
+        ref, smallmap.install, x.shape, channels_last, bf16, same_forward=not gemm, x=x)
+    assert taken == ([ROUTE[way]] if bf16 and way in ROUTE else [])
+    # bf16: both sides round float32 sums (in another order) once, so at most one bf16 step
+    # (2**-8 of the largest element) apart
     tol = 2.0 ** -8 if bf16 else 1e-5
+    if gemm:
+        # forward and input gradient are products too; the input gradient's patches are rounded
+        # to bf16 before they are summed, so both sides are held to the exact values (float64 on
+        # the same bf16 operands) instead of to each other: each within one bf16 step of them
+        b16 = [None if t is None else t.detach().bfloat16().double() for t in (x, ref.weight, ref.bias)]
+        s, p = (stride, stride), (k // 2, k // 2)
+        y_ex = torch.nn.functional.conv2d(*b16, s, p)
+        gx_ex = torch.ops.aten.convolution_backward(g.double(), b16[0], b16[1], None, s, p, (1, 1), False,
+                                                    (0, 0), 1, (True, False, False))[0]
+        for y, gx in ((y1, gx1), (y0, gx0)):
+            assert_close(y, y_ex, tol)
+            assert_close(gx, gx_ex, tol)
+    else:
+        assert torch.equal(gx1, gx0)  # the input gradient is oneDNN's
     assert_close(gw1, gw0, tol)
     if bias:
         assert_close(gb1, gb0, tol)
+
+
+@needs_bf16
+def test_the_product_output_takes_in_place_activations():
+    """The product's output is no view, so that an in-place activation may follow it (as in
+    EfficientNet's squeeze-and-excitation), and its gradient still flows."""
+    conv = nn.Conv2d(40, 8, 1)
+    smallmap.install(conv)
+    x = torch.randn(2, 40, 1, 1, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = torch.nn.functional.silu(conv(x), inplace=True)
+    y.float().sum().backward()
+    assert x.grad is not None and conv.weight.grad is not None and x.grad.abs().sum() > 0
 
 
 @needs_bf16
