@@ -14,10 +14,10 @@ buffer, :func:`helpers.train.to_input`; threads set to the cores this process ma
 ``naive``               float32, NCHW, the optimizer's step as a Python loop over the
                         parameters: the reference every ratio is taken against;
 ``channels_last``       float32, channels_last (this and every path below take the
-                        optimizer's step as one fused kernel, as training does,
-                        :func:`helpers.run.compute.fused_optimizer`, and on CPU the
-                        depthwise convolutions' backward of :mod:`helpers.run.depthwise` and
-                        the small-map weight gradient of :mod:`helpers.run.smallmap`);
+                        optimizer's step as training does, :func:`helpers.run.flatsgd.make`:
+                        one fused kernel, on CPU over flat views of the parameters, and on CPU
+                        the depthwise convolutions' backward of :mod:`helpers.run.depthwise` and
+                        the small-map products of :mod:`helpers.run.smallmap`);
 ``bf16``, ``bf16+channels_last``   bf16 autocast (only where the device computes bf16 natively,
                         :func:`helpers.run.compute.bf16_supported`);
 ``compiled``            the fastest of these plus ``torch.compile`` (only with ``--compile``;

@@ -35,8 +35,8 @@ def _to_tensor(imgs: np.ndarray, device: str, channels_last: bool = False) -> to
 
 
 def _net(profile, device: str, state: dict | None = None) -> torch.nn.Module:
-    """The UNet on ``device``; on CPU its bf16 weight gradients on small maps (the bottleneck) take
-    :mod:`helpers.run.smallmap`'s matrix product (same forward, same parameters)."""
+    """The UNet on ``device``; on CPU its bf16 training convolutions on small maps (the bottleneck)
+    take :mod:`helpers.run.smallmap`'s matrix products (same parameters)."""
     m = models.make_unet(profile.unet_arch, profile.unet_base_channels).to(device)
     smallmap.install(m, device)
     if state is not None:

@@ -48,8 +48,8 @@ def _auc(y: np.ndarray, prob: np.ndarray) -> float:
 def build(profile, name: str, device: str) -> torch.nn.Module:
     """The classifier ``name`` on ``device`` in the profile's memory format; on CPU its depthwise
     convolutions take the faster backward pass of :mod:`helpers.run.depthwise`, and its other
-    convolutions the small-map weight gradient of :mod:`helpers.run.smallmap` (same forward,
-    same parameters)."""
+    convolutions the small-map matrix products of :mod:`helpers.run.smallmap` in bf16 training
+    (same parameters, same names: saved weights load either way)."""
     m = models.make_classifier(name, hidden=profile.head_hidden, dropout=profile.head_dropout)
     m = m.to(device)
     depthwise.install(m, device)

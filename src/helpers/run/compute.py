@@ -61,8 +61,9 @@ def autocast(device: str, bf16: bool):
 def fused_optimizer(device: str = "cpu") -> dict:
     """Keyword arguments that make a ``torch.optim.SGD`` or ``Adam`` take its step as one fused
     kernel over all parameters instead of a Python loop over them (the same update; on the
-    2-core machine it made an HRNet training step about 5 % faster, docs/measurements.md). Every
-    training loop uses it; the naive reference of ``scripts/bench.py`` does not."""
+    2-core machine it made an HRNet training step about 5 % faster, docs/measurements.md). The
+    UNet's Adam takes it; the classifiers' SGD takes :func:`helpers.run.flatsgd.make`, which uses
+    it off CPU; the naive reference of ``scripts/bench.py`` takes neither."""
     import torch
 
     device_type = "cuda" if str(device).startswith("cuda") else "cpu"

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from helpers.run import compute
+
 
 def order(t: torch.Tensor) -> str | None:
     """The order in which :func:`flat` walks ``t``: ``"c"`` (contiguous), ``"cl"``
@@ -105,8 +107,6 @@ class FlatSGD(torch.optim.SGD):
 def make(params, device: str = "cpu", **kw) -> torch.optim.Optimizer:
     """The training SGD: :class:`FlatSGD` on CPU, ``SGD(fused=True)`` on CUDA (where the kernel
     was not measured with this change), ``torch.optim.SGD`` otherwise; ``kw`` as for SGD."""
-    from helpers.run import compute
-
     if torch.device(device).type == "cpu":
         return FlatSGD(params, **kw)
     return torch.optim.SGD(params, **kw, **compute.fused_optimizer(device))

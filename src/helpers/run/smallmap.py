@@ -1,26 +1,38 @@
-"""A faster weight gradient for ordinary convolutions on small feature maps in bf16 on CPU.
+"""Ordinary convolutions on small feature maps as matrix products, in bf16 training on CPU.
 
-The forward pass is PyTorch's own convolution, unchanged, and so is the input gradient. Where
-oneDNN's bf16 weight gradient is slow, on maps of at most 8x8 output pixels (the last stages and
-HRNet's classification head at 128 px), it is computed as one matrix product instead: the output
-gradient, (images x output pixels) by output channels, against the input's patches, (images x
-output pixels) by (kernel x kernel x input channels), read from the channels_last input without
-copying the image twice. Measured on the 2-core machine (docs/measurements.md), batch 16 at
-128 px, bf16, channels_last, weight gradient alone:
+oneDNN's bf16 convolution routes are slow on the last stages of the classifiers at 128 px, where
+maps are 8x8 and smaller and channels are many. There the computation is done as matrix products
+of the input's patches (images x output pixels) by (kernel x kernel x input channels), read from
+the channels_last input as a strided view, and the output gradient (images x output pixels) by
+output channels. :func:`route` decides by shape alone:
 
-* HRNet's 512 -> 1024 3x3 stride-2 head convolution (8x8 -> 4x4): oneDNN 12.6 ms, product 1.9 ms;
-* its 1024 -> 2048 1x1 convolution at 4x4: 4.3 against 0.7 ms;
-* its 256 -> 512 3x3 stride-2 convolution (16x16 -> 8x8): 4.7 against 2.5 ms;
-* on larger maps oneDNN is faster (128 -> 16 3x3 at 32x32: 1.0 against 13.4 ms), so they keep it.
+``"gemm"``   output maps of at most 4x4 pixels, with a 1x1 kernel or a product of inner dimension
+             kernel x kernel x input channels >= 4096: the whole convolution is products
+             (:class:`_Gemm`: the forward, the input gradient by stride phases,
+             :func:`input_grad_mm`, and the weight gradient);
+``"wgrad"``  other output maps of at most 8x8 pixels: oneDNN's forward and input gradient, the
+             weight gradient as one product (:class:`_Conv`, :func:`weight_grad_mm`);
+``"onednn"`` larger maps, float32, and evaluation: ``nn.Conv2d`` itself.
 
-float32 layers keep oneDNN. The rule depends only on the layer's shape and dtype (no timing at run
-time), so a run computes the same numbers every time; the product accumulates in float32 as
-oneDNN does and rounds once (tests/unit/test_smallmap.py holds the gradients to PyTorch's).
+Measured on the 2-core machine (docs/measurements.md), batch 16 at 128 px, bf16, channels_last:
+
+* HRNet's 512 -> 1024 3x3 stride-2 head convolution (8x8 -> 4x4): forward 4.2 against 1.7 ms,
+  input gradient 6.3 against 2.7 ms, weight gradient 12.5 against 1.5 ms;
+* its 1024 -> 2048 1x1 convolution at 4x4: 1.9 / 1.7 / 4.3 against 0.5 / 0.6 / 0.7 ms;
+* its 256 -> 512 3x3 stride-2 convolution (16x16 -> 8x8): weight gradient 4.8 against 1.7 ms,
+  while its forward and input gradient are faster in oneDNN (2.0 / 2.1 against 2.8 / 4.4 ms);
+* on larger maps oneDNN is faster throughout (128 -> 16 3x3 at 32x32: weight gradient 1.0
+  against 2.4 ms, input gradient 0.4 against 18.6 ms), so they keep it.
+
+The rule depends only on the layer's shape and dtype (no timing at run time), so a run computes
+the same numbers every time. Every product accumulates in float32 and rounds once, as oneDNN does;
+the input gradient sums each input pixel's patches inside one product (one per stride phase), so
+it too is within one bf16 step of the exact value (tests/unit/test_smallmap.py).
 
 :func:`install` swaps every eligible ``nn.Conv2d`` (no groups, square kernel, zero padding, no
 dilation) of a model for :class:`SmallMapConv2d`, which holds the same parameters under the same
-names. Training on CPU takes it (:func:`helpers.train.build`); the naive reference of
-``scripts/bench.py`` does not.
+names. Training on CPU takes it (:func:`helpers.train.build`, the UNet's ``segment._net``); the
+naive reference of ``scripts/bench.py`` does not.
 """
 from __future__ import annotations
 
