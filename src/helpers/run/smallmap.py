@@ -31,8 +31,8 @@ it too is within one bf16 step of the exact value (tests/unit/test_smallmap.py).
 
 :func:`install` swaps every eligible ``nn.Conv2d`` (no groups, square kernel, zero padding, no
 dilation) of a model for :class:`SmallMapConv2d`, which holds the same parameters under the same
-names. Training on CPU takes it (:func:`helpers.train.build`, the UNet's ``segment._net``); the
-naive reference of ``scripts/bench.py`` does not.
+names. Training on CPU takes it (:func:`helpers.train.build` and the UNet of
+:mod:`helpers.segment`); the naive reference of ``scripts/bench.py`` does not.
 """
 from __future__ import annotations
 
