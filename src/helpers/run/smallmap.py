@@ -74,7 +74,7 @@ def patches(x: torch.Tensor, k: int, stride: int, padding: int, ho: int, wo: int
     return cols.reshape(n * ho * wo, k * k * c)
 
 
-def weight_grad_mm(g: torch.Tensor, x: torch.Tensor, k: int, stride: int, padding: int,
+def weight_grad_mm(g: torch.Tensor, x: torch.Tensor | None, k: int, stride: int, padding: int,
                    cols: torch.Tensor | None = None) -> torch.Tensor:
     """Weight gradient (C_out, C_in, k, k) of a convolution as one matrix product.
 
@@ -82,9 +82,9 @@ def weight_grad_mm(g: torch.Tensor, x: torch.Tensor, k: int, stride: int, paddin
     rows (n, h, w) of the output gradient against the same rows of the input's :func:`patches`
     (``cols``, when already at hand). Returned in channels_last layout (a free view of the
     product)."""
-    c = x.shape[1]
-    ho, wo = g.shape[-2:]
-    cols = patches(x, k, stride, padding, ho, wo) if cols is None else cols
+    if cols is None:
+        cols = patches(x, k, stride, padding, *g.shape[-2:])
+    c = cols.shape[1] // (k * k)
     gm = g.permute(0, 2, 3, 1).reshape(-1, g.shape[1])
     return (gm.t() @ cols).reshape(g.shape[1], k, k, c).permute(0, 3, 1, 2)
 
@@ -205,14 +205,13 @@ class _Gemm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         cols, w = ctx.saved_tensors
-        o, k = w.shape[0], w.shape[-1]
+        k = w.shape[-1]
         g = g.contiguous(memory_format=torch.channels_last)
-        gm = g.permute(0, 2, 3, 1).reshape(-1, o)  # a view: (images x output pixels) by o
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
             gx = input_grad_mm(g, w, ctx.shape, k, ctx.stride, ctx.padding).contiguous(memory_format=ctx.fmt)
         if ctx.needs_input_grad[1]:
-            gw = (gm.t() @ cols).reshape(o, k, k, ctx.shape[1]).permute(0, 3, 1, 2).to(w.dtype)
+            gw = weight_grad_mm(g, None, k, ctx.stride, ctx.padding, cols=cols).to(w.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = _bias_grad(g)
         return gx, gw, gb, None, None
