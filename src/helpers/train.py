@@ -11,6 +11,7 @@ once. Every fold's predictions are written as soon as the fold ends, so an inter
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -169,7 +170,7 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     ``role`` ("proposed", "baseline" or "audit") selects the network's epochs and compute path
     through :meth:`helpers.config.Profile.for_network`. The folds run through the profile's
     ``executor`` (:mod:`helpers.run.executor`: one after another, or at once on Ray); either way this
-    process writes the same files.
+    process writes the same files. :func:`cross_validate_many` runs several of these at once.
 
     images: uint8 (N, S, S); y: int (N,) in {0, 1}; index: the N rows (``image_id``,
     ``patient_id``, ``fold``, optional ``source``/``view``). ``extra``: named sets
@@ -185,8 +186,65 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     threshold, pred, model, plus source/view/label when present in ``index``. ``folds``: test
     only these fold ids (default: every fold of ``index``), e.g. one left-out site as fold 0.
     """
+    job = dict(name=name, tag=tag, images=images, y=y, index=index, extra=extra,
+               after_fold=after_fold, save_weights=save_weights, role=role, folder=folder,
+               folds=folds)
+    return cross_validate_many(profile, {tag: job}, out_dir, seed, device)[tag]
+
+
+def cross_validate_many(profile, jobs: dict[str, dict], out_dir: Path, seed: int,
+                        device: str = "cpu", desc: str | None = None,
+                        timings: dict[str, float] | None = None) -> dict[str, pd.DataFrame]:
+    """Several :func:`cross_validate` runs whose folds go to the executor together; returns each
+    job's predictions under its key.
+
+    ``jobs``: key -> the keyword arguments of :func:`cross_validate` other than ``profile``,
+    ``out_dir``, ``seed`` and ``device`` (``name``, ``images``, ``y``, ``index`` required; ``tag``
+    defaults to the key). The local executor trains them in the given order, exactly as one call
+    per job would; on Ray every job's folds are queued at once (longest jobs first is the best
+    order), so a lone last fold of one network shares the cores with the next network's folds.
+    The files are those of one :func:`cross_validate` call per job. ``timings`` (e.g. a stage's
+    ``timings``) gets, per key, the seconds its folds trained in this call, summed over folds (on
+    Ray they overlap with other jobs' folds, so they add up to more than the wall time).
+    """
+    tasks, finish, runs = [], {}, []
+    for key, job in jobs.items():
+        unknown = set(job) - _JOB_KEYS
+        missing = {"name", "images", "y", "index"} - set(job)
+        if unknown or missing:
+            problem = f"unknown keys {sorted(unknown)}" if unknown else f"missing {sorted(missing)}"
+            raise TypeError(f"cross_validate_many job {key!r}: {problem}")
+        t, f, prof = _prepare(profile, key, out_dir=out_dir, seed=seed, device=device,
+                              seconds=timings, **job)
+        tasks += t
+        finish[key] = f
+        runs.append(prof)
+    if not runs:
+        return {}
+    how = {(p.executor, p.torch_threads) for p in runs}
+    if len(how) > 1:
+        raise ValueError(f"cross_validate_many: the jobs ask for different executors/threads {sorted(how)}")
     from helpers.run import executor
 
+    executor.run_tasks(tasks, executor=runs[0].executor, device=device,
+                       desc=desc or ", ".join(jobs), threads=runs[0].torch_threads)
+    return {key: f() for key, f in finish.items()}
+
+
+_JOB_KEYS = {"name", "tag", "images", "y", "index", "extra", "after_fold", "save_weights", "role",
+             "folder", "folds"}
+
+
+def _prepare(profile, key: str, *, name: str, images: np.ndarray, y: np.ndarray,
+             index: pd.DataFrame, out_dir: Path, seed: int, device: str,
+             seconds: dict[str, float] | None = None, tag: str | None = None,
+             extra: dict[str, dict] | None = None, after_fold=None, save_weights: bool = True,
+             role: str = "proposed", folder: str | None = None, folds: list[int] | None = None):
+    """One job of :func:`cross_validate_many`: (the executor tasks of its unfinished folds, a
+    function that gathers and writes its predictions once they ran, its network's profile)."""
+    from helpers.run import executor
+
+    tag = tag or key
     profile = compute.for_network(profile.for_network(name, role), name, device)  # measured fast path
     d = Path(out_dir) / (folder or tag)
     d.mkdir(parents=True, exist_ok=True)
@@ -215,18 +273,22 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
         store.save_csv(res["history"], d / f"fold{k}_history.csv")
         store.save_csv(res["preds"], d / f"fold{k}_preds.csv")  # written last: it marks the fold finished
         preds_by[k], hist_by[k] = res["preds"], res["history"]
+        if seconds is not None:
+            seconds[key] = round(seconds.get(key, 0.0) + float(res.get("seconds", 0.0)), 2)
 
-    executor.run_folds(classifier_fold, todo, write=write, executor=profile.executor, device=device,
-                       desc=tag, threads=profile.torch_threads,
-                       shared=dict(profile=profile, name=name, tag=tag, images=images, y=y,
-                                   index=index, n_folds=len(fold_ids), seed=seed, extra=extra,
-                                   after_fold=after_fold, keep_weights=save_weights))
-    preds = pd.concat([preds_by[k] for k in fold_ids], ignore_index=True)
-    hist = pd.concat([hist_by[k] for k in fold_ids], ignore_index=True)
-    hist.insert(0, "model", tag)
-    store.save_csv(preds, d / "preds.csv")
-    store.save_csv(hist, d / "history.csv")
-    return preds
+    def finish() -> pd.DataFrame:
+        preds = pd.concat([preds_by[k] for k in fold_ids], ignore_index=True)
+        hist = pd.concat([hist_by[k] for k in fold_ids], ignore_index=True)
+        hist.insert(0, "model", tag)
+        store.save_csv(preds, d / "preds.csv")
+        store.save_csv(hist, d / "history.csv")
+        return preds
+
+    shared = dict(profile=profile, name=name, tag=tag, images=images, y=y, index=index,
+                  n_folds=len(fold_ids), seed=seed, extra=extra, after_fold=after_fold,
+                  keep_weights=save_weights)
+    tasks = [executor.Task(classifier_fold, k, shared, write, f"{key} fold {k + 1}") for k in todo]
+    return tasks, finish, profile
 
 
 def classifier_fold(*, profile, name: str, tag: str, images: np.ndarray, y: np.ndarray,
@@ -236,7 +298,8 @@ def classifier_fold(*, profile, name: str, tag: str, images: np.ndarray, y: np.n
 
     Returns ``preds`` and ``history`` (data frames in the schema of the fold files), ``state``
     (the weights as CPU tensors, or None when they are not kept) and ``arrays`` (what
-    ``after_fold`` returned, or None)."""
+    ``after_fold`` returned, or None) and ``seconds`` (the fold's wall time)."""
+    t0 = time.perf_counter()
     folds = index["fold"].to_numpy()
     keep_cols = [c for c in ("image_id", "patient_id", "source", "view", "label") if c in index]
     test = np.flatnonzero(folds == k)
@@ -267,7 +330,8 @@ def classifier_fold(*, profile, name: str, tag: str, images: np.ndarray, y: np.n
         state = model.state_dict()
         for key, v in state.items():  # in place: the state dict keeps its metadata
             state[key] = v.detach().cpu()
-    return {"preds": p, "history": hist, "state": state, "arrays": arrays or None}
+    return {"preds": p, "history": hist, "state": state, "arrays": arrays or None,
+            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def load_fold_model(profile, name: str, out_dir: Path, tag: str, fold: int, device: str = "cpu"):

@@ -153,3 +153,67 @@ def test_interrupted_ray_run_resumes_from_written_folds(ray_session, phantom_set
     train.cross_validate(pr, "resnet18", "det", images, y, cls, tmp_path, seed=7)
     assert (d / "fold0.pt").stat().st_mtime_ns == kept  # fold 1 reused, not trained again
     assert (d / "preds.csv").read_bytes() == full
+
+
+def _two_jobs(images, y, cls, hook):
+    """Two cross-validations of different networks, one of them on another target and folder."""
+    other = (1 - y).astype(np.int64)
+    return {"det": dict(name="resnet18", images=images, y=y, index=cls, after_fold=hook),
+            "flip": dict(name="resnet18", tag="flipped", images=images, y=other, index=cls,
+                         save_weights=False, folder="flip_dir", role="audit")}
+
+
+def test_many_cross_validations_write_what_one_call_each_writes(ray_session, phantom_set, tmp_path):
+    """cross_validate_many on either executor writes, per job, the files one cross_validate call
+    writes; on Ray the folds of both jobs are queued together (four tasks, two at a time)."""
+    p, cls, images, *_ = phantom_set
+    y = cls["y"].to_numpy()
+    hook = _hook(images)
+    pe = dataclasses.replace(p, executor="local", torch_threads=1)
+    with _threads(1):
+        for key, job in _two_jobs(images, y, cls, hook).items():
+            kw = {k: v for k, v in job.items() if k not in ("name", "images", "y", "index")}
+            kw.setdefault("tag", key)
+            train.cross_validate(pe, job["name"], images=job["images"], y=job["y"], index=job["index"],
+                                 out_dir=tmp_path / "single", seed=7, **kw)
+        for ex in ("local", "ray"):
+            seconds: dict[str, float] = {}
+            out = train.cross_validate_many(dataclasses.replace(pe, executor=ex),
+                                            _two_jobs(images, y, cls, hook), tmp_path / ex, seed=7,
+                                            timings=seconds)
+            assert set(out) == {"det", "flip"} and set(out["flip"]["model"]) == {"flipped"}
+            assert seconds["det"] > 0 and seconds["flip"] > 0
+    for folder in ("det", "flip_dir"):
+        a = _files(tmp_path / "single" / folder)
+        assert "preds.csv" in a and ("fold1.pt" in a) == (folder == "det")
+        for ex in ("local", "ray"):
+            b = _files(tmp_path / ex / folder)
+            assert set(a) == set(b), (folder, ex)
+            assert all(a[f] == b[f] for f in a if f.endswith(".csv")), (folder, ex)
+
+
+def test_many_cross_validations_reject_a_malformed_job(phantom_set, tmp_path):
+    p, cls, images, *_ = phantom_set
+    y = cls["y"].to_numpy()
+    with pytest.raises(TypeError, match="job 'a': unknown keys \\['epochs'\\]"):
+        train.cross_validate_many(p, {"a": dict(name="resnet18", images=images, y=y, index=cls, epochs=3)},
+                                  tmp_path, seed=0)
+    with pytest.raises(TypeError, match="job 'b': missing \\['y'\\]"):
+        train.cross_validate_many(p, {"b": dict(name="resnet18", images=images, index=cls)}, tmp_path, seed=0)
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_a_failing_task_of_many_names_its_job(ray_session, tmp_path):
+    written = []
+
+    def job(*, k, device, bad):
+        if bad and k == 0:
+            raise ValueError("this network is broken")
+        return {"k": k}
+
+    tasks = [executor.Task(job, k, {"bad": name == "b"}, lambda k, r, n=name: written.append((n, k)),
+                           f"{name} fold {k + 1}") for name in ("a", "b") for k in (0, 1)]
+    with pytest.raises(executor.FoldFailed, match="many: b fold 1 failed twice") as err:
+        executor.run_tasks(tasks, executor="ray", desc="many")
+    assert "this network is broken" in str(err.value)
+    assert ("b", 0) not in written

@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from helpers.run import progress
@@ -33,6 +34,18 @@ STATUS_EVERY_S = 30.0  # seconds between two status lines on the terminal of run
 
 class FoldFailed(RuntimeError):
     """A fold task failed on its second try."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One fold of one cross-validation: ``job(k=k, device=..., **shared)``, its result handed to
+    ``write(k, result)``. ``label`` names it in status lines and errors (e.g. "resnet152 fold 2")."""
+
+    job: Callable[..., dict]
+    k: int
+    shared: Mapping[str, Any]
+    write: Callable[[int, dict], None]
+    label: str
 
 
 def run_folds(job: Callable[..., dict], folds: Sequence[int], *, shared: Mapping[str, Any],
@@ -47,16 +60,27 @@ def run_folds(job: Callable[..., dict], folds: Sequence[int], *, shared: Mapping
     (0: this process's torch thread count, which the local loop uses; CPU kernels round
     differently at another thread count, so equal thread counts give equal files).
     """
+    run_tasks([Task(job, int(k), shared, write, f"fold {int(k) + 1}") for k in folds],
+              executor=executor, device=device, desc=desc, threads=threads)
+
+
+def run_tasks(tasks: Sequence[Task], *, executor: str = "local", device: str = "cpu",
+              desc: str = "folds", threads: int = 0) -> None:
+    """:func:`run_folds` for the folds of several cross-validations at once (several networks, or
+    one network on several left-out sites): ``local`` runs them one after another in the given
+    order; ``ray`` queues all of them, so that two single-thread folds of different networks
+    share two cores instead of a lone fold leaving one idle. Each task's result goes to its own
+    ``write``; the files are those of one call per cross-validation."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    folds = list(folds)
-    if not folds:
+    tasks = list(tasks)
+    if not tasks:
         return
     if executor == "local":
-        for k in folds:
-            write(k, job(k=k, device=device, **shared))
+        for t in tasks:
+            t.write(t.k, t.job(k=t.k, device=device, **t.shared))
         return
-    _run_on_ray(job, folds, shared, write, desc, threads)
+    _run_on_ray(tasks, desc, threads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,7 +182,7 @@ class _Board:
         return sorted(self.started), dict(self.lines)
 
 
-def _fold_task(job, k, device, threads, board, shared_names, *shared_values):
+def _fold_task(job, k, key, device, threads, board, shared_names, *shared_values):
     """What runs in a Ray worker: set threads and deterministic kernels, report progress, run."""
     import torch
 
@@ -167,50 +191,58 @@ def _fold_task(job, k, device, threads, board, shared_names, *shared_values):
     torch.set_num_threads(int(threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
-    board.start.remote(k)
-    prog.reporter = lambda text: board.update.remote(k, text)
+    board.start.remote(key)
+    prog.reporter = lambda text: board.update.remote(key, text)
     try:
         return job(k=k, device=device, **dict(zip(shared_names, shared_values)))
     finally:
         prog.reporter = None
 
 
-def _line(lines: dict[int, str], k: int) -> str:
-    return lines.get(k, f"fold {k + 1} starting")
+def _line(lines: dict[int, str], key: int, labels: Mapping[int, str]) -> str:
+    return lines.get(key, f"{labels.get(key, f'task {key + 1}')} starting")
 
 
-def _run_on_ray(job, folds, shared, write, desc, threads):
+def _run_on_ray(tasks: list[Task], desc: str, threads: int) -> None:
     import torch
 
     ray = ray_init()
     res = ray.cluster_resources()
     node_cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0)
-    p = plan(len(folds), int(res.get("CPU", 1)), int(res.get("GPU", 0)), threads, node_cpus,
+    p = plan(len(tasks), int(res.get("CPU", 1)), int(res.get("GPU", 0)), threads, node_cpus,
              local_threads=torch.get_num_threads())
     board = _board(ray)
-    names = list(shared)
-    values = [ray.put(shared[n]) for n in names]  # once, not once per fold
+    refs: dict[int, Any] = {}  # every shared value in the object store once, not once per fold
+
+    def put(v):
+        if id(v) not in refs:
+            refs[id(v)] = ray.put(v)
+        return refs[id(v)]
+
     task = ray.remote(_fold_task).options(num_cpus=p["num_cpus"], num_gpus=p["num_gpus"],
                                           max_retries=1, retry_exceptions=True)
-    pending = {task.remote(job, k, p["device"], p["threads"], board, names, *values): k for k in folds}
+    pending = {task.remote(t.job, t.k, i, p["device"], p["threads"], board, list(t.shared),
+                           *[put(v) for v in t.shared.values()]): i
+               for i, t in enumerate(tasks)}
+    labels = {i: t.label for i, t in enumerate(tasks)}
     how = (f"{p['at_once']} at once, one GPU each" if p["num_gpus"]
            else f"{p['at_once']} at once, {p['threads']} CPU thread(s) each")
-    status = _Status(f"{desc} on Ray", len(folds), how)
+    status = _Status(f"{desc} on Ray", len(tasks), how, labels)
     done: list[int] = []
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
             for ref in ready:
-                k = pending.pop(ref)
+                i = pending.pop(ref)
                 try:
                     result = ray.get(ref)
                 except Exception as exc:  # a RayTaskError carries the fold's own traceback
-                    raise FoldFailed(f"{desc}: fold {k + 1} failed twice (it was retried once); "
+                    raise FoldFailed(f"{desc}: {labels[i]} failed twice (it was retried once); "
                                      f"nothing of it was written. The fold's error:\n{exc}") from None
-                write(k, result)
-                done.append(k)
+                tasks[i].write(tasks[i].k, result)
+                done.append(i)
             started, lines = ray.get(board.snapshot.remote())
-            running = [k for k in started if k in pending.values()]
+            running = [i for i in started if i in pending.values()]
             status.show(done, running, len(pending) - len(running), lines)
     finally:
         for ref in pending:
@@ -236,8 +268,9 @@ class _Status:
     a notebook (or a log line per change outside one), and a line every ``STATUS_EVERY_S`` seconds
     on the kernel's own stderr, which is the terminal of ``run_all.sh``."""
 
-    def __init__(self, desc: str, total: int, how: str):
+    def __init__(self, desc: str, total: int, how: str, labels: Mapping[int, str] | None = None):
         self.desc, self.total, self.how, self.t0 = desc, total, how, time.time()
+        self.labels = dict(labels or {})
         self._last_err, self._last_text = 0.0, ""
         self._handle = None
         self.kernel = progress.in_kernel()
@@ -248,7 +281,7 @@ class _Status:
         self._say(self._text([], [], total, {}), force=True)
 
     def _text(self, done, running, queued, lines) -> str:
-        run = "; ".join(_line(lines, k) for k in running)
+        run = "; ".join(_line(lines, k, self.labels) for k in running)
         return (f"{self.desc} ({self.how}): {len(done)}/{self.total} folds done, {len(running)} running"
                 + (f" [{run}]" if run else "") + f", {max(queued, 0)} queued, {time.time() - self.t0:.0f} s")
 
