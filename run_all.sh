@@ -17,7 +17,7 @@
 # --reuse-from copies (never links or moves) each finished stage of RUN_DIR that OUT lacks; a
 # copied stage whose settings differ from this run's is moved aside and re-run as usual, so only
 # stages with the same settings are reused (e.g. ./run_all.sh cpu-deconf --reuse-from outputs/cpu).
-# --executor ray runs the folds of notebooks 02, 04, 05 and 05b as Ray tasks (README, "Running on
+# --executor ray runs the folds of notebooks 02, 04, 05, 05a, 05b and 05c as Ray tasks (README, "Running on
 # many GPUs / a cluster"); results are the same files, so a run can switch executor and resume.
 # The notebooks write only into OUT. --publish DIR (relative to the repository) runs
 # `python -m helpers.run.publish OUT DIR` once notebook 06 has finished: it copies the figures with a

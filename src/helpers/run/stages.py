@@ -142,6 +142,12 @@ class Stage:
         self.out = open_stage(cfg, name)
         self.log = repro.RunLog(cfg, name, notebook_parameters(cfg))
 
+    @property
+    def timings(self) -> dict[str, float]:
+        """The stage's timed parts in seconds (``timings_s`` of its ``run_manifest.json``); helpers
+        that time their own parts add to it (``train.cross_validate_many(..., timings=...)``)."""
+        return self.log.timings
+
     def timed(self, part: str):
         """``with stage.timed("train"): ...``: the part's seconds go into ``run_manifest.json``."""
         return self.log.timed(part)
