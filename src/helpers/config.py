@@ -283,13 +283,13 @@ PROFILES["cpu-film"] = replace(PROFILES["cpu"], name="cpu-film", cls_crop_lungs=
 # The classifier's inputs are cpu-film's (crop, standardise, light augmentation, film only). Its
 # UNet also trains on films given a synthetic lung opacity (half of them; augment.lung_opacity),
 # so that opaque lungs are segmented and pass refinement as often as clear ones.
-# Its folds run on an embedded Ray, two at once with one torch thread each: on this profile's
-# 2-core machine two single-thread HRNet folds train 1.25x as many images per second as one fold
-# on two threads (12.5 s against 7.8 s per epoch each, docs/measurements.md, 2026-12-07), and
-# notebooks 05, 05a and 05c queue the folds of all their networks at once so no core idles.
+# Its folds run one after another at two torch threads, like cpu's. Two single-thread folds at
+# once on an embedded Ray (executor="ray", torch_threads=1, with notebooks 05, 05a and 05c queuing
+# all their networks' folds together) did not pay on 2 cores: an HRNet fold trained 1.71x longer
+# at one thread, so a pair gains about 15 %, but ResNet152, DenseNet121 and EfficientNet-B4 took
+# 2.1-2.2x longer, the UNet and notebook 04's three folds lost too (docs/cluster.md, 2026-12-07).
 PROFILES["cpu-sites"] = replace(PROFILES["cpu-film"], name="cpu-sites", extra_data=("cxr-pneumonia",),
-                                seg_negatives=True, leave_site_out=True, unet_opacity=0.5,
-                                executor="ray", torch_threads=1)
+                                seg_negatives=True, leave_site_out=True, unet_opacity=0.5)
 
 
 @dataclass(frozen=True)
