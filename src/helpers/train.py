@@ -11,6 +11,7 @@ once. Every fold's predictions are written as soon as the fold ends, so an inter
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from pathlib import Path
 from typing import Callable
@@ -192,6 +193,9 @@ def cross_validate(profile, name: str, tag: str, images: np.ndarray, y: np.ndarr
     return cross_validate_many(profile, {tag: job}, out_dir, seed, device)[tag]
 
 
+_NOT_A_JOB_KEY = {"profile", "out_dir", "seed", "device"}  # cross_validate_many's own arguments
+
+
 def cross_validate_many(profile, jobs: dict[str, dict], out_dir: Path, seed: int,
                         device: str = "cpu", desc: str | None = None,
                         timings: dict[str, float] | None = None) -> dict[str, pd.DataFrame]:
@@ -209,7 +213,7 @@ def cross_validate_many(profile, jobs: dict[str, dict], out_dir: Path, seed: int
     """
     tasks, finish, runs = [], {}, []
     for key, job in jobs.items():
-        unknown = set(job) - _JOB_KEYS
+        unknown = set(job) - set(inspect.signature(cross_validate).parameters) - _NOT_A_JOB_KEY
         missing = {"name", "images", "y", "index"} - set(job)
         if unknown or missing:
             problem = f"unknown keys {sorted(unknown)}" if unknown else f"missing {sorted(missing)}"
@@ -231,8 +235,6 @@ def cross_validate_many(profile, jobs: dict[str, dict], out_dir: Path, seed: int
     return {key: f() for key, f in finish.items()}
 
 
-_JOB_KEYS = {"name", "tag", "images", "y", "index", "extra", "after_fold", "save_weights", "role",
-             "folder", "folds"}
 
 
 def _prepare(profile, key: str, *, name: str, images: np.ndarray, y: np.ndarray,
