@@ -31,7 +31,7 @@ def test_table6_numbers_folds_from_one_and_shows_thresholds():
     t = tables.table6_frame(CFG, ft)
     assert t["Fold"].tolist() == ["1", "2", "3", "Pooled", "Average"]
     assert t["Threshold"].tolist()[:3] == ["0.50", "0.90", "0.20"]
-    assert list(t.columns[:5]) == ["Fold", "Images (COVID / normal)", "Accuracy %", "Sensitivity %",
+    assert list(t.columns[:5]) == ["Fold", "Images (COVID / non-COVID)", "Accuracy %", "Sensitivity %",
                                    "Specificity %"]
 
 

@@ -263,7 +263,7 @@ def confusion_matrices(mats: Sequence[dict], titles: Sequence[str], suptitle: st
     for ax, m, t in zip(axes[0], mats, titles):
         a = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
         sns.heatmap(a, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax,
-                    xticklabels=["normal", "covid"], yticklabels=["normal", "covid"],
+                    xticklabels=["non-COVID", "COVID"], yticklabels=["non-COVID", "COVID"],
                     annot_kws={"fontsize": 11})
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")

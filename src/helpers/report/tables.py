@@ -76,13 +76,14 @@ def _numeric(t: pd.DataFrame, keep=("fold", "kind", "note", "model")) -> pd.Data
 
 def table6_frame(cfg, fold_table: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 6 as the paper lays it out (fold, accuracy, sensitivity, specificity, in %), with
-    Wilson 95 % intervals, each fold's images (COVID / normal), its AUC and its decision threshold."""
+    Wilson 95 % intervals, each fold's images (COVID / non-COVID: every negative label, normal or
+    not), its AUC and its decision threshold."""
     ft = fold_table if fold_table is not None else ART.fold_table.read(cfg.out_dir)
     ft = _numeric(ft)
     rows = []
     for r in ft.itertuples(index=False):
         row = {"Fold": {"pooled": "Pooled", "mean": "Average"}.get(str(r.fold), fold_label(r.fold)),
-               "Images (COVID / normal)": f"{int(r.n_pos)} / {int(r.n_neg)}"}
+               "Images (COVID / non-COVID)": f"{int(r.n_pos)} / {int(r.n_neg)}"}
         for m in ("accuracy", "sensitivity", "specificity"):
             row[f"{m.capitalize()} %"] = fmt_pct(getattr(r, m), getattr(r, f"{m}_lo", np.nan),
                                                 getattr(r, f"{m}_hi", np.nan), unit="")
