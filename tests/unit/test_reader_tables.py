@@ -86,3 +86,28 @@ def test_model_names_say_what_the_inputs_were():
     assert preprocess.describe_inputs(sites, False, short=True) == \
         "full image, lung crop in film, standardised, light aug."
     assert tables.model_label("resnet152", sites) == "ResNet152"
+
+
+def test_a_table_figure_keeps_a_title_wider_than_its_table_inside_the_figure():
+    """Table 6's title names the inputs (for cpu-sites about 150 characters, wider than its seven
+    columns); every text of the figure, title included, must lie inside the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from helpers.report import plots
+
+    df = pd.DataFrame({"Fold": ["1", "2"], "AUC": ["0.819", "0.828"]})
+    title = ("Table 6 - HRNet on segmented lungs, square lung crop kept inside the film (no padding), "
+             "grey levels standardised inside the lungs, light augmentation, per test fold")
+    fig = plots.table_figure(df, title, "a caption")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    texts = [t for t in fig.texts if t.get_text()]
+    assert any("per test fold" in t.get_text() for t in texts)
+    for t in texts:
+        b = t.get_window_extent(renderer)
+        assert b.x0 >= box.x0 - 1 and b.x1 <= box.x1 + 1 and b.y0 >= box.y0 - 1 and b.y1 <= box.y1 + 1, \
+            f"text outside the figure: {t.get_text()[:40]!r}"
+    plt.close(fig)

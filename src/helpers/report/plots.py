@@ -233,11 +233,14 @@ def table_figure(df: pd.DataFrame, title: str, caption: str = "", fontsize: floa
     width = max(5.0, sum(chars) * char_in + 0.25 * len(cols) + 0.4)
     wrapped = textwrap.fill(caption, width=int((width - 0.3) / 0.064)) if caption else ""
     n_cap = wrapped.count("\n") + 1 if wrapped else 0
+    # the title wrapped to the table's width too (a long input description is wider than the table)
+    title = textwrap.fill(title, width=int((width - 0.3) / (0.0085 * (fontsize + 1.5))))
+    title_extra = 0.2 * title.count("\n")
     row_h = 0.27 * fontsize / 9
     table_h = row_h * (len(cells) + 1)
-    height = table_h + 0.55 + 0.16 * n_cap
+    height = table_h + 0.55 + 0.16 * n_cap + title_extra
     fig = plt.figure(figsize=(width, height))
-    top = 1 - 0.4 / height
+    top = 1 - (0.4 + title_extra) / height
     ax = fig.add_axes((0.02, top - table_h / height, 0.96, table_h / height))
     ax.axis("off")
     total = sum(c + 3 for c in chars)
