@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from helpers import config
 from helpers.run import artefacts, notebooks, stages
 
@@ -169,3 +171,17 @@ def test_unet_override_reruns_unet_and_what_follows(tmp_path):
 def test_run_time_note_comes_from_the_notebook():
     assert notebooks.run_time_note("unet", "cpu").startswith("about")
     assert "not stated" in notebooks.run_time_note("unet", "no-such-profile")
+
+
+@pytest.mark.parametrize("stage,profiles", [
+    ("curation", ("smoke", "cpu", "cpu-sites", "paper")), ("unet", ("smoke", "cpu", "cpu-sites", "paper")),
+    ("refine", ("smoke", "cpu", "paper")), ("hrnet", ("smoke", "cpu", "cpu-sites", "paper")),
+    ("baselines", ("smoke", "cpu", "cpu-sites", "paper")), ("audits", ("smoke", "cpu", "cpu-sites", "paper")),
+    ("ladder", ("smoke", "cpu", "cpu-deconf", "paper")), ("sites", ("smoke", "cpu", "cpu-sites", "paper"))])
+def test_every_profile_a_run_time_line_names_is_read(stage, profiles):
+    """Each "Run time" part is "<profile> <estimate>", one profile per part, so that the line
+    run_all.sh prints finds the estimate of the profile that runs."""
+    for profile in profiles:
+        note = notebooks.run_time_note(stage, profile)
+        assert "not stated" not in note, (stage, profile, note)
+        assert "cpu-sites" not in note, (stage, profile, note)  # two profiles in one part
