@@ -235,8 +235,6 @@ def cross_validate_many(profile, jobs: dict[str, dict], out_dir: Path, seed: int
     return {key: f() for key, f in finish.items()}
 
 
-
-
 def _prepare(profile, key: str, *, name: str, images: np.ndarray, y: np.ndarray,
              index: pd.DataFrame, out_dir: Path, seed: int, device: str,
              seconds: dict[str, float] | None = None, tag: str | None = None,
